@@ -1,0 +1,320 @@
+//! One typed configuration, layered: built-in defaults -> a TOML file -> environment.
+//!
+//! The defaults describe the local stack (`scripts/stack up`), so `scalable-api serve` works
+//! on a developer machine with no file at all. Production sets `profile = "production"`,
+//! which refuses to start with the development JWT secret.
+//!
+//! Sources, later ones win:
+//! 1. [`Config::default`]
+//! 2. the TOML file named by `--config` or `SCALABLE_API_CONFIG` (see `config/example.toml`)
+//! 3. environment variables `SCALABLE_API_<SECTION>__<FIELD>`, e.g. `SCALABLE_API_HTTP__ADDR=0.0.0.0:8080`,
+//!    `SCALABLE_API_AUTH__JWT_SECRET=...`, `SCALABLE_API_DB__DIRECTORY_URL=postgres://...`.
+//!    Nested values parse as TOML, so the whole shard map fits in one variable:
+//!    `SCALABLE_API_DB__SHARDS='[{id=0, first_id=1, last_id=1000000000, primary="postgres://..", replicas=[]}]'`.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::{Context, bail, ensure};
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The JWT secret used when none is configured. Fine on a laptop, refused in production.
+pub const DEV_JWT_SECRET: &str = "dev-only-secret-change-me-dev-only-secret";
+
+/// Largest id a shard range may reach: ids are JSON numbers in v1, and JavaScript clients
+/// lose precision past 2^53 - 1.
+pub const MAX_ID: i64 = (1 << 53) - 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `dev` turns on the learner's debug headers (`X-Db-Route`) and readable logs;
+    /// `production` turns them off and demands real secrets.
+    pub profile: Profile,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub db: DbConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on. Port 0 picks a free port (tests do this).
+    pub addr: SocketAddr,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// A request still running after this long is answered with 503.
+    pub request_timeout_ms: u64,
+    /// On SIGTERM/Ctrl-C, in-flight requests get this long to finish before the process exits.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC secret for HS256 access tokens (at least 32 bytes).
+    #[serde(serialize_with = "serialize_secret")]
+    pub jwt_secret: SecretString,
+    /// `iss` claim written and required.
+    pub issuer: String,
+    /// `aud` claim written and required.
+    pub audience: String,
+    /// Lifetime of an access token, in seconds.
+    pub access_token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbConfig {
+    /// The email directory (`email -> user id`): one database, not sharded.
+    pub directory_url: String,
+    /// The shard map, ordered by id range. Each shard owns a closed range of ids.
+    pub shards: Vec<ShardConfig>,
+    /// Connections per pool (one pool per primary and per replica).
+    pub pool_max_connections: u32,
+    /// How long a request waits for a pooled connection, including opening a new one, before
+    /// failing with 503. Without it a dead server would hold every request for the OS's TCP
+    /// connect timeout.
+    pub acquire_timeout_ms: u64,
+    /// `statement_timeout` set on every connection: no query runs away with a connection.
+    pub statement_timeout_ms: u64,
+}
+
+/// One shard: the closed id range it owns and where its primary and replicas are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    pub id: u16,
+    /// First id of this shard's range (inclusive).
+    pub first_id: i64,
+    /// Last id of this shard's range (inclusive). Once the range is used up the shard takes
+    /// no new rows: ids never wrap into another shard's range.
+    pub last_id: i64,
+    pub primary: String,
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    /// Whether the placement policy may put new users here (turn off to drain a full shard).
+    #[serde(default = "yes")]
+    pub accepts_new_users: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Largest `limit` a list endpoint accepts.
+    pub max_page_size: u32,
+    /// Largest `offset` a list endpoint accepts. Offset pagination costs O(offset) rows per
+    /// shard, so it is bounded; cursors (v2) have no such cost.
+    pub max_offset: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn serialize_secret<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    // Figment round-trips defaults through serialization; the value never reaches a log.
+    s.serialize_str(secret.expose_secret())
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Dev,
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            db: DbConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 20_000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: SecretString::from(DEV_JWT_SECRET),
+            issuer: "scalable-api".into(),
+            audience: "scalable-api".into(),
+            access_token_ttl_secs: 3600,
+        }
+    }
+}
+
+/// The local stack's layout (see `scripts/stack`): two shards, a primary and a replica each,
+/// and the directory on shard 0's primary server (its own database).
+impl Default for DbConfig {
+    fn default() -> Self {
+        let shard = |id: u16, port: u16| ShardConfig {
+            id,
+            first_id: i64::from(id) * 1_000_000_000 + 1,
+            last_id: (i64::from(id) + 1) * 1_000_000_000,
+            primary: format!("postgres://postgres@127.0.0.1:{port}/scalable_api"),
+            replicas: vec![format!(
+                "postgres://postgres@127.0.0.1:{}/scalable_api",
+                port + 1
+            )],
+            accepts_new_users: true,
+        };
+        Self {
+            directory_url: "postgres://postgres@127.0.0.1:55410/scalable_api_directory".into(),
+            shards: vec![shard(0, 55410), shard(1, 55420)],
+            pool_max_connections: 16,
+            acquire_timeout_ms: 2_000,
+            statement_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_page_size: 100,
+            max_offset: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `SCALABLE_API_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(
+                Env::prefixed("SCALABLE_API_")
+                    // Only our sections: SCALABLE_API_CONFIG and the stack's SCALABLE_API_STACK_*
+                    // share the prefix but are not settings.
+                    .filter(|key| {
+                        let section = key.as_str().split("__").next().unwrap_or_default();
+                        ["profile", "http", "auth", "db", "api"].contains(&section)
+                    })
+                    .split("__"),
+            )
+            .extract()
+            .context("Failed to read the configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot: the shard map is a partition of disjoint ranges, and
+    /// production has real secrets.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let shards = &self.db.shards;
+        ensure!(
+            !shards.is_empty(),
+            "db.shards: at least one shard is required"
+        );
+        for (i, s) in shards.iter().enumerate() {
+            ensure!(
+                1 <= s.first_id && s.first_id <= s.last_id && s.last_id <= MAX_ID,
+                "db.shards[{i}]: need 1 <= first_id <= last_id <= {MAX_ID}"
+            );
+            if let Some(next) = shards.get(i + 1) {
+                ensure!(
+                    s.last_id < next.first_id,
+                    "db.shards: shard {} and shard {} overlap or are out of order (ranges must ascend)",
+                    s.id,
+                    next.id
+                );
+            }
+            ensure!(
+                shards.iter().filter(|o| o.id == s.id).count() == 1,
+                "db.shards: shard id {} appears twice",
+                s.id
+            );
+        }
+        ensure!(
+            shards.iter().any(|s| s.accepts_new_users),
+            "db.shards: no shard accepts new users"
+        );
+        ensure!(
+            self.api.max_page_size >= 1,
+            "api.max_page_size must be at least 1"
+        );
+        let secret = self.auth.jwt_secret.expose_secret();
+        ensure!(
+            secret.len() >= 32,
+            "auth.jwt_secret must be at least 32 bytes"
+        );
+        if self.profile == Profile::Production && secret == DEV_JWT_SECRET {
+            bail!(
+                "auth.jwt_secret: the development secret is refused in production; set SCALABLE_API_AUTH__JWT_SECRET"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn is_dev(&self) -> bool {
+        self.profile == Profile::Dev
+    }
+}
+
+impl DbConfig {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms)
+    }
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_describe_a_valid_two_shard_local_stack() {
+        let config = Config::default();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.db.shards.len(), 2);
+        assert_eq!(config.db.shards[1].first_id, 1_000_000_001);
+    }
+
+    #[test]
+    fn overlapping_shard_ranges_are_refused() {
+        let mut config = Config::default();
+        config.db.shards[1].first_id = config.db.shards[0].last_id;
+        let err = config.validate().expect_err("overlap must be refused");
+        assert!(err.to_string().contains("overlap"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_the_development_secret() {
+        let config = Config {
+            profile: Profile::Production,
+            ..Config::default()
+        };
+        let err = config.validate().expect_err("dev secret must be refused");
+        assert!(err.to_string().contains("production"), "{err}");
+    }
+}

@@ -1,0 +1,64 @@
+//! Users and posts: types and validation, no I/O.
+//!
+//! Parse, don't validate: request bodies become these newtypes at the edge, so everything
+//! past the handlers holds values that are already known to be acceptable.
+
+mod post;
+mod user;
+
+pub use post::{NewPost, Post, PostBody, PostPatch, PostTitle};
+pub use user::{Email, NewUser, Password, Tier, User, UserName, UserPatch};
+
+use crate::error::{Error, FieldError};
+
+/// Collects field errors so a client learns about every bad field in one round trip.
+#[derive(Default)]
+pub(crate) struct Checks(Vec<FieldError>);
+
+impl Checks {
+    pub(crate) fn check<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    pub(crate) fn finish(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation(self.0))
+        }
+    }
+}
+
+/// Trims `raw` and checks it is `min..=max` characters with no control characters.
+pub(crate) fn text(
+    field: &'static str,
+    raw: &str,
+    min: usize,
+    max: usize,
+    allow_newlines: bool,
+) -> Result<String, FieldError> {
+    let value = raw.trim();
+    let chars = value.chars().count();
+    if chars < min {
+        return Err(FieldError::new(
+            field,
+            format!("must be at least {min} characters"),
+        ));
+    }
+    if chars > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\r' | '\t')))
+    {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(value.to_owned())
+}

@@ -1,0 +1,207 @@
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::{Checks, text};
+use crate::error::{Error, FieldError};
+
+/// A user row as stored on its shard.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    #[sqlx(try_from = "String")]
+    pub tier: Tier,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Service tier; carried in the access token so rate limits need no database read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Free,
+    Pro,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Pro => "pro",
+        }
+    }
+}
+
+impl TryFrom<String> for Tier {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "free" => Ok(Tier::Free),
+            "pro" => Ok(Tier::Pro),
+            other => Err(format!("unknown tier {other:?}")),
+        }
+    }
+}
+
+/// A normalised email address: trimmed and lower-cased, so the directory's uniqueness is
+/// case-insensitive. (Lower-casing the local part is not strictly RFC 5321, but no real
+/// provider distinguishes case, and users do not expect it to matter.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let value = raw.trim().to_lowercase();
+        let invalid = || FieldError::new("email", "must be an address like name@example.com");
+        if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = value.split_once('@').ok_or_else(invalid)?;
+        let domain_ok = domain.contains('.')
+            && !domain.contains('@')
+            && domain.split('.').all(|label| !label.is_empty());
+        if local.is_empty() || local.len() > 64 || !domain_ok {
+            return Err(invalid());
+        }
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        text("name", raw, 1, 100, false).map(Self)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A plaintext password on its way to the hasher. Never logged, never stored.
+#[derive(Debug)]
+pub struct Password(pub SecretString);
+
+impl Password {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let chars = raw.chars().count();
+        if chars < 8 {
+            return Err(FieldError::new("password", "must be at least 8 characters"));
+        }
+        // Bounded so a client cannot make the hasher chew on megabytes.
+        if raw.len() > 256 {
+            return Err(FieldError::new("password", "must be at most 256 bytes"));
+        }
+        Ok(Self(SecretString::from(raw)))
+    }
+}
+
+/// A validated registration.
+#[derive(Debug)]
+pub struct NewUser {
+    pub email: Email,
+    pub name: UserName,
+    pub password: Password,
+}
+
+impl NewUser {
+    pub fn parse(email: &str, name: &str, password: &str) -> Result<Self, Error> {
+        let mut checks = Checks::default();
+        let email = checks.check(Email::parse(email));
+        let name = checks.check(UserName::parse(name));
+        let password = checks.check(Password::parse(password));
+        checks.finish()?;
+        match (email, name, password) {
+            (Some(email), Some(name), Some(password)) => Ok(Self {
+                email,
+                name,
+                password,
+            }),
+            _ => unreachable!("Checks::finish returns an error when any field failed"),
+        }
+    }
+}
+
+/// A validated partial update; at least one field is present.
+#[derive(Debug)]
+pub struct UserPatch {
+    pub email: Option<Email>,
+    pub name: Option<UserName>,
+    pub password: Option<Password>,
+}
+
+impl UserPatch {
+    pub fn parse(
+        email: Option<&str>,
+        name: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Self, Error> {
+        if email.is_none() && name.is_none() && password.is_none() {
+            return Err(Error::validation(
+                "body",
+                "give at least one of email, name, password",
+            ));
+        }
+        let mut checks = Checks::default();
+        let email = email.and_then(|e| checks.check(Email::parse(e)));
+        let name = name.and_then(|n| checks.check(UserName::parse(n)));
+        let password = password.and_then(|p| checks.check(Password::parse(p)));
+        checks.finish()?;
+        Ok(Self {
+            email,
+            name,
+            password,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_to_lower_case() {
+        let email = Email::parse("  Ada@Example.COM ").expect("valid address");
+        assert_eq!(email.as_str(), "ada@example.com");
+    }
+
+    #[test]
+    fn malformed_emails_are_rejected() {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "ada@ex..com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn registration_reports_every_bad_field_at_once() {
+        let Err(Error::Validation(errors)) = NewUser::parse("nope", "", "short") else {
+            panic!("expected a validation error");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["email", "name", "password"]);
+    }
+
+    #[test]
+    fn an_empty_patch_is_rejected() {
+        assert!(matches!(
+            UserPatch::parse(None, None, None),
+            Err(Error::Validation(_))
+        ));
+    }
+}

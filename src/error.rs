@@ -1,0 +1,206 @@
+//! The one error type of the API, rendered as `application/problem+json` (RFC 9457).
+//!
+//! Handlers return `Result<T>` and use `?`; every failure becomes one of these variants, and
+//! only here does it turn into a status code and a body. That keeps the contract in one place:
+//! each variant has a stable `type` URI that clients can switch on, and a 5xx body never
+//! carries internal text (a database message can leak schema, hostnames or data; it is logged
+//! instead).
+
+use std::time::Duration;
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Base of the stable problem `type` URIs; each problem appends its slug.
+pub const PROBLEM_BASE: &str = "https://scalable-api.dev/problems/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed: bad JSON syntax, a bad path or query parameter.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The body parsed but is not acceptable: wrong types, unknown or missing fields.
+    #[error("invalid body: {0}")]
+    InvalidBody(String),
+    /// Fields that failed domain validation, each with its own message.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// Missing, malformed, expired or wrongly signed credentials.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// A dependency (a shard, the directory) cannot serve now; the client may retry later.
+    #[error("unavailable: {detail}")]
+    Unavailable {
+        detail: &'static str,
+        retry_after: Duration,
+    },
+    /// Anything else. Logged with its chain; the client sees only a generic 500.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// The RFC 9457 body.
+#[derive(Debug, Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidBody(_) | Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable slug of the problem type; also the GraphQL `extensions.code` family.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad-request",
+            Error::InvalidBody(_) => "invalid-body",
+            Error::Validation(_) => "validation",
+            Error::UnsupportedMediaType(_) => "unsupported-media-type",
+            Error::PayloadTooLarge => "payload-too-large",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not-found",
+            Error::MethodNotAllowed => "method-not-allowed",
+            Error::Conflict(_) => "conflict",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "Bad request",
+            Error::InvalidBody(_) => "The request body is not acceptable",
+            Error::Validation(_) => "Some fields are invalid",
+            Error::UnsupportedMediaType(_) => "Unsupported media type",
+            Error::PayloadTooLarge => "The request body is too large",
+            Error::Unauthorized(_) => "Authentication required",
+            Error::Forbidden(_) => "Not allowed",
+            Error::NotFound(_) => "Not found",
+            Error::MethodNotAllowed => "Method not allowed",
+            Error::Conflict(_) => "Conflict",
+            Error::Unavailable { .. } => "Temporarily unavailable",
+            Error::Internal(_) => "Internal server error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Error::BadRequest(d) | Error::InvalidBody(d) | Error::UnsupportedMediaType(d) => {
+                d.clone()
+            }
+            Error::Validation(_) => "see `errors` for each invalid field".into(),
+            Error::PayloadTooLarge => "the body exceeds the configured limit".into(),
+            Error::Unauthorized(d)
+            | Error::Forbidden(d)
+            | Error::NotFound(d)
+            | Error::Conflict(d) => (*d).into(),
+            Error::MethodNotAllowed => "this route does not accept that method".into(),
+            Error::Unavailable { detail, .. } => (*detail).into(),
+            Error::Internal(_) => "the server failed to handle this request".into(),
+        }
+    }
+
+    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Validation(vec![FieldError::new(field, message)])
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let problem = Problem {
+            kind: format!("{PROBLEM_BASE}{}", self.slug()),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            errors: match &self {
+                Error::Validation(errors) => errors.clone(),
+                _ => Vec::new(),
+            },
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            Error::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Error::Unavailable { retry_after, .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after.as_secs().max(1)),
+                );
+            }
+            _ => {}
+        }
+        if let Error::Internal(err) = &self {
+            // Not logged here (a conversion has no side effects): the chain rides in the
+            // response extensions and `http::log_internal_errors` logs it with the request.
+            response
+                .extensions_mut()
+                .insert(InternalErrorReport(std::sync::Arc::from(format!(
+                    "{err:#}"
+                ))));
+        }
+        response
+    }
+}
+
+/// The text of an internal error, for the logging middleware; never sent to the client.
+#[derive(Debug, Clone)]
+pub struct InternalErrorReport(pub std::sync::Arc<str>);

@@ -1,0 +1,122 @@
+//! Users: list, read, change, delete; and a user's posts.
+
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use serde::Deserialize;
+
+use super::views::{PostView, UserView};
+use crate::{
+    AppState,
+    auth::{AuthUser, MaybeAuthUser, password},
+    db::{Page, Scope, UserUpdate},
+    domain::UserPatch,
+    error::{Error, Result},
+    http::extract::{Id, Json},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", get(list))
+        .route("/users/{id}", get(show).patch(update).delete(remove))
+        .route("/users/{id}/posts", get(posts))
+}
+
+const NO_USER: Error = Error::NotFound("no user has this id");
+
+/// `GET /v1/users?limit&offset`, ordered by id across shards.
+async fn list(
+    State(app): State<AppState>,
+    scope: Scope,
+    viewer: MaybeAuthUser,
+    page: Page,
+) -> Result<Json<Vec<UserView>>> {
+    let users = app.db.list_users(&scope, page).await?;
+    Ok(Json(
+        users
+            .into_iter()
+            .map(|u| UserView::new(u, viewer.id()))
+            .collect(),
+    ))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    scope: Scope,
+    viewer: MaybeAuthUser,
+    Id(id): Id,
+) -> Result<Json<UserView>> {
+    let user = app.db.user(&scope, id).await?.ok_or(NO_USER)?;
+    Ok(Json(UserView::new(user, viewer.id())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    email: Option<String>,
+    name: Option<String>,
+    password: Option<String>,
+}
+
+/// `PATCH /v1/users/{id}`: the user themself only.
+async fn update(
+    State(app): State<AppState>,
+    scope: Scope,
+    me: AuthUser,
+    Id(id): Id,
+    Json(body): Json<UpdateBody>,
+) -> Result<Json<UserView>> {
+    if me.id != id {
+        return Err(Error::Forbidden(
+            "only the user themself may change their account",
+        ));
+    }
+    let patch = UserPatch::parse(
+        body.email.as_deref(),
+        body.name.as_deref(),
+        body.password.as_deref(),
+    )?;
+    let password_hash = match &patch.password {
+        Some(p) => Some(password::hash(&p.0).await?),
+        None => None,
+    };
+    let update = UserUpdate {
+        email: patch.email,
+        name: patch.name,
+        password_hash,
+    };
+    let user = app
+        .db
+        .update_user(&scope, id, update)
+        .await?
+        .ok_or(NO_USER)?;
+    Ok(Json(UserView::new(user, Some(me.id))))
+}
+
+/// `DELETE /v1/users/{id}`: the user themself only; their posts go with them.
+async fn remove(
+    State(app): State<AppState>,
+    scope: Scope,
+    me: AuthUser,
+    Id(id): Id,
+) -> Result<StatusCode> {
+    if me.id != id {
+        return Err(Error::Forbidden(
+            "only the user themself may delete their account",
+        ));
+    }
+    if app.db.delete_user(&scope, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(NO_USER)
+    }
+}
+
+/// `GET /v1/users/{id}/posts?limit&offset`, newest first.
+async fn posts(
+    State(app): State<AppState>,
+    scope: Scope,
+    Id(id): Id,
+    page: Page,
+) -> Result<Json<Vec<PostView>>> {
+    let posts = app.db.user_posts(&scope, id, page).await?.ok_or(NO_USER)?;
+    Ok(Json(posts.into_iter().map(PostView::from).collect()))
+}

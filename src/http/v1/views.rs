@@ -1,0 +1,52 @@
+//! v1 representations: what a client sees of users and posts.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::{Post, User};
+
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: i64,
+    pub name: String,
+    /// Only for the user themself: an email is personal data, not a public profile field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserView {
+    /// Renders `user` for `viewer` (the authenticated user's id, if any).
+    pub fn new(user: User, viewer: Option<i64>) -> Self {
+        let own = viewer == Some(user.id);
+        Self {
+            id: user.id,
+            name: user.name,
+            email: own.then_some(user.email),
+            created_at: user.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PostView {
+    pub id: i64,
+    pub user_id: i64,
+    pub title: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Post> for PostView {
+    fn from(post: Post) -> Self {
+        Self {
+            id: post.id,
+            user_id: post.user_id,
+            title: post.title,
+            body: post.body,
+            created_at: post.created_at,
+            updated_at: post.updated_at,
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! scalable-api: a users/posts API that shows, in running code, how an API is scaled.
+//!
+//! [`App::build`] turns a [`Config`] into the shared state, [`router`] into the axum
+//! `Router`, and [`serve`] runs it with graceful shutdown. The binary (`main.rs`) and the
+//! integration tests both go through these, so the tests exercise the real wiring.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod telemetry;
+
+use std::{future::Future, ops::Deref, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use http::router;
+
+use auth::JwtKeys;
+use db::Db;
+
+/// Everything a request handler may need, built once at start-up.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub db: Db,
+    pub jwt: JwtKeys,
+}
+
+/// Cheap-to-clone handle to the [`App`]; handlers take `State<AppState>`.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl App {
+    /// Builds the state from a validated config. Opens no connection: pools connect lazily,
+    /// so the service starts (and reports itself degraded) even when a shard is down.
+    pub fn build(config: Config) -> anyhow::Result<AppState> {
+        config.validate()?;
+        let db = Db::connect_lazy(&config.db)?;
+        let jwt = JwtKeys::new(&config.auth);
+        Ok(AppState(Arc::new(App { config, db, jwt })))
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting connections and
+/// lets in-flight requests finish, for at most `http.shutdown_grace_ms`.
+pub async fn serve(
+    listener: TcpListener,
+    app: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_millis(app.config.http.shutdown_grace_ms);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stopping_tx.send(());
+    });
+    let drained = async {
+        // Once shutdown has begun, give the drain `grace` before giving up on stragglers.
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.context("Failed to serve HTTP")?,
+        () = drained => tracing::warn!(?grace, "shutdown grace period over; dropping unfinished requests"),
+    }
+    app.db.close().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,99 @@
+//! `scalable-api`: serve the API, migrate the databases, load demo data.
+//!
+//! Thin on purpose: config -> telemetry -> build -> run. Everything else lives in the library
+//! so the integration tests run the same code.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use scalable_api::{App, Config, db::seed, serve, shutdown_signal, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML config file layered over the defaults (see config/example.toml).
+    #[arg(long, env = "SCALABLE_API_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API until Ctrl-C or SIGTERM.
+    Serve,
+    /// Apply migrations to the directory and every shard, and bind each shard to its id range.
+    Migrate,
+    /// Load the deterministic demo data set (password of every demo user: `demo-password`).
+    Seed {
+        #[arg(long, default_value_t = 100_000)]
+        users: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        posts: u64,
+        /// Replace existing users, posts and directory entries.
+        #[arg(long)]
+        reset: bool,
+        /// Do nothing if the shards already hold users.
+        #[arg(long, conflicts_with = "reset")]
+        if_empty: bool,
+    },
+    /// Print the effective configuration (secrets redacted).
+    Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    telemetry::init(&config);
+    let app = App::build(config)?;
+    match cli.command {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(app.config.http.addr)
+                .await
+                .with_context(|| format!("Failed to bind {}", app.config.http.addr))?;
+            tracing::info!(addr = %listener.local_addr()?, profile = ?app.config.profile, "serving");
+            serve(listener, app, shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            scalable_api::db::migrate::run(&app.db, &app.config.db).await?;
+            tracing::info!(
+                shards = app.db.shards().len(),
+                "migrated the directory and every shard"
+            );
+        }
+        Command::Seed {
+            users,
+            posts,
+            reset,
+            if_empty,
+        } => {
+            let options = seed::SeedOptions {
+                users,
+                posts,
+                reset,
+                if_empty,
+            };
+            let report = seed::seed(&app.db, options).await?;
+            if report.skipped {
+                println!(
+                    "seed: the shards already hold users; nothing loaded (use --reset to replace them)"
+                );
+            } else {
+                println!(
+                    "seed: loaded {} users and {} posts in {:.1}s",
+                    report.users,
+                    report.posts,
+                    report.elapsed.as_secs_f64()
+                );
+            }
+        }
+        Command::Config => {
+            let mut shown = app.config.clone();
+            shown.auth.jwt_secret = "<redacted>".into();
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! `TestApp`: the real service on port 0 over fresh databases on the shared local stack.
+
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use reqwest::{Method, Response, StatusCode};
+use scalable_api::{App, AppState, Config, config::ShardConfig};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection, PgPool, postgres::PgPoolOptions};
+
+/// The stack's servers, from `eval "$(scripts/stack env)"`.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub primaries: Vec<String>,
+    pub replicas: Vec<String>,
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: start the stack and load its settings with `scripts/test`, or `scripts/stack up && eval \"$(scripts/stack env)\"`")
+            })
+        };
+        Self {
+            primaries: vec![
+                var("SCALABLE_API_STACK_SHARD0_PRIMARY"),
+                var("SCALABLE_API_STACK_SHARD1_PRIMARY"),
+            ],
+            replicas: vec![
+                var("SCALABLE_API_STACK_SHARD0_REPLICA"),
+                var("SCALABLE_API_STACK_SHARD1_REPLICA"),
+            ],
+        }
+    }
+}
+
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub stack: Stack,
+    /// Per-test database names: `shard_dbs[i]` lives on shard i's primary (and, replicated,
+    /// its replica); `directory_db` on shard 0's primary.
+    pub shard_dbs: Vec<String>,
+    pub directory_db: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// A registered user and their access token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "t_{}_{}_{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns the app after `tweak` has adjusted the config (shard ranges, limits, ...).
+    /// The shard map's URLs are filled in here; `tweak` sees them already set.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        init_test_logs();
+        let stack = Stack::from_env();
+        let name = unique_name();
+        let shard_dbs: Vec<String> = (0..stack.primaries.len())
+            .map(|i| format!("{name}_s{i}"))
+            .collect();
+        let directory_db = format!("{name}_dir");
+        for (i, db) in shard_dbs.iter().enumerate() {
+            create_database(&stack.primaries[i], db).await;
+        }
+        create_database(&stack.primaries[0], &directory_db).await;
+
+        let mut config = Config::default();
+        config.http.addr = ([127, 0, 0, 1], 0).into();
+        config.db.directory_url = format!("{}/{directory_db}", stack.primaries[0]);
+        config.db.shards = shard_dbs
+            .iter()
+            .enumerate()
+            .map(|(i, db)| ShardConfig {
+                id: i as u16,
+                first_id: i as i64 * 1_000_000_000 + 1,
+                last_id: (i as i64 + 1) * 1_000_000_000,
+                primary: format!("{}/{db}", stack.primaries[i]),
+                replicas: vec![format!("{}/{db}", stack.replicas[i])],
+                accepts_new_users: true,
+            })
+            .collect();
+        config.db.pool_max_connections = 5;
+        tweak(&mut config);
+
+        let state = App::build(config.clone()).expect("the test config is valid");
+        scalable_api::db::migrate::run(&state.db, &config.db)
+            .await
+            .expect("migrations apply");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let serve_state = state.clone();
+        let server = tokio::spawn(async move {
+            let _ = scalable_api::serve(listener, serve_state, std::future::pending()).await;
+        });
+        let app = Self {
+            base,
+            client: reqwest::Client::new(),
+            state,
+            stack,
+            shard_dbs,
+            directory_db,
+            server,
+        };
+        // Replicas must have the databases and the schema before the first read goes there.
+        app.wait_for_replicas().await;
+        app
+    }
+
+    /// Sends a request; `token` adds `Authorization: Bearer`, `body` is sent as JSON.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request
+            .send()
+            .await
+            .expect("the request reaches the test server")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path, None, None).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path, None, Some(body)).await
+    }
+
+    pub async fn register(&self, email: &str, name: &str) -> TestUser {
+        let password = "correct horse battery".to_owned();
+        let response = self
+            .post_json(
+                "/v1/auth/register",
+                &json!({ "email": email, "name": name, "password": password }),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "registering {email}"
+        );
+        let user: Value = response.json().await.expect("JSON body");
+        let id = user["id"].as_i64().expect("an integer id");
+        let token = self.login(email, &password).await;
+        TestUser {
+            id,
+            email: email.to_owned(),
+            password,
+            token,
+        }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let response = self
+            .post_json(
+                "/v1/auth/login",
+                &json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "logging in as {email}");
+        let body: Value = response.json().await.expect("JSON body");
+        body["access_token"].as_str().expect("a token").to_owned()
+    }
+
+    pub async fn create_post(&self, user: &TestUser, title: &str) -> Value {
+        let response = self
+            .request(
+                Method::POST,
+                "/v1/posts",
+                Some(&user.token),
+                Some(&json!({ "title": title, "body": format!("body of {title}") })),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "creating post {title}"
+        );
+        response.json().await.expect("JSON body")
+    }
+
+    /// A direct connection pool to shard `i`'s primary test database (bypassing the app).
+    pub async fn primary(&self, i: usize) -> PgPool {
+        connect(&format!(
+            "{}/{}",
+            self.stack.primaries[i], self.shard_dbs[i]
+        ))
+        .await
+    }
+
+    /// A direct connection pool to shard `i`'s replica test database.
+    pub async fn replica(&self, i: usize) -> PgPool {
+        connect(&format!("{}/{}", self.stack.replicas[i], self.shard_dbs[i])).await
+    }
+
+    pub async fn directory(&self) -> PgPool {
+        connect(&format!(
+            "{}/{}",
+            self.stack.primaries[0], self.directory_db
+        ))
+        .await
+    }
+
+    /// Waits until every replica has replayed everything its primary had written when this
+    /// was called: after it, a replica read sees all earlier writes.
+    pub async fn wait_for_replicas(&self) {
+        for (primary, replica) in self.stack.primaries.iter().zip(&self.stack.replicas) {
+            let mut p = PgConnection::connect(&format!("{primary}/postgres"))
+                .await
+                .expect("primary");
+            let target: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+                .fetch_one(&mut p)
+                .await
+                .expect("current LSN");
+            let mut r = PgConnection::connect(&format!("{replica}/postgres"))
+                .await
+                .expect("replica");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let caught_up: bool = sqlx::query_scalar(
+                    "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), $1::pg_lsn) >= 0",
+                )
+                .bind(&target)
+                .fetch_one(&mut r)
+                .await
+                .expect("replay LSN");
+                if caught_up {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {replica} did not catch up within 30s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// Drops this test's databases (replication drops them on the replicas too), even when
+    /// the test panicked. Runs on its own thread: `Drop` cannot await on the test's runtime.
+    fn drop(&mut self) {
+        self.server.abort();
+        let mut targets: Vec<(String, String)> = self
+            .shard_dbs
+            .iter()
+            .enumerate()
+            .map(|(i, db)| (self.stack.primaries[i].clone(), db.clone()))
+            .collect();
+        targets.push((self.stack.primaries[0].clone(), self.directory_db.clone()));
+        let dropper = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                for (server, db) in targets {
+                    if let Ok(mut conn) = PgConnection::connect(&format!("{server}/postgres")).await
+                    {
+                        let _ = conn
+                            .execute(
+                                format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)").as_str(),
+                            )
+                            .await;
+                    }
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+async fn create_database(server: &str, name: &str) {
+    let mut conn = PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach {server}: is the stack up? ({e})"));
+    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await
+        .expect("CREATE DATABASE");
+    let mut db = PgConnection::connect(&format!("{server}/{name}"))
+        .await
+        .expect("connect to the new database");
+    // Statement counts per server (the stack preloads the library): how tests prove which
+    // server ran a query.
+    db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .expect("pg_stat_statements");
+}
+
+pub async fn connect(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// Calls of statements matching `pattern` (SQL LIKE) run on `pool`'s server in its database,
+/// from pg_stat_statements: proof of where a query really ran.
+pub async fn statement_calls(pool: &PgPool, pattern: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(s.calls), 0)::bigint FROM pg_stat_statements s \
+         JOIN pg_database d ON d.oid = s.dbid \
+         WHERE d.datname = current_database() AND s.query LIKE $1",
+    )
+    .bind(pattern)
+    .fetch_one(pool)
+    .await
+    .expect("pg_stat_statements is readable")
+}
+
+/// Asserts a problem+json response with `status` and returns its body.
+pub async fn assert_problem(response: Response, status: StatusCode, what: &str) -> Value {
+    assert_eq!(response.status(), status, "{what}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        content_type, "application/problem+json",
+        "{what}: content type"
+    );
+    let body: Value = response.json().await.expect("a JSON problem body");
+    assert_eq!(
+        body["status"].as_u64(),
+        Some(u64::from(status.as_u16())),
+        "{what}: status field"
+    );
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("https://scalable-api.dev/problems/")),
+        "{what}: type field in {body}"
+    );
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{what}: title and detail in {body}"
+    );
+    body
+}
+
+/// The `X-Db-Route` header of a response.
+pub fn route_of(response: &Response) -> String {
+    response
+        .headers()
+        .get("x-db-route")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Test logs only when `TEST_LOG` is set: parallel tests' output is noise otherwise.
+fn init_test_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    }
+}

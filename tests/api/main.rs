@@ -1,0 +1,12 @@
+//! Integration tests against the real local stack (`scripts/stack up`): two shards, each a
+//! Postgres primary with a streaming replica. Each test gets its own databases on every
+//! server (see `helpers::TestApp`), so tests run in parallel and leave nothing behind.
+
+mod helpers;
+
+mod auth;
+mod directory;
+mod pagination;
+mod routing;
+mod sharding;
+mod validation;
