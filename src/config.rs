@@ -254,6 +254,10 @@ impl Config {
             );
         }
         ensure!(
+            shards.iter().all(|s| s.primary != self.db.directory_url),
+            "db.directory_url must be its own database, not a shard's: the two schemas keep separate migration histories"
+        );
+        ensure!(
             shards.iter().any(|s| s.accepts_new_users),
             "db.shards: no shard accepts new users"
         );
@@ -298,6 +302,23 @@ mod tests {
         assert!(config.validate().is_ok());
         assert_eq!(config.db.shards.len(), 2);
         assert_eq!(config.db.shards[1].first_id, 1_000_000_001);
+    }
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let from_file: Config = Figment::new()
+            .merge(Toml::file(&path))
+            .extract()
+            .expect("config/example.toml parses");
+        let (file, defaults) = (
+            serde_json::to_value(&from_file).expect("serializes"),
+            serde_json::to_value(Config::default()).expect("serializes"),
+        );
+        assert_eq!(
+            file, defaults,
+            "config/example.toml and Config::default() drifted apart"
+        );
     }
 
     #[test]

@@ -250,7 +250,9 @@ impl TestApp {
             let mut p = PgConnection::connect(&format!("{primary}/postgres"))
                 .await
                 .expect("primary");
-            let target: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            // The insert position, not `pg_current_wal_lsn()` (the write position): with
+            // `synchronous_commit = off` a commit can still sit in WAL buffers past the latter.
+            let target: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
                 .fetch_one(&mut p)
                 .await
                 .expect("current LSN");

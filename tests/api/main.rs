@@ -9,4 +9,5 @@ mod directory;
 mod pagination;
 mod routing;
 mod sharding;
+mod shutdown;
 mod validation;
