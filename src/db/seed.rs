@@ -161,7 +161,11 @@ async fn load_shard(
             continue;
         }
         let at = timestamp(user_time(n, options.users));
-        let tier = if mix(n).is_multiple_of(10) { "pro" } else { "free" };
+        let tier = if mix(n).is_multiple_of(10) {
+            "pro"
+        } else {
+            "free"
+        };
         let name = person_name(n);
         buf.push_str(&format!(
             "{id}\tuser{n}@example.com\t{name}\t{hash}\t{tier}\t{at}\t{at}\n"
