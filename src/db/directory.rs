@@ -74,9 +74,11 @@ impl Db {
 
     /// Finds the user behind an email for login: one directory lookup, then one shard.
     ///
-    /// The shard read goes to a replica first; if the replica does not have the row yet
-    /// although the directory says it exists, the replica is lagging (a login right after
-    /// registering), and the primary answers instead.
+    /// The shard read goes to the primary, not a replica: a replica that lags behind a
+    /// password change still holds the old hash and would let the old password in (and one
+    /// that lags behind a registration would refuse the new user). Login is rare next to
+    /// other reads and its cost is the argon2 verification, so one primary-key read on the
+    /// primary is cheap insurance.
     pub async fn user_by_email(&self, scope: &Scope, email: &Email) -> Result<Option<User>, Error> {
         let id: Option<i64> = sqlx::query_scalar(
             "SELECT user_id FROM directory_entries WHERE email = $1 AND state = 'active'",
@@ -88,9 +90,6 @@ impl Db {
             return Ok(None);
         };
         let (id, shard) = shard;
-        if let Some(user) = super::users::select_user(shard.reader(scope), id).await? {
-            return Ok(Some(user));
-        }
         Ok(super::users::select_user(shard.writer(scope), id).await?)
     }
 

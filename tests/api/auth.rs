@@ -1,1 +1,772 @@
-//! TODO
+//! Registration, login and ownership: who may see and change what, and that credentials never
+//! leave the service.
+
+use reqwest::{Method, Response, StatusCode, header};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{TestApp, assert_problem, route_of, statement_calls};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// The primary of the shard that owns `id` (a user or a post id), bypassing the app.
+async fn owning_primary(app: &TestApp, id: i64) -> PgPool {
+    let shard = app
+        .state
+        .db
+        .shards()
+        .owner(id)
+        .unwrap_or_else(|| panic!("id {id} belongs to a shard"));
+    app.primary(usize::from(shard.id())).await
+}
+
+/// A user's row on its shard primary, `None` once it is gone.
+async fn user_row(app: &TestApp, id: i64) -> Option<(String, String, String, String)> {
+    sqlx::query_as("SELECT email, name, password_hash, updated_at::text FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&owning_primary(app, id).await)
+        .await
+        .expect("read the user row on its primary")
+}
+
+/// A post's row on its shard primary, `None` once it is gone.
+async fn post_row(app: &TestApp, id: i64) -> Option<(i64, String, String, String)> {
+    sqlx::query_as("SELECT user_id, title, body, updated_at::text FROM posts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&owning_primary(app, id).await)
+        .await
+        .expect("read the post row on its primary")
+}
+
+async fn login_response(app: &TestApp, email: &str, password: &str) -> Response {
+    app.post_json(
+        "/v1/auth/login",
+        &json!({ "email": email, "password": password }),
+    )
+    .await
+}
+
+async fn register_response(app: &TestApp, email: &str, name: &str) -> Response {
+    app.post_json(
+        "/v1/auth/register",
+        &json!({ "email": email, "name": name, "password": PASSWORD }),
+    )
+    .await
+}
+
+async fn json_of(response: Response, what: &str) -> Value {
+    response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: a JSON body ({e})"))
+}
+
+fn post_id(post: &Value) -> i64 {
+    post["id"].as_i64().expect("a post id")
+}
+
+#[tokio::test]
+async fn registering_returns_201_with_a_location_and_the_user_with_their_own_email() {
+    // Arrange
+    let app = TestApp::spawn().await;
+
+    // Act
+    let response = register_response(&app, "ada@example.com", "Ada Lovelace").await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::CREATED, "registering");
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let user = json_of(response, "registering").await;
+    let id = user["id"].as_i64().expect("an integer id");
+    assert_eq!(
+        location,
+        Some(format!("/v1/users/{id}")),
+        "Location of the new user"
+    );
+    assert_eq!(user["name"], "Ada Lovelace");
+    assert_eq!(
+        user["email"], "ada@example.com",
+        "the user sees their email"
+    );
+    assert!(user["created_at"].is_string(), "created_at in {user}");
+    let mut keys: Vec<&str> = user
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["created_at", "email", "id", "name"],
+        "exactly the documented fields, no password or hash"
+    );
+    let row = user_row(&app, id).await.expect("the row is on its shard");
+    assert_eq!(row.0, "ada@example.com");
+}
+
+#[tokio::test]
+async fn no_response_ever_contains_a_password_or_its_hash() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let new_password = "a brand new passphrase";
+    let mut responses: Vec<(String, String)> = Vec::new();
+    let text = async |response: Response| response.text().await.expect("a readable body");
+
+    // Act: every route that touches a user, as owner, stranger and anonymous.
+    let registered = text(register_response(&app, "ada@example.com", "Ada").await).await;
+    let ada_id = serde_json::from_str::<Value>(&registered).expect("a JSON user")["id"]
+        .as_i64()
+        .expect("an id");
+    responses.push(("register".into(), registered));
+    let ada_token = app.login("ada@example.com", PASSWORD).await;
+    let bob = app.register("bob@example.com", "Bob").await;
+    let user_path = format!("/v1/users/{ada_id}");
+    let attempts = [
+        (
+            "login",
+            login_response(&app, "ada@example.com", PASSWORD).await,
+        ),
+        (
+            "login with a wrong password",
+            login_response(&app, "ada@example.com", "wrong password").await,
+        ),
+        (
+            "registering a taken email",
+            register_response(&app, "ada@example.com", "Again").await,
+        ),
+        (
+            "registering with an invalid password",
+            app.post_json(
+                "/v1/auth/register",
+                &json!({ "email": "x@example.com", "name": "X", "password": "secret1" }),
+            )
+            .await,
+        ),
+    ];
+    for (what, response) in attempts {
+        responses.push((what.into(), text(response).await));
+    }
+    app.wait_for_replicas().await;
+    for (who, token) in [
+        ("the owner", Some(ada_token.as_str())),
+        ("another user", Some(bob.token.as_str())),
+        ("anonymous", None),
+    ] {
+        for path in [user_path.as_str(), "/v1/users"] {
+            let response = app.request(Method::GET, path, token, None).await;
+            responses.push((format!("GET {path} as {who}"), text(response).await));
+        }
+    }
+    let patch = app
+        .request(
+            Method::PATCH,
+            &user_path,
+            Some(&ada_token),
+            Some(&json!({ "name": "Countess" })),
+        )
+        .await;
+    responses.push(("PATCH name".into(), text(patch).await));
+    let stored_before = user_row(&app, ada_id).await.expect("ada's row").2;
+    let patch = app
+        .request(
+            Method::PATCH,
+            &user_path,
+            Some(&ada_token),
+            Some(&json!({ "password": new_password })),
+        )
+        .await;
+    responses.push(("PATCH password".into(), text(patch).await));
+    let stored_after = user_row(&app, ada_id).await.expect("ada's row").2;
+
+    // Assert
+    assert_ne!(
+        stored_before, stored_after,
+        "the password change was stored"
+    );
+    assert_eq!(responses.len(), 13, "every response was recorded");
+    for (what, text) in &responses {
+        for secret in [
+            PASSWORD,
+            new_password,
+            "secret1",
+            "password_hash",
+            "$argon2",
+            stored_before.as_str(),
+            stored_after.as_str(),
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{what}: the response must not contain {secret:?}: {text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn logging_in_returns_a_bearer_token_for_the_user_and_its_lifetime() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+
+    // Act
+    let response = login_response(&app, "ada@example.com", PASSWORD).await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::OK, "logging in");
+    let body = json_of(response, "logging in").await;
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["access_token", "expires_in", "token_type"], "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(
+        body["expires_in"].as_u64(),
+        Some(app.state.config.auth.access_token_ttl_secs),
+        "expires_in is the configured lifetime"
+    );
+    let token = body["access_token"].as_str().expect("a token string");
+    let (id, _tier) = app
+        .state
+        .jwt
+        .verify(token)
+        .expect("the token verifies with the app's keys");
+    assert_eq!(id, ada.id, "the token's subject is the user");
+}
+
+#[tokio::test]
+async fn an_unknown_email_and_a_wrong_password_get_the_same_401() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    app.register("ada@example.com", "Ada").await;
+    let attempts = [
+        ("a wrong password", "ada@example.com", "not the password"),
+        ("an unknown email", "nobody@example.com", PASSWORD),
+        ("a malformed email", "not-an-email", PASSWORD),
+        ("an empty password", "ada@example.com", ""),
+    ];
+
+    let mut answers = Vec::new();
+    for (what, email, password) in attempts {
+        // Act
+        let response = login_response(&app, email, password).await;
+
+        // Assert
+        let challenge = response.headers().get(header::WWW_AUTHENTICATE).cloned();
+        let body = assert_problem(response, StatusCode::UNAUTHORIZED, what).await;
+        answers.push((what, challenge, body));
+    }
+    let (first, first_challenge, first_body) = &answers[0];
+    for (what, challenge, body) in &answers[1..] {
+        assert_eq!(
+            (challenge, body),
+            (first_challenge, first_body),
+            "{what} and {first} must be indistinguishable"
+        );
+    }
+}
+
+#[tokio::test]
+async fn emails_are_case_insensitive_for_registering_and_logging_in() {
+    // Arrange
+    let app = TestApp::spawn().await;
+
+    // Act
+    let response = register_response(&app, "Ada@Example.com", "Ada").await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::CREATED, "registering");
+    let user = json_of(response, "registering").await;
+    assert_eq!(user["email"], "ada@example.com", "stored normalised");
+    for email in ["ada@example.com", "ADA@EXAMPLE.COM", "  Ada@Example.com "] {
+        let response = login_response(&app, email, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK, "logging in as {email:?}");
+    }
+    for email in ["ada@example.com", "ADA@example.COM"] {
+        let response = register_response(&app, email, "Impostor").await;
+        let body = assert_problem(response, StatusCode::CONFLICT, email).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("already registered")),
+            "registering {email} again: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_user_s_email_is_shown_to_that_user_only() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+    let bob = app.register("bob@example.com", "Bob").await;
+    app.wait_for_replicas().await;
+    let path = format!("/v1/users/{}", ada.id);
+
+    for (who, token, email) in [
+        ("ada", Some(&ada.token), Some("ada@example.com")),
+        ("bob", Some(&bob.token), None),
+        ("anonymous", None, None),
+    ] {
+        // Act
+        let response = app
+            .request(Method::GET, &path, token.map(String::as_str), None)
+            .await;
+        let list = app
+            .request(Method::GET, "/v1/users", token.map(String::as_str), None)
+            .await;
+
+        // Assert
+        assert_eq!(response.status(), StatusCode::OK, "GET {path} as {who}");
+        let user = json_of(response, &path).await;
+        assert_eq!(user["id"].as_i64(), Some(ada.id));
+        assert_eq!(user["name"], "Ada");
+        assert_eq!(
+            user.get("email").and_then(Value::as_str),
+            email,
+            "ada's email seen by {who}: {user}"
+        );
+        assert_eq!(list.status(), StatusCode::OK, "GET /v1/users as {who}");
+        let list = json_of(list, "/v1/users").await;
+        let emails: Vec<(i64, Option<&str>)> = list
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|u| {
+                (
+                    u["id"].as_i64().expect("an id"),
+                    u.get("email").and_then(Value::as_str),
+                )
+            })
+            .collect();
+        let expected: Vec<(i64, Option<&str>)> = vec![
+            (ada.id, (who == "ada").then_some("ada@example.com")),
+            (bob.id, (who == "bob").then_some("bob@example.com")),
+        ];
+        assert_eq!(emails, expected, "emails in the user list seen by {who}");
+    }
+}
+
+#[tokio::test]
+async fn changing_or_deleting_another_user_is_forbidden_and_changes_nothing() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+    let bob = app.register("bob@example.com", "Bob").await;
+    let post = app.create_post(&ada, "mine").await;
+    let before = user_row(&app, ada.id).await.expect("ada's row");
+    let path = format!("/v1/users/{}", ada.id);
+    let attempts = [
+        (Method::PATCH, Some(json!({ "name": "Pwned" }))),
+        (Method::PATCH, Some(json!({ "email": "bob2@example.com" }))),
+        (Method::PATCH, Some(json!({ "password": "bob's choice" }))),
+        (Method::DELETE, None),
+    ];
+
+    for (method, body) in attempts {
+        // Act
+        let response = app
+            .request(method.clone(), &path, Some(&bob.token), body.as_ref())
+            .await;
+
+        // Assert
+        let what = format!("bob: {method} {path} with {body:?}");
+        assert_problem(response, StatusCode::FORBIDDEN, &what).await;
+    }
+    assert_eq!(
+        user_row(&app, ada.id).await.as_ref(),
+        Some(&before),
+        "ada's row on her shard primary is unchanged"
+    );
+    assert!(
+        post_row(&app, post_id(&post)).await.is_some(),
+        "ada's post is still there"
+    );
+    let response = login_response(&app, "bob2@example.com", PASSWORD).await;
+    assert_problem(response, StatusCode::UNAUTHORIZED, "the email bob tried").await;
+    app.login("ada@example.com", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn changing_or_deleting_a_post_someone_else_wrote_is_forbidden_and_changes_nothing() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+    let bob = app.register("bob@example.com", "Bob").await;
+    let post = app.create_post(&ada, "ada's post").await;
+    let id = post_id(&post);
+    let before = post_row(&app, id).await.expect("the post row");
+    let path = format!("/v1/posts/{id}");
+
+    for (method, body) in [
+        (Method::PATCH, Some(json!({ "title": "bob was here" }))),
+        (Method::PATCH, Some(json!({ "body": "bob was here" }))),
+        (Method::DELETE, None),
+    ] {
+        // Act
+        let response = app
+            .request(method.clone(), &path, Some(&bob.token), body.as_ref())
+            .await;
+
+        // Assert
+        let what = format!("bob: {method} {path} with {body:?}");
+        assert_problem(response, StatusCode::FORBIDDEN, &what).await;
+    }
+    assert_eq!(
+        post_row(&app, id).await.as_ref(),
+        Some(&before),
+        "the post on its shard primary is unchanged"
+    );
+    assert_eq!(before.0, ada.id, "and still ada's");
+}
+
+#[tokio::test]
+async fn the_owner_can_change_their_name() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+    let path = format!("/v1/users/{}", ada.id);
+
+    // Act
+    let response = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&ada.token),
+            Some(&json!({ "name": "  Countess of Lovelace " })),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::OK, "PATCH {path}");
+    let user = json_of(response, "PATCH").await;
+    assert_eq!(user["name"], "Countess of Lovelace", "trimmed");
+    assert_eq!(
+        user["email"], "ada@example.com",
+        "the owner sees their email"
+    );
+    app.wait_for_replicas().await;
+    let shown = json_of(app.get(&path).await, "GET after PATCH").await;
+    assert_eq!(shown["name"], "Countess of Lovelace", "GET sees the change");
+}
+
+#[tokio::test]
+async fn after_a_password_change_only_the_new_password_logs_in() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+    let new_password = "a brand new passphrase";
+
+    // Act
+    let response = app
+        .request(
+            Method::PATCH,
+            &format!("/v1/users/{}", ada.id),
+            Some(&ada.token),
+            Some(&json!({ "password": new_password })),
+        )
+        .await;
+
+    // Assert: at once, without waiting for the replicas to catch up: a login that read a
+    // lagging replica would still take the old password.
+    assert_eq!(response.status(), StatusCode::OK, "changing the password");
+    let old = login_response(&app, "ada@example.com", PASSWORD).await;
+    assert_problem(old, StatusCode::UNAUTHORIZED, "the old password").await;
+    app.login("ada@example.com", new_password).await;
+}
+
+#[tokio::test]
+async fn logging_in_reads_the_credentials_on_the_primary_never_a_replica() {
+    // Arrange: a replica may lag behind a password change; only the primary's hash is current.
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+    let shard = usize::from(
+        app.state
+            .db
+            .shards()
+            .owner(ada.id)
+            .expect("ada's shard")
+            .id(),
+    );
+    let (primary, replica) = (app.primary(shard).await, app.replica(shard).await);
+    let select_user = "SELECT id, email, name, password_hash%FROM users WHERE id = $1";
+    app.wait_for_replicas().await;
+    let before = (
+        statement_calls(&primary, select_user).await,
+        statement_calls(&replica, select_user).await,
+    );
+
+    // Act
+    let response = login_response(&app, "ada@example.com", PASSWORD).await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::OK, "logging in");
+    assert_eq!(
+        route_of(&response),
+        format!("shard={shard};role=primary"),
+        "X-Db-Route of the login"
+    );
+    let after = (
+        statement_calls(&primary, select_user).await,
+        statement_calls(&replica, select_user).await,
+    );
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 0),
+        "login's user read: (on the primary, on the replica)"
+    );
+}
+
+#[tokio::test]
+async fn after_an_email_change_only_the_new_email_logs_in_and_the_old_one_is_free() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+
+    // Act
+    let response = app
+        .request(
+            Method::PATCH,
+            &format!("/v1/users/{}", ada.id),
+            Some(&ada.token),
+            Some(&json!({ "email": "Countess@Example.com" })),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::OK, "changing the email");
+    let user = json_of(response, "changing the email").await;
+    assert_eq!(user["email"], "countess@example.com", "normalised");
+    let old = login_response(&app, "ada@example.com", PASSWORD).await;
+    assert_problem(
+        old,
+        StatusCode::UNAUTHORIZED,
+        "logging in with the old email",
+    )
+    .await;
+    app.login("countess@example.com", PASSWORD).await;
+    let someone = app.register("ada@example.com", "Another Ada").await;
+    assert_ne!(someone.id, ada.id, "the old email went to a new user");
+    let directory = app.directory().await;
+    let entries: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT email, user_id, state FROM directory_entries ORDER BY email")
+            .fetch_all(&directory)
+            .await
+            .expect("read the directory");
+    assert_eq!(
+        entries,
+        [
+            (
+                "ada@example.com".to_owned(),
+                someone.id,
+                "active".to_owned()
+            ),
+            (
+                "countess@example.com".to_owned(),
+                ada.id,
+                "active".to_owned()
+            ),
+        ],
+        "one active entry per email"
+    );
+}
+
+#[tokio::test]
+async fn changing_to_an_email_someone_else_has_is_a_409_and_changes_nothing() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+    app.register("bob@example.com", "Bob").await;
+    let before = user_row(&app, ada.id).await.expect("ada's row");
+
+    // Act
+    let response = app
+        .request(
+            Method::PATCH,
+            &format!("/v1/users/{}", ada.id),
+            Some(&ada.token),
+            Some(&json!({ "email": "BOB@example.com", "name": "Not Ada" })),
+        )
+        .await;
+
+    // Assert
+    assert_problem(response, StatusCode::CONFLICT, "taking bob's email").await;
+    assert_eq!(
+        user_row(&app, ada.id).await.as_ref(),
+        Some(&before),
+        "ada's row is unchanged"
+    );
+    app.login("ada@example.com", PASSWORD).await;
+    app.login("bob@example.com", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn deleting_a_user_removes_them_and_their_posts_and_frees_their_email() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+    let bob = app.register("bob@example.com", "Bob").await;
+    let ada_posts = [
+        app.create_post(&ada, "one").await,
+        app.create_post(&ada, "two").await,
+    ];
+    let bob_post = app.create_post(&bob, "bob's").await;
+    let path = format!("/v1/users/{}", ada.id);
+
+    // Act
+    let response = app
+        .request(Method::DELETE, &path, Some(&ada.token), None)
+        .await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::NO_CONTENT, "DELETE {path}");
+    assert!(
+        response.bytes().await.expect("a body").is_empty(),
+        "a 204 has no body"
+    );
+    assert_eq!(user_row(&app, ada.id).await, None, "ada's row is gone");
+    let primary = owning_primary(&app, ada.id).await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM posts WHERE user_id = $1")
+        .bind(ada.id)
+        .fetch_one(&primary)
+        .await
+        .expect("count ada's posts");
+    assert_eq!(left, 0, "ada's posts are gone from her shard primary");
+    for post in &ada_posts {
+        assert_eq!(post_row(&app, post_id(post)).await, None, "post {post}");
+    }
+    assert!(
+        post_row(&app, post_id(&bob_post)).await.is_some(),
+        "bob's post stays"
+    );
+
+    app.wait_for_replicas().await;
+    assert_problem(app.get(&path).await, StatusCode::NOT_FOUND, "GET the user").await;
+    assert_problem(
+        app.get(&format!("{path}/posts")).await,
+        StatusCode::NOT_FOUND,
+        "GET the user's posts",
+    )
+    .await;
+    for post in &ada_posts {
+        let post_path = format!("/v1/posts/{}", post_id(post));
+        assert_problem(app.get(&post_path).await, StatusCode::NOT_FOUND, &post_path).await;
+    }
+
+    let create = app
+        .request(
+            Method::POST,
+            "/v1/posts",
+            Some(&ada.token),
+            Some(&json!({ "title": "from beyond", "body": "x" })),
+        )
+        .await;
+    assert_problem(
+        create,
+        StatusCode::UNAUTHORIZED,
+        "a deleted user's token posting",
+    )
+    .await;
+    let again = app
+        .request(Method::DELETE, &path, Some(&ada.token), None)
+        .await;
+    assert_problem(again, StatusCode::NOT_FOUND, "deleting the user twice").await;
+    let login = login_response(&app, "ada@example.com", PASSWORD).await;
+    assert_problem(login, StatusCode::UNAUTHORIZED, "a deleted user's login").await;
+
+    let newcomer = app.register("ada@example.com", "New Ada").await;
+    assert_ne!(newcomer.id, ada.id, "the freed email went to a new user");
+}
+
+#[tokio::test]
+async fn an_author_can_create_read_change_and_delete_their_post() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada@example.com", "Ada").await;
+
+    // Act + Assert: create.
+    let response = app
+        .request(
+            Method::POST,
+            "/v1/posts",
+            Some(&ada.token),
+            Some(&json!({ "title": " Notes ", "body": "On the Analytical Engine\n" })),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED, "POST /v1/posts");
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let created = json_of(response, "POST /v1/posts").await;
+    let id = post_id(&created);
+    let path = format!("/v1/posts/{id}");
+    assert_eq!(location.as_deref(), Some(path.as_str()), "Location");
+    assert_eq!(created["user_id"].as_i64(), Some(ada.id));
+    assert_eq!(created["title"], "Notes", "trimmed");
+    assert_eq!(created["body"], "On the Analytical Engine");
+    assert!(created["created_at"].is_string() && created["updated_at"].is_string());
+
+    // Read.
+    app.wait_for_replicas().await;
+    let response = app.get(&path).await;
+    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    assert_eq!(
+        json_of(response, &path).await,
+        created,
+        "GET returns the post"
+    );
+
+    // Change.
+    let response = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&ada.token),
+            Some(&json!({ "title": "Note G" })),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "PATCH {path}");
+    let changed = json_of(response, "PATCH").await;
+    assert_eq!(changed["title"], "Note G");
+    assert_eq!(changed["body"], created["body"], "the body is untouched");
+    assert_eq!(changed["created_at"], created["created_at"]);
+    assert_ne!(
+        changed["updated_at"], created["updated_at"],
+        "updated_at moves"
+    );
+    app.wait_for_replicas().await;
+    let shown = json_of(app.get(&path).await, "GET after PATCH").await;
+    assert_eq!(shown, changed, "GET sees the change");
+
+    // Delete.
+    let response = app
+        .request(Method::DELETE, &path, Some(&ada.token), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT, "DELETE {path}");
+    assert_eq!(
+        post_row(&app, id).await,
+        None,
+        "gone from the shard primary"
+    );
+    app.wait_for_replicas().await;
+    assert_problem(
+        app.get(&path).await,
+        StatusCode::NOT_FOUND,
+        "GET after DELETE",
+    )
+    .await;
+    let again = app
+        .request(Method::DELETE, &path, Some(&ada.token), None)
+        .await;
+    assert_problem(again, StatusCode::NOT_FOUND, "DELETE twice").await;
+}

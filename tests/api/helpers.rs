@@ -256,6 +256,15 @@ impl TestApp {
                 .fetch_one(&mut p)
                 .await
                 .expect("current LSN");
+            // Replicas receive only flushed WAL, and the WAL writer flushes asynchronous
+            // commits up to 3 x wal_writer_delay later. Flush now: a transaction that commits
+            // synchronously flushes all WAL before its own commit record, target included.
+            p.execute("SET synchronous_commit = on")
+                .await
+                .expect("synchronous commit");
+            p.execute("SELECT pg_current_xact_id()")
+                .await
+                .expect("flush the WAL");
             let mut r = PgConnection::connect(&format!("{replica}/postgres"))
                 .await
                 .expect("replica");
