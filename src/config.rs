@@ -22,6 +22,8 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::traffic::BreakerConfig;
+
 /// The JWT secret used when none is configured. Fine on a laptop, refused in production.
 pub const DEV_JWT_SECRET: &str = "dev-only-secret-change-me-dev-only-secret";
 
@@ -90,6 +92,35 @@ pub struct DbConfig {
     pub acquire_timeout_ms: u64,
     /// `statement_timeout` set on every connection: no query runs away with a connection.
     pub statement_timeout_ms: u64,
+    /// Replica health checks, and the lag bounds past which a replica leaves rotation.
+    pub replicas: ReplicaHealthConfig,
+    /// The circuit breaker in front of each shard's primary.
+    pub primary_breaker: BreakerConfig,
+    /// Repair of directory entries a crash left half-done (see `src/db/directory.rs`).
+    pub directory_repair: DirectoryRepairConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaHealthConfig {
+    /// How often each shard's primary and replicas are checked.
+    pub check_interval_ms: u64,
+    /// A replica further behind its primary than this many bytes of WAL leaves rotation.
+    pub max_lag_bytes: u64,
+    /// A replica whose replay is older than this leaves rotation.
+    pub max_lag_ms: u64,
+    /// Healthy checks in a row before a replica that left rotation rejoins it.
+    pub rejoin_after: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryRepairConfig {
+    /// A `pending` entry older than this is presumed abandoned by a crashed saga and repaired
+    /// (a live saga finishes well within it).
+    pub grace_ms: u64,
+    /// How often the background pass looks for such entries.
+    pub interval_ms: u64,
 }
 
 /// One shard: the closed id range it owns and where its primary and replicas are.
@@ -184,6 +215,29 @@ impl Default for DbConfig {
             pool_max_connections: 16,
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: 5_000,
+            replicas: ReplicaHealthConfig::default(),
+            primary_breaker: BreakerConfig::default(),
+            directory_repair: DirectoryRepairConfig::default(),
+        }
+    }
+}
+
+impl Default for ReplicaHealthConfig {
+    fn default() -> Self {
+        Self {
+            check_interval_ms: 250,
+            max_lag_bytes: 16 * 1024 * 1024,
+            max_lag_ms: 5_000,
+            rejoin_after: 2,
+        }
+    }
+}
+
+impl Default for DirectoryRepairConfig {
+    fn default() -> Self {
+        Self {
+            grace_ms: 30_000,
+            interval_ms: 60_000,
         }
     }
 }

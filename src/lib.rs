@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod telemetry;
+pub mod traffic;
 
 use std::{future::Future, ops::Deref, sync::Arc, time::Duration};
 
@@ -28,7 +29,7 @@ use db::Db;
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
-    pub db: Db,
+    pub db: Arc<Db>,
     pub jwt: JwtKeys,
 }
 
@@ -48,7 +49,7 @@ impl App {
     /// so the service starts (and reports itself degraded) even when a shard is down.
     pub fn build(config: Config) -> anyhow::Result<AppState> {
         config.validate()?;
-        let db = Db::connect_lazy(&config.db)?;
+        let db = Arc::new(Db::connect_lazy(&config.db)?);
         let jwt = JwtKeys::new(&config.auth);
         Ok(AppState(Arc::new(App { config, db, jwt })))
     }
@@ -62,6 +63,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grace = Duration::from_millis(app.config.http.shutdown_grace_ms);
+    // Health monitors and the directory repair pass run while this instance serves.
+    let background = app.db.spawn_background();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
         shutdown.await;
@@ -79,6 +82,9 @@ pub async fn serve(
     tokio::select! {
         result = server => result.context("Failed to serve HTTP")?,
         () = drained => tracing::warn!(?grace, "shutdown grace period over; dropping unfinished requests"),
+    }
+    for task in background {
+        task.abort();
     }
     app.db.close().await;
     Ok(())

@@ -4,22 +4,70 @@
 //! Why it is delicate: registering, re-emailing and deleting a user each touch two databases
 //! (the directory and a shard) and there is no distributed transaction manager.
 //!
-//! Protocol: a **reserve/confirm saga**. An entry is first written `pending` (the email is
-//! taken from that moment, so two shards can never both accept it), then the shard row is
-//! written, then the entry is flipped to `active`. A failure after the reservation releases
-//! it again (the compensating step). Login only trusts `active` entries.
+//! # Protocol: a reserve/confirm saga with repair
 //!
-//! We chose a saga over two-phase commit (`PREPARE TRANSACTION`): 2PC holds locks on both
-//! databases until the coordinator decides, and a coordinator that dies leaves in-doubt
-//! transactions holding those locks until someone resolves them; the saga holds no lock
-//! across databases and its intermediate state (`pending`) is an ordinary row that a repair
-//! pass can inspect: a pending entry whose user exists on its shard is confirmed, one whose
-//! user does not is released.
+//! - **Register**: take an id from the chosen shard; *reserve* the email (`pending`, from
+//!   this moment no other shard can take it); insert the user row; *confirm* (`active`).
+//! - **Change email**: reserve the new address (`pending`); update the row; in one directory
+//!   transaction drop the old entry and confirm the new one.
+//! - **Delete**: delete the row (and, by cascade, the posts); drop the user's entries.
+//!
+//! A step that fails releases what the saga reserved (the compensating step). A process that
+//! *dies* between steps compensates nothing, and leaves one of these behind:
+//!
+//! | crash after           | directory                 | shard row          |
+//! |-----------------------|---------------------------|--------------------|
+//! | register: reserve     | `pending` new             | none               |
+//! | register: insert      | `pending` new             | exists, same email |
+//! | email change: reserve | `pending` new, `active` old | old email        |
+//! | email change: update  | `pending` new, `active` old | new email        |
+//! | delete: row deleted   | `active` old              | none               |
+//!
+//! One rule repairs every row of that table: **an entry is valid exactly when its user row
+//! exists with that email.** A valid `pending` entry is confirmed, an invalid entry of either
+//! state is removed. The rule is applied (1) by a background pass to `pending` entries older
+//! than `db.directory_repair.grace_ms` (a live saga finishes long before), and at start-up;
+//! (2) on the spot when a registration hits a taken email, to the entry holding it; (3) at
+//! login, to a stale `pending` entry. So after any crash there is no duplicate email, the
+//! user can log in (or cleanly does not exist), and the address can be registered again.
+//!
+//! # Why not two-phase commit
+//!
+//! `PREPARE TRANSACTION` on both databases would make each step atomic, but a coordinator
+//! that dies between prepare and commit leaves in-doubt transactions *holding their locks*
+//! (on the email's index entry, on the user row) until something resolves them, and needs
+//! `max_prepared_transactions` and a durable coordinator log. The saga holds no lock across
+//! databases; its intermediate state is an ordinary row that the rule above can judge from
+//! the shard's own data, with no log of its own.
 
-use sqlx::PgPool;
+use std::time::Duration;
 
-use super::{Db, Error, Scope, users::UserUpdate};
+use tokio::task::JoinHandle;
+
+use super::{Db, Error, Scope, Shard, users::UserUpdate};
 use crate::domain::{Email, NewUser, User};
+
+/// Injects a crash (a panic, which skips every compensating step like a dying process
+/// would) at a named point of a saga when the `failpoints` feature is on and a test armed it.
+/// Compiled out otherwise.
+macro_rules! fail_point {
+    ($db:expr, $name:literal) => {
+        #[cfg(feature = "failpoints")]
+        $db.failpoints.hit($name);
+    };
+}
+pub(crate) use fail_point;
+
+/// What the repair rule did with an entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Repair {
+    /// Valid: kept (and confirmed if it was pending).
+    Kept,
+    /// Invalid: removed; the email is free.
+    Removed,
+    /// A fresh `pending` entry: a saga is still running; left alone.
+    InFlight,
+}
 
 impl Db {
     /// Registers a user: pick a shard by the placement policy, take an id from that shard's
@@ -30,44 +78,67 @@ impl Db {
         user: &NewUser,
         password_hash: &str,
     ) -> Result<User, Error> {
+        let email = user.email.as_str();
         let mut last_err = Error::ShardFull;
         for shard in self.placement.candidates(&self.shards) {
-            let primary = shard.writer(scope);
             // Sequences are not transactional: an id taken here and not used is a harmless gap.
-            let id = match sqlx::query_scalar::<_, i64>("SELECT nextval('users_id_seq')")
-                .fetch_one(primary)
+            let id = match shard
+                .write(scope, |db| async move {
+                    sqlx::query_scalar::<_, i64>("SELECT nextval('users_id_seq')")
+                        .fetch_one(&db)
+                        .await
+                })
                 .await
-                .map_err(Error::classify)
             {
                 Ok(id) => id,
                 // This shard cannot take the user now; the next candidate may.
-                Err(err @ (Error::ShardFull | Error::Unavailable(_))) => {
+                Err(
+                    err @ (Error::ShardFull | Error::Unavailable(_) | Error::PrimaryDown { .. }),
+                ) => {
                     tracing::warn!(shard = shard.id(), error = %err, "placement skipped a shard");
                     last_err = err;
                     continue;
                 }
                 Err(err) => return Err(err),
             };
-            self.reserve_email(user.email.as_str(), id).await?;
-            let inserted = sqlx::query_as(concat!(
-                "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) RETURNING ",
-                super::users::user_columns!()
-            ))
-            .bind(id)
-            .bind(user.email.as_str())
-            .bind(user.name.as_str())
-            .bind(password_hash)
-            .fetch_one(primary)
-            .await;
-            let user: User = match inserted {
-                Ok(user) => user,
+            self.reserve_email(scope, email, id).await?;
+            fail_point!(self, "register:reserved");
+            let inserted = shard
+                .write(scope, |db| async move {
+                    sqlx::query_as::<_, User>(concat!(
+                        "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) RETURNING ",
+                        super::users::user_columns!()
+                    ))
+                    .bind(id)
+                    .bind(email)
+                    .bind(user.name.as_str())
+                    .bind(password_hash)
+                    .fetch_one(&db)
+                    .await
+                })
+                .await;
+            let created = match inserted {
+                Ok(created) => created,
                 Err(err) => {
-                    self.compensate(user.email.as_str(), id).await;
-                    return Err(Error::classify(err));
+                    self.release(email, id).await;
+                    return Err(err);
                 }
             };
-            self.confirm_email(user.email.as_str(), id).await?;
-            return Ok(user);
+            fail_point!(self, "register:inserted");
+            if !confirm(&self.directory, email, id).await? {
+                // The repair pass judged this reservation abandoned (this saga outlived the
+                // grace period) and may already have given the email to someone else: undo.
+                shard
+                    .write(scope, |db| async move {
+                        sqlx::query("DELETE FROM users WHERE id = $1")
+                            .bind(id)
+                            .execute(&db)
+                            .await
+                    })
+                    .await?;
+                return Err(Error::SagaExpired);
+            }
+            return Ok(created);
         }
         Err(last_err)
     }
@@ -80,47 +151,60 @@ impl Db {
     /// other reads and its cost is the argon2 verification, so one primary-key read on the
     /// primary is cheap insurance.
     pub async fn user_by_email(&self, scope: &Scope, email: &Email) -> Result<Option<User>, Error> {
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT user_id FROM directory_entries WHERE email = $1 AND state = 'active'",
-        )
-        .bind(email.as_str())
-        .fetch_optional(&self.directory)
-        .await?;
-        let Some(shard) = id.and_then(|id| self.shards.owner(id).map(|shard| (id, shard))) else {
+        let Some(entry) = self.entry(email.as_str()).await? else {
             return Ok(None);
         };
-        let (id, shard) = shard;
-        Ok(super::users::select_user(shard.writer(scope), id).await?)
+        if entry.state == "pending" && self.repair(scope, &entry).await? != Repair::Kept {
+            return Ok(None);
+        }
+        let Some(shard) = self.shards.owner(entry.user_id) else {
+            return Ok(None);
+        };
+        let id = entry.user_id;
+        shard
+            .read_primary(scope, |db| async move {
+                super::users::select_user(&db, id).await
+            })
+            .await
     }
 
-    /// Re-emails a user: reserve the new address, write the shard, then in one directory
+    /// Re-emails a user: reserve the new address, update the row, then in one directory
     /// transaction drop the old entry and confirm the new one.
     pub(crate) async fn change_email(
         &self,
-        primary: &PgPool,
+        scope: &Scope,
+        shard: &Shard,
         current: &User,
         email: &Email,
         update: &UserUpdate,
     ) -> Result<Option<User>, Error> {
-        self.reserve_email(email.as_str(), current.id).await?;
-        let updated = match super::users::update_user_row(primary, current.id, update).await {
+        let id = current.id;
+        self.reserve_email(scope, email.as_str(), id).await?;
+        fail_point!(self, "email:reserved");
+        let updated = shard
+            .write(scope, |db| async move {
+                super::users::update_user_row(&db, id, update).await
+            })
+            .await;
+        let updated = match updated {
             Ok(Some(user)) => user,
             Ok(None) => {
-                self.compensate(email.as_str(), current.id).await;
+                self.release(email.as_str(), id).await;
                 return Ok(None);
             }
             Err(err) => {
-                self.compensate(email.as_str(), current.id).await;
-                return Err(Error::classify(err));
+                self.release(email.as_str(), id).await;
+                return Err(err);
             }
         };
+        fail_point!(self, "email:updated");
         let mut tx = self.directory.begin().await?;
         sqlx::query("DELETE FROM directory_entries WHERE email = $1 AND user_id = $2")
             .bind(&current.email)
-            .bind(current.id)
+            .bind(id)
             .execute(&mut *tx)
             .await?;
-        confirm(&mut *tx, email.as_str(), current.id).await?;
+        confirm(&mut *tx, email.as_str(), id).await?;
         tx.commit().await?;
         Ok(Some(updated))
     }
@@ -135,30 +219,34 @@ impl Db {
         Ok(())
     }
 
-    /// Step 1: take the email for `id`, or fail with [`Error::EmailTaken`].
-    async fn reserve_email(&self, email: &str, id: i64) -> Result<(), Error> {
-        let reserved = sqlx::query(
-            "INSERT INTO directory_entries (email, user_id, state) VALUES ($1, $2, 'pending') \
-             ON CONFLICT (email) DO NOTHING",
-        )
-        .bind(email)
-        .bind(id)
-        .execute(&self.directory)
-        .await?;
-        if reserved.rows_affected() == 0 {
-            return Err(Error::EmailTaken);
+    /// Takes `email` for `id`, or fails with [`Error::EmailTaken`]. When the email is held,
+    /// the holding entry is judged by the repair rule first: an orphan does not block.
+    async fn reserve_email(&self, scope: &Scope, email: &str, id: i64) -> Result<(), Error> {
+        for _ in 0..3 {
+            let reserved = sqlx::query(
+                "INSERT INTO directory_entries (email, user_id, state) VALUES ($1, $2, 'pending') \
+                 ON CONFLICT (email) DO NOTHING",
+            )
+            .bind(email)
+            .bind(id)
+            .execute(&self.directory)
+            .await?;
+            if reserved.rows_affected() == 1 {
+                return Ok(());
+            }
+            let Some(holder) = self.entry(email).await? else {
+                continue; // released meanwhile: try again
+            };
+            if self.repair(scope, &holder).await? != Repair::Removed {
+                return Err(Error::EmailTaken);
+            }
         }
-        Ok(())
+        Err(Error::EmailTaken)
     }
 
-    /// Step 3: the shard row exists; the entry becomes usable for login.
-    async fn confirm_email(&self, email: &str, id: i64) -> Result<(), Error> {
-        Ok(confirm(&self.directory, email, id).await?)
-    }
-
-    /// The compensating step when the shard write failed: give the email back. If even this
-    /// fails the entry stays `pending` for the repair pass; the caller's error stands.
-    async fn compensate(&self, email: &str, id: i64) {
+    /// The compensating step when a shard write failed: give a reserved email back. If even
+    /// this fails, the entry stays `pending` for the repair pass; the caller's error stands.
+    async fn release(&self, email: &str, id: i64) {
         let released = sqlx::query(
             "DELETE FROM directory_entries WHERE email = $1 AND user_id = $2 AND state = 'pending'",
         )
@@ -170,10 +258,99 @@ impl Db {
             tracing::error!(error = %err, user_id = id, "could not release a pending directory entry");
         }
     }
+
+    async fn entry(&self, email: &str) -> Result<Option<Entry>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT email, user_id, state, \
+             updated_at < now() - make_interval(secs => $2::float8 / 1000) AS stale \
+             FROM directory_entries WHERE email = $1",
+        )
+        .bind(email)
+        .bind(self.config.directory_repair.grace_ms as f64)
+        .fetch_optional(&self.directory)
+        .await?)
+    }
+
+    /// Applies the repair rule (see the module doc) to one entry.
+    async fn repair(&self, scope: &Scope, entry: &Entry) -> Result<Repair, Error> {
+        if entry.state == "pending" && !entry.stale {
+            return Ok(Repair::InFlight);
+        }
+        let id = entry.user_id;
+        let row_email: Option<String> = match self.shards.owner(id) {
+            Some(shard) => {
+                shard
+                    .read_primary(scope, |db| async move {
+                        sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&db)
+                            .await
+                    })
+                    .await?
+            }
+            None => None,
+        };
+        // Conditional on the state we judged, so a concurrent saga step is not overridden.
+        if row_email.as_deref() == Some(entry.email.as_str()) {
+            if entry.state == "pending" {
+                sqlx::query(
+                    "UPDATE directory_entries SET state = 'active', updated_at = now() \
+                     WHERE email = $1 AND user_id = $2 AND state = 'pending'",
+                )
+                .bind(&entry.email)
+                .bind(id)
+                .execute(&self.directory)
+                .await?;
+                tracing::info!(
+                    user_id = id,
+                    "directory repair: confirmed an abandoned reservation"
+                );
+            }
+            return Ok(Repair::Kept);
+        }
+        sqlx::query(
+            "DELETE FROM directory_entries WHERE email = $1 AND user_id = $2 AND state = $3",
+        )
+        .bind(&entry.email)
+        .bind(id)
+        .bind(&entry.state)
+        .execute(&self.directory)
+        .await?;
+        tracing::info!(user_id = id, state = %entry.state, "directory repair: removed an orphaned entry");
+        Ok(Repair::Removed)
+    }
+
+    /// One pass of the background repair over stale `pending` entries; returns how many it
+    /// looked at.
+    pub async fn repair_directory(&self) -> Result<usize, Error> {
+        let stale: Vec<Entry> = sqlx::query_as(
+            "SELECT email, user_id, state, true AS stale FROM directory_entries \
+             WHERE state = 'pending' AND updated_at < now() - make_interval(secs => $1::float8 / 1000) \
+             ORDER BY updated_at LIMIT 500",
+        )
+        .bind(self.config.directory_repair.grace_ms as f64)
+        .fetch_all(&self.directory)
+        .await?;
+        let scope = Scope::default();
+        for entry in &stale {
+            self.repair(&scope, entry).await?;
+        }
+        Ok(stale.len())
+    }
 }
 
-async fn confirm(db: impl sqlx::PgExecutor<'_>, email: &str, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
+#[derive(Debug, sqlx::FromRow)]
+struct Entry {
+    email: String,
+    user_id: i64,
+    state: String,
+    stale: bool,
+}
+
+/// The saga's last step: the entry becomes usable for login. `false` if the reservation is
+/// gone (removed by repair).
+async fn confirm(db: impl sqlx::PgExecutor<'_>, email: &str, id: i64) -> Result<bool, sqlx::Error> {
+    let confirmed = sqlx::query(
         "UPDATE directory_entries SET state = 'active', updated_at = now() \
          WHERE email = $1 AND user_id = $2",
     )
@@ -181,5 +358,24 @@ async fn confirm(db: impl sqlx::PgExecutor<'_>, email: &str, id: i64) -> Result<
     .bind(id)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(confirmed.rows_affected() == 1)
+}
+
+/// The background repair pass: at start-up, then every `db.directory_repair.interval_ms`.
+pub(crate) fn spawn_repair(db: std::sync::Arc<Db>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = Duration::from_millis(db.config.directory_repair.interval_ms.max(100));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            match db.repair_directory().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "directory repair pass"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "directory repair pass failed; retrying later")
+                }
+            }
+        }
+    })
 }

@@ -8,6 +8,8 @@ const SEQUENCE_EXHAUSTED: &str = "2200H";
 /// SQLSTATE 23505 and 23503.
 const UNIQUE_VIOLATION: &str = "23505";
 const FOREIGN_KEY_VIOLATION: &str = "23503";
+/// SQLSTATE 57014: `statement_timeout` (or a cancel) stopped the statement.
+const QUERY_CANCELED: &str = "57014";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,11 +23,28 @@ pub enum Error {
     /// The server could not be reached or gave up: connection refused, pool timeout, shutdown.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The shard's primary is known to be down (its circuit breaker is open): failed fast,
+    /// without touching the network.
+    #[error("the shard's primary is unavailable")]
+    PrimaryDown { retry_after: Duration },
+    /// A statement ran past `statement_timeout`. The server is up (this does not count
+    /// against its breaker) but too slow for this request.
+    #[error("statement timed out")]
+    Timeout(#[source] sqlx::Error),
+    /// A registration outlived the directory's repair grace period and was undone.
+    #[error("the registration took too long and was rolled back")]
+    SagaExpired,
     #[error(transparent)]
     Query(sqlx::Error),
 }
 
 impl Error {
+    /// Whether the server itself failed (as opposed to the statement): what a circuit
+    /// breaker and replica health count.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+
     /// Sorts a driver error into what it means for the request.
     pub(crate) fn classify(err: sqlx::Error) -> Self {
         match &err {
@@ -41,6 +60,7 @@ impl Error {
                 // (primary keys come from sequences): the directory let an email through that
                 // the shard still holds, which means the address is in use.
                 Some(UNIQUE_VIOLATION) => Error::EmailTaken,
+                Some(QUERY_CANCELED) => Error::Timeout(err),
                 // Class 57 (operator intervention: shutdown, crash recovery) and class 08
                 // (connection exceptions): the server is going away, not the query being wrong.
                 Some(code) if code.starts_with("57") || code.starts_with("08") => {
@@ -72,6 +92,21 @@ impl From<Error> for crate::error::Error {
                     retry_after: Duration::from_secs(1),
                 }
             }
+            Error::PrimaryDown { retry_after } => Api::Unavailable {
+                detail: "the primary of the shard that owns this data is down; writes to it fail fast until it recovers",
+                retry_after,
+            },
+            Error::Timeout(source) => {
+                tracing::warn!(error = %source, "statement timed out");
+                Api::Unavailable {
+                    detail: "the database took too long to answer; try again shortly",
+                    retry_after: Duration::from_secs(1),
+                }
+            }
+            Error::SagaExpired => Api::Unavailable {
+                detail: "the registration took too long and was rolled back; try again",
+                retry_after: Duration::from_secs(1),
+            },
             Error::Query(source) => {
                 Api::Internal(anyhow::Error::new(source).context("database query failed"))
             }

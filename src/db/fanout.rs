@@ -24,13 +24,20 @@ impl Db {
             if wanted == 0 {
                 break;
             }
-            let replica = shard.reader(scope);
-            let rows = super::users::select_users_page(replica, wanted, offset).await?;
+            let (rows, count) = shard
+                .read(scope, |db| async move {
+                    let rows = super::users::select_users_page(&db, wanted, offset).await?;
+                    if rows.is_empty() && offset > 0 {
+                        // The offset reaches past this shard: count it to carry the rest over.
+                        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+                            .fetch_one(&db)
+                            .await?;
+                        return Ok((rows, count));
+                    }
+                    Ok((rows, 0))
+                })
+                .await?;
             if rows.is_empty() && offset > 0 {
-                // The offset reaches past this shard: skip all of it and carry the rest over.
-                let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-                    .fetch_one(replica)
-                    .await?;
                 offset = (offset - count).max(0);
             } else {
                 offset = 0;
@@ -49,12 +56,14 @@ impl Db {
         let depth = page.offset + page.limit;
         let mut per_shard = Vec::with_capacity(self.shards.len());
         for shard in self.shards.iter() {
-            let keys: Vec<(DateTime<Utc>, i64)> = sqlx::query_as(
-                "SELECT created_at, id FROM posts ORDER BY created_at DESC, id DESC LIMIT $1",
-            )
-            .bind(depth)
-            .fetch_all(shard.reader(scope))
-            .await?;
+            let keys: Vec<(DateTime<Utc>, i64)> = shard
+                .read(scope, |db| async move {
+                    sqlx::query_as("SELECT created_at, id FROM posts ORDER BY created_at DESC, id DESC LIMIT $1")
+                        .bind(depth)
+                        .fetch_all(&db)
+                        .await
+                })
+                .await?;
             per_shard.push(keys);
         }
         let page_keys: Vec<(DateTime<Utc>, i64)> = merge_descending(per_shard)
@@ -72,14 +81,19 @@ impl Db {
             if ids.is_empty() {
                 continue;
             }
-            let rows: Vec<Post> = sqlx::query_as(concat!(
-                "SELECT ",
-                post_columns!(),
-                " FROM posts WHERE id = ANY($1)"
-            ))
-            .bind(&ids)
-            .fetch_all(shard.reader(scope))
-            .await?;
+            let ids = &ids;
+            let rows: Vec<Post> = shard
+                .read(scope, |db| async move {
+                    sqlx::query_as(concat!(
+                        "SELECT ",
+                        post_columns!(),
+                        " FROM posts WHERE id = ANY($1)"
+                    ))
+                    .bind(ids)
+                    .fetch_all(&db)
+                    .await
+                })
+                .await?;
             posts.extend(rows);
         }
         // A row deleted between the two steps is simply absent; the rest keep feed order.

@@ -8,10 +8,14 @@
 //!
 //! Ownership reads top-down: [`Db`] -> [`ShardMap`] -> [`Shard`] { primary, replicas } -> pool.
 
+pub mod consistency;
 mod directory;
 mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 mod fanout;
 pub mod migrate;
+mod monitor;
 mod placement;
 mod posts;
 mod replicas;
@@ -28,9 +32,10 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+pub use consistency::{ConsistencyToken, Lsn};
 pub use error::Error;
 pub use posts::AuthorWrite;
-pub use replicas::ReplicaSet;
+pub use replicas::{ReplicaSet, ReplicaStatus};
 pub use route::{Role, Route, Scope};
 pub use shard_map::{Shard, ShardMap};
 pub use users::{Page, UserUpdate};
@@ -44,6 +49,10 @@ pub struct Db {
     shards: ShardMap,
     directory: PgPool,
     placement: Placement,
+    config: DbConfig,
+    /// Crash injection for the saga tests.
+    #[cfg(feature = "failpoints")]
+    pub failpoints: failpoints::FailPoints,
 }
 
 impl Db {
@@ -62,14 +71,51 @@ impl Db {
                     .iter()
                     .map(|url| pool(config, url, "replica"))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                Ok(Shard::new(s, primary, ReplicaSet::new(replicas)))
+                Ok(Shard::new(
+                    s,
+                    primary,
+                    ReplicaSet::new(replicas),
+                    &config.primary_breaker,
+                ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             shards: ShardMap::new(shards),
             directory,
             placement: Placement::default(),
+            config: config.clone(),
+            #[cfg(feature = "failpoints")]
+            failpoints: failpoints::FailPoints::default(),
         })
+    }
+
+    /// Starts the background work of a serving instance: the per-shard health monitors and
+    /// the directory repair pass. Abort the handles to stop it.
+    pub fn spawn_background(self: &std::sync::Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = monitor::spawn(&self.shards, &self.config.replicas);
+        tasks.push(directory::spawn_repair(self.clone()));
+        tasks
+    }
+
+    /// The consistency token for a response: what the request was given, raised by the
+    /// commit position of every shard it wrote. `None` when it wrote nothing.
+    pub async fn consistency_token(&self, scope: &Scope) -> Option<ConsistencyToken> {
+        let written = scope.written_shards();
+        if written.is_empty() {
+            return None;
+        }
+        let mut token = scope.required_token().clone();
+        for shard in written.iter().filter_map(|&id| self.shards.by_id(id)) {
+            match shard.commit_lsn(scope).await {
+                Ok(lsn) => token.require(shard.id(), lsn),
+                // The write itself is done; without its LSN the client just loses the
+                // read-your-writes guarantee for this one response.
+                Err(err) => {
+                    tracing::warn!(shard = shard.id(), error = %err, "no commit LSN for the consistency token")
+                }
+            }
+        }
+        Some(token)
     }
 
     pub fn shards(&self) -> &ShardMap {

@@ -30,23 +30,28 @@ impl Db {
         post: &NewPost,
     ) -> Result<Post, Error> {
         let shard = self.shards.owner(author).ok_or(Error::AuthorMissing)?;
-        let post = sqlx::query_as(concat!(
-            "INSERT INTO posts (user_id, title, body) VALUES ($1, $2, $3) RETURNING ",
-            post_columns!()
-        ))
-        .bind(author)
-        .bind(post.title.as_str())
-        .bind(post.body.as_str())
-        .fetch_one(shard.writer(scope))
-        .await?;
-        Ok(post)
+        shard
+            .write(scope, |db| async move {
+                sqlx::query_as(concat!(
+                    "INSERT INTO posts (user_id, title, body) VALUES ($1, $2, $3) RETURNING ",
+                    post_columns!()
+                ))
+                .bind(author)
+                .bind(post.title.as_str())
+                .bind(post.body.as_str())
+                .fetch_one(&db)
+                .await
+            })
+            .await
     }
 
     pub async fn post(&self, scope: &Scope, id: i64) -> Result<Option<Post>, Error> {
         let Some(shard) = self.shards.owner(id) else {
             return Ok(None);
         };
-        Ok(select_post(shard.reader(scope), id).await?)
+        shard
+            .read(scope, |db| async move { select_post(&db, id).await })
+            .await
     }
 
     /// Updates a post if `author` wrote it. The author check is part of the `UPDATE`, so no
@@ -61,22 +66,25 @@ impl Db {
         let Some(shard) = self.shards.owner(id) else {
             return Ok(AuthorWrite::NotFound);
         };
-        let primary = shard.writer(scope);
-        let updated: Option<Post> = sqlx::query_as(concat!(
-            "UPDATE posts SET title = COALESCE($3, title), body = COALESCE($4, body), ",
-            "updated_at = now() WHERE id = $1 AND user_id = $2 RETURNING ",
-            post_columns!()
-        ))
-        .bind(id)
-        .bind(author)
-        .bind(update.title.as_ref().map(PostTitle::as_str))
-        .bind(update.body.as_ref().map(PostBody::as_str))
-        .fetch_optional(primary)
-        .await?;
-        match updated {
-            Some(post) => Ok(AuthorWrite::Done(post)),
-            None => why_not_author(primary, id).await,
-        }
+        shard
+            .write(scope, |db| async move {
+                let updated: Option<Post> = sqlx::query_as(concat!(
+                    "UPDATE posts SET title = COALESCE($3, title), body = COALESCE($4, body), ",
+                    "updated_at = now() WHERE id = $1 AND user_id = $2 RETURNING ",
+                    post_columns!()
+                ))
+                .bind(id)
+                .bind(author)
+                .bind(update.title.as_ref().map(PostTitle::as_str))
+                .bind(update.body.as_ref().map(PostBody::as_str))
+                .fetch_optional(&db)
+                .await?;
+                match updated {
+                    Some(post) => Ok(AuthorWrite::Done(post)),
+                    None => why_not_author(&db, id).await,
+                }
+            })
+            .await
     }
 
     pub async fn delete_post(
@@ -88,16 +96,19 @@ impl Db {
         let Some(shard) = self.shards.owner(id) else {
             return Ok(AuthorWrite::NotFound);
         };
-        let primary = shard.writer(scope);
-        let deleted = sqlx::query("DELETE FROM posts WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(author)
-            .execute(primary)
-            .await?;
-        if deleted.rows_affected() == 1 {
-            return Ok(AuthorWrite::Done(()));
-        }
-        why_not_author(primary, id).await
+        shard
+            .write(scope, |db| async move {
+                let deleted = sqlx::query("DELETE FROM posts WHERE id = $1 AND user_id = $2")
+                    .bind(id)
+                    .bind(author)
+                    .execute(&db)
+                    .await?;
+                if deleted.rows_affected() == 1 {
+                    return Ok(AuthorWrite::Done(()));
+                }
+                why_not_author(&db, id).await
+            })
+            .await
     }
 
     /// A user's posts, newest first, from one shard. `None` when the user does not exist.
@@ -110,33 +121,36 @@ impl Db {
         let Some(shard) = self.shards.owner(user_id) else {
             return Ok(None);
         };
-        let replica = shard.reader(scope);
-        // Within a shard ids grow with time, so `id DESC` is newest first and is served by the
-        // `(user_id, id DESC)` index without a sort.
-        let posts: Vec<Post> = sqlx::query_as(concat!(
-            "SELECT ",
-            post_columns!(),
-            " FROM posts WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
-        ))
-        .bind(user_id)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(replica)
-        .await?;
-        // An empty page is the only case that needs to know whether the user exists at all
-        // (a non-empty one proves it through the foreign key), so 404s cost a second query
-        // and ordinary pages do not.
-        if posts.is_empty() {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
-                    .bind(user_id)
-                    .fetch_one(replica)
-                    .await?;
-            if !exists {
-                return Ok(None);
-            }
-        }
-        Ok(Some(posts))
+        shard
+            .read(scope, |db| async move {
+                // Within a shard ids grow with time, so `id DESC` is newest first and is
+                // served by the `(user_id, id DESC)` index without a sort.
+                let posts: Vec<Post> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    post_columns!(),
+                    " FROM posts WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
+                ))
+                .bind(user_id)
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&db)
+                .await?;
+                // An empty page is the only case that needs to know whether the user exists
+                // (a non-empty one proves it through the foreign key), so 404s cost a second
+                // query and ordinary pages do not.
+                if posts.is_empty() {
+                    let exists: bool =
+                        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+                            .bind(user_id)
+                            .fetch_one(&db)
+                            .await?;
+                    if !exists {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(posts))
+            })
+            .await
     }
 }
 
@@ -155,7 +169,10 @@ pub(crate) async fn select_post(
 }
 
 /// After an author-guarded write matched nothing: does the post exist (someone else's) or not?
-async fn why_not_author<T>(primary: impl PgExecutor<'_>, id: i64) -> Result<AuthorWrite<T>, Error> {
+async fn why_not_author<T>(
+    primary: impl PgExecutor<'_>,
+    id: i64,
+) -> Result<AuthorWrite<T>, sqlx::Error> {
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM posts WHERE id = $1)")
         .bind(id)
         .fetch_one(primary)

@@ -1,9 +1,12 @@
-//! Where a statement went, and the request-scoped record of it.
+//! Where a statement went, and the request-scoped state of routing.
 
 use std::{
+    collections::BTreeSet,
     fmt,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
 };
+
+use super::consistency::{ConsistencyToken, Lsn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -33,24 +36,33 @@ impl fmt::Display for Route {
     }
 }
 
-/// The request's view of the data layer: the routes its statements took (recorded only when
-/// someone asked, e.g. the dev-profile `X-Db-Route` header), so production pays nothing.
+/// The request's view of the data layer: the consistency it demands (the token it sent),
+/// the shards it wrote (whose LSNs go into the token it gets back), and, when asked for
+/// (the dev-profile `X-Db-Route` header), the routes its statements took.
 #[derive(Debug, Clone, Default)]
-pub struct Scope {
-    log: Option<Arc<Mutex<Vec<Route>>>>,
+pub struct Scope(Arc<ScopeState>);
+
+#[derive(Debug, Default)]
+struct ScopeState {
+    required: ConsistencyToken,
+    written: Mutex<BTreeSet<u16>>,
+    routes: Option<Mutex<Vec<Route>>>,
 }
 
 impl Scope {
-    /// A scope that records routes, for the debug header.
-    pub fn recording() -> Self {
-        Self {
-            log: Some(Arc::default()),
-        }
+    /// A scope that must read at least what `required` names; `record_routes` keeps the
+    /// routes for the debug header (production leaves it off and pays nothing).
+    pub fn new(required: ConsistencyToken, record_routes: bool) -> Self {
+        Self(Arc::new(ScopeState {
+            required,
+            written: Mutex::default(),
+            routes: record_routes.then(Mutex::default),
+        }))
     }
 
     pub(crate) fn record(&self, shard: u16, role: Role) {
-        if let Some(log) = &self.log {
-            let mut routes = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(routes) = &self.0.routes {
+            let mut routes = lock(routes);
             let route = Route { shard, role };
             if !routes.contains(&route) {
                 routes.push(route);
@@ -58,15 +70,43 @@ impl Scope {
         }
     }
 
-    /// Distinct routes taken so far, in first-use order.
+    /// Distinct routes taken so far, in first-use order (empty unless recording).
     pub fn routes(&self) -> Vec<Route> {
-        self.log
+        self.0
+            .routes
             .as_ref()
-            .map(|log| {
-                log.lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .clone()
-            })
+            .map(|r| lock(r).clone())
             .unwrap_or_default()
     }
+
+    /// The LSN a read of `shard` must see, from the client's token.
+    pub(crate) fn required(&self, shard: u16) -> Option<Lsn> {
+        self.0.required.get(shard)
+    }
+
+    /// The token the client sent.
+    pub fn required_token(&self) -> &ConsistencyToken {
+        &self.0.required
+    }
+
+    pub(crate) fn mark_written(&self, shard: u16) {
+        lock(&self.0.written).insert(shard);
+    }
+
+    /// Whether this request wrote to `shard`: its later reads of that shard go to the primary.
+    pub(crate) fn wrote(&self, shard: u16) -> bool {
+        lock(&self.0.written).contains(&shard)
+    }
+
+    pub fn written_shards(&self) -> Vec<u16> {
+        lock(&self.0.written).iter().copied().collect()
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a plain list; the data
+/// is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,29 +1,58 @@
 //! ID-range sharding: which shard owns an id, and how a shard routes reads and writes.
 
-use std::ops::RangeInclusive;
+use std::{
+    future::Future,
+    ops::RangeInclusive,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use sqlx::PgPool;
 
-use super::{ReplicaSet, Role, Scope};
-use crate::config::ShardConfig;
+use super::{Error, ReplicaSet, Role, Scope, consistency::Lsn};
+use crate::{
+    config::ShardConfig,
+    traffic::{BreakerConfig, CircuitBreaker},
+};
 
 /// One shard: a closed id range, a primary for writes, replicas for reads.
+///
+/// Routing rules (the only place they live):
+/// - [`Shard::write`]: the primary, behind its circuit breaker. The shard is marked written
+///   in the request's [`Scope`], so the response's consistency token covers it and the
+///   request's later reads of this shard see its own write.
+/// - [`Shard::read`]: a replica in rotation that has replayed what the request's token
+///   requires; else the primary. A replica that fails to connect is taken out of rotation
+///   and the read retried on the primary, so a dying replica costs no failed request.
+/// - [`Shard::read_primary`]: reads that must see the latest commit.
 #[derive(Debug)]
 pub struct Shard {
     id: u16,
     range: RangeInclusive<i64>,
     accepts_new_users: bool,
     primary: PgPool,
+    pub(crate) breaker: Arc<CircuitBreaker>,
+    /// The primary's WAL insert position at the monitor's last check.
+    pub(crate) primary_lsn: Arc<AtomicU64>,
     replicas: ReplicaSet,
 }
 
 impl Shard {
-    pub fn new(config: &ShardConfig, primary: PgPool, replicas: ReplicaSet) -> Self {
+    pub fn new(
+        config: &ShardConfig,
+        primary: PgPool,
+        replicas: ReplicaSet,
+        breaker: &BreakerConfig,
+    ) -> Self {
         Self {
             id: config.id,
             range: config.first_id..=config.last_id,
             accepts_new_users: config.accepts_new_users,
             primary,
+            breaker: Arc::new(CircuitBreaker::new(breaker.clone())),
+            primary_lsn: Arc::default(),
             replicas,
         }
     }
@@ -40,39 +69,121 @@ impl Shard {
         self.accepts_new_users
     }
 
-    /// The pool for a read: a replica when the shard has one, else the primary.
-    pub fn reader(&self, scope: &Scope) -> &PgPool {
-        match self.replicas.pick() {
-            Some(replica) => {
-                scope.record(self.id, Role::Replica);
-                replica
+    /// Runs `query` where a read of this shard should go (see the type's doc). `query` may run
+    /// twice (replica, then primary), so it is `Fn`.
+    pub async fn read<T, F, Fut>(&self, scope: &Scope, query: F) -> Result<T, Error>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        if !scope.wrote(self.id) && !self.replicas.is_empty() {
+            let required = scope.required(self.id);
+            match self.replicas.pick(required) {
+                Some(replica) => {
+                    scope.record(self.id, Role::Replica);
+                    match query(replica.pool.clone()).await.map_err(Error::classify) {
+                        Err(err) if err.is_unavailable() => {
+                            replica.health.mark_down();
+                            tracing::warn!(shard = self.id, replica = replica.index, error = %err, "replica failed; read retried on the primary");
+                            fallback(self.id, "replica_failed");
+                        }
+                        result => return result,
+                    }
+                }
+                None if required.is_some() => fallback(self.id, "token_ahead_of_replicas"),
+                None => fallback(self.id, "no_replica_in_rotation"),
             }
-            None => self.writer(scope),
         }
+        self.on_primary(scope, query).await
     }
 
-    /// The pool for writes, transactions, and reads that must see the latest commit.
-    pub fn writer(&self, scope: &Scope) -> &PgPool {
+    /// Runs a read on the primary: for reads that must see the latest commit (the current row
+    /// before changing it, a login right after registering).
+    pub async fn read_primary<T, F, Fut>(&self, scope: &Scope, query: F) -> Result<T, Error>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.on_primary(scope, query).await
+    }
+
+    /// Runs a write on the primary and marks the shard written in `scope`.
+    pub async fn write<T, F, Fut>(&self, scope: &Scope, query: F) -> Result<T, Error>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        // Marked before running: a write whose outcome is unknown (the connection dropped
+        // around the commit) may have committed, and the token must then cover it.
+        scope.mark_written(self.id);
+        self.on_primary(scope, query).await
+    }
+
+    /// The primary's current WAL insert position: every commit made before this call is at
+    /// or below it. (The insert position, not `pg_current_wal_lsn()`: with asynchronous
+    /// commit a commit record can still be in WAL buffers past the flushed position.)
+    pub(crate) async fn commit_lsn(&self, scope: &Scope) -> Result<Lsn, Error> {
+        let text: String = self
+            .on_primary(scope, |db| async move {
+                sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+                    .fetch_one(&db)
+                    .await
+            })
+            .await?;
+        text.parse()
+            .map_err(|()| Error::Query(sqlx::Error::Decode(format!("bad LSN {text}").into())))
+    }
+
+    async fn on_primary<T, F, Fut>(&self, scope: &Scope, query: F) -> Result<T, Error>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.breaker
+            .admit()
+            .map_err(|rejected| Error::PrimaryDown {
+                retry_after: rejected.retry_after,
+            })?;
         scope.record(self.id, Role::Primary);
-        &self.primary
+        let result = query(self.primary.clone()).await.map_err(Error::classify);
+        match &result {
+            Err(err) if err.is_unavailable() => self.breaker.record_failure(),
+            _ => self.breaker.record_success(),
+        }
+        result
     }
 
     pub fn replicas(&self) -> &ReplicaSet {
         &self.replicas
     }
 
-    /// The primary pool without recording a route: for administration (migrations, seeding,
-    /// health checks), not for request traffic.
+    /// The primary pool without routing, breaker or scope: for administration (migrations,
+    /// seeding, health checks), never for request traffic.
     pub fn primary_pool(&self) -> &PgPool {
         &self.primary
+    }
+
+    pub fn breaker_state(&self) -> crate::traffic::BreakerState {
+        self.breaker.state()
+    }
+
+    pub fn primary_lsn(&self) -> Lsn {
+        Lsn(self.primary_lsn.load(Ordering::Acquire))
     }
 
     pub(crate) async fn close(&self) {
         self.primary.close().await;
         for replica in self.replicas.iter() {
-            replica.close().await;
+            replica.pool.close().await;
         }
     }
+}
+
+/// Counts a read that wanted a replica and got the primary, by why (as crates.io does): a
+/// rising rate means replicas are unhealthy or lagging, and the primary is carrying reads.
+fn fallback(shard: u16, reason: &'static str) {
+    metrics::counter!("db_read_fallback_total", "shard" => shard.to_string(), "reason" => reason)
+        .increment(1);
 }
 
 /// The shard map: shards ordered by their (disjoint) id ranges.
@@ -111,6 +222,11 @@ impl ShardMap {
     pub fn get(&self, index: usize) -> Option<&Shard> {
         self.shards.get(index)
     }
+
+    /// The shard with this shard id (not index).
+    pub fn by_id(&self, id: u16) -> Option<&Shard> {
+        self.shards.iter().find(|s| s.id() == id)
+    }
 }
 
 #[cfg(test)]
@@ -130,7 +246,14 @@ mod tests {
                 .db
                 .shards
                 .iter()
-                .map(|s| Shard::new(s, pool(&s.primary), ReplicaSet::new(vec![])))
+                .map(|s| {
+                    Shard::new(
+                        s,
+                        pool(&s.primary),
+                        ReplicaSet::new(vec![]),
+                        &Default::default(),
+                    )
+                })
                 .collect(),
         )
     }

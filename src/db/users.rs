@@ -35,7 +35,9 @@ impl Db {
         let Some(shard) = self.shards.owner(id) else {
             return Ok(None);
         };
-        Ok(select_user(shard.reader(scope), id).await?)
+        shard
+            .read(scope, |db| async move { select_user(&db, id).await })
+            .await
     }
 
     /// Changes a user. A new email is first reserved in the directory (so it stays unique
@@ -49,17 +51,22 @@ impl Db {
         let Some(shard) = self.shards.owner(id) else {
             return Ok(None);
         };
-        let primary = shard.writer(scope);
+        let update = &update;
+        let write = |db: PgPool| async move { update_user_row(&db, id, update).await };
         let Some(email) = update.email.as_ref() else {
-            return Ok(update_user_row(primary, id, &update).await?);
+            return shard.write(scope, write).await;
         };
-        let Some(current) = select_user(primary, id).await? else {
+        let Some(current) = shard
+            .read_primary(scope, |db| async move { select_user(&db, id).await })
+            .await?
+        else {
             return Ok(None);
         };
         if current.email == email.as_str() {
-            return Ok(update_user_row(primary, id, &update).await?);
+            return shard.write(scope, write).await;
         }
-        self.change_email(primary, &current, email, &update).await
+        self.change_email(scope, shard, &current, email, update)
+            .await
     }
 
     /// Deletes a user and, through `ON DELETE CASCADE` on their shard, their posts; then
@@ -68,14 +75,18 @@ impl Db {
         let Some(shard) = self.shards.owner(id) else {
             return Ok(false);
         };
-        let deleted: Option<String> =
-            sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
-                .bind(id)
-                .fetch_optional(shard.writer(scope))
-                .await?;
+        let deleted: Option<String> = shard
+            .write(scope, |db| async move {
+                sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
+                    .bind(id)
+                    .fetch_optional(&db)
+                    .await
+            })
+            .await?;
         let Some(email) = deleted else {
             return Ok(false);
         };
+        crate::db::directory::fail_point!(self, "delete:shard_deleted");
         self.release_email(&email, id).await?;
         Ok(true)
     }
@@ -116,7 +127,7 @@ pub(crate) async fn update_user_row(
 
 /// Users of one shard in id order, for the cross-shard walk in [`super::fanout`].
 pub(crate) async fn select_users_page(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<User>, sqlx::Error> {

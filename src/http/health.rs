@@ -1,11 +1,13 @@
 //! Liveness and readiness.
 //!
 //! `/healthz` says the process is up (no I/O: a liveness probe that touches the database
-//! gets healthy pods restarted when the database blips). `/readyz` checks every dependency
-//! with a short bound and reports each one. It fails (503) only when this instance can serve
-//! nothing: the directory is down, or every shard primary is. One bad shard leaves it ready
-//! but `degraded`, because every instance shares that shard: pulling them all from the load
-//! balancer would turn a partial outage into a total one.
+//! gets healthy pods restarted when the database blips). `/readyz` reports every dependency:
+//! the directory and each shard's primary checked live with a short bound, each primary's
+//! circuit breaker, and each replica as the health monitor last saw it (rotation, lag). It
+//! fails (503) only when this instance can serve nothing: the directory is down, or every
+//! shard primary is. One bad shard leaves it ready but `degraded`, naming the shard: every
+//! instance shares that shard, so pulling them all from the load balancer would turn a
+//! partial outage into a total one.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use super::extract::Json;
-use crate::AppState;
+use crate::{AppState, db::ReplicaStatus, traffic::BreakerState};
 
 const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -32,6 +34,8 @@ pub fn router() -> Router<AppState> {
 struct Readiness {
     status: &'static str,
     directory: &'static str,
+    /// Ids of the shards that cannot serve everything (primary down or no replica in rotation).
+    degraded_shards: Vec<u16>,
     shards: Vec<ShardReadiness>,
 }
 
@@ -39,26 +43,31 @@ struct Readiness {
 struct ShardReadiness {
     id: u16,
     primary: &'static str,
-    replicas: Vec<&'static str>,
+    breaker: BreakerState,
+    replicas: Vec<ReplicaStatus>,
 }
 
 async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let directory = check(app.db.directory_pool());
     let shards = futures_util::future::join_all(app.db.shards().iter().map(|shard| async move {
-        let replicas = futures_util::future::join_all(shard.replicas().iter().map(check));
-        let (primary, replicas) = tokio::join!(check(shard.primary_pool()), replicas);
         ShardReadiness {
             id: shard.id(),
-            primary,
-            replicas,
+            primary: check(shard.primary_pool()).await,
+            breaker: shard.breaker_state(),
+            replicas: shard.replicas().iter().map(|r| r.health.status()).collect(),
         }
     }));
     let (directory, shards) = tokio::join!(directory, shards);
-    let all_up = shards
+    let degraded_shards: Vec<u16> = shards
         .iter()
-        .all(|s| s.primary == "up" && s.replicas.iter().all(|r| *r == "up"));
+        .filter(|s| {
+            s.primary != "up"
+                || (!s.replicas.is_empty() && !s.replicas.iter().any(|r| r.in_rotation))
+        })
+        .map(|s| s.id)
+        .collect();
     let any_primary = shards.iter().any(|s| s.primary == "up");
-    let (code, status) = match (directory == "up", any_primary, all_up) {
+    let (code, status) = match (directory == "up", any_primary, degraded_shards.is_empty()) {
         (true, _, true) => (StatusCode::OK, "ready"),
         (true, true, false) => (StatusCode::OK, "degraded"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -68,6 +77,7 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
         Json(Readiness {
             status,
             directory,
+            degraded_shards,
             shards,
         }),
     )

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, Request, State},
     http::{HeaderName, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -18,28 +18,28 @@ use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer, trace::Tra
 
 use crate::{
     AppState,
-    db::Scope,
+    db::{ConsistencyToken, Scope},
     error::{Error, InternalErrorReport},
 };
 
 /// `X-Db-Route: shard=N;role=primary|replica[, ...]`: where this request's SQL went (dev profile).
 pub const DB_ROUTE_HEADER: HeaderName = HeaderName::from_static("x-db-route");
+/// `X-Consistency-Token`: returned by writes, sent back by clients for read-your-writes
+/// (see `src/db/consistency.rs`).
+pub const CONSISTENCY_HEADER: HeaderName = HeaderName::from_static("x-consistency-token");
 
 /// The whole HTTP surface. Versions are mounted side by side under their prefix; v2 and
 /// GraphQL join here without touching v1.
 pub fn router(app: AppState) -> Router {
     let http = &app.config.http;
-    let mut router = Router::new()
+    Router::new()
         .merge(health::router())
         .nest("/v1", v1::router())
         .fallback(|| async { Error::NotFound("no route matches this path") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
-        .layer(middleware::from_fn(log_internal_errors));
-    if app.config.is_dev() {
-        router = router.layer(middleware::from_fn(db_route_header));
-    }
-    router
+        .layer(middleware::from_fn(log_internal_errors))
+        .layer(middleware::from_fn_with_state(app.clone(), db_scope))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_millis(http.request_timeout_ms),
@@ -54,12 +54,35 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-/// Records the request's database routes and reports them in [`DB_ROUTE_HEADER`], so a
-/// learner can watch writes go to primaries and reads to replicas.
-async fn db_route_header(mut request: Request, next: Next) -> Response {
-    let scope = Scope::recording();
+/// Gives the request its data-layer [`Scope`]: the consistency its `X-Consistency-Token`
+/// demands going in; the token covering its writes coming out; and, in the dev profile, the
+/// routes its statements took in [`DB_ROUTE_HEADER`], so a learner can watch writes go to
+/// primaries and reads to replicas.
+async fn db_scope(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let required = match request
+        .headers()
+        .get(CONSISTENCY_HEADER)
+        .map(|v| v.to_str())
+    {
+        None => ConsistencyToken::default(),
+        Some(Ok(text)) => match text.parse() {
+            Ok(token) => token,
+            Err(why) => {
+                return Error::BadRequest(format!("X-Consistency-Token: {why}")).into_response();
+            }
+        },
+        Some(Err(_)) => {
+            return Error::BadRequest("X-Consistency-Token is not ASCII".into()).into_response();
+        }
+    };
+    let scope = Scope::new(required, app.config.is_dev());
     request.extensions_mut().insert(scope.clone());
     let mut response = next.run(request).await;
+    if let Some(token) = app.db.consistency_token(&scope).await
+        && let Ok(value) = HeaderValue::from_str(&token.to_string())
+    {
+        response.headers_mut().insert(CONSISTENCY_HEADER, value);
+    }
     let routes = scope.routes();
     if !routes.is_empty() {
         let value = routes

@@ -91,6 +91,7 @@ async fn login_finds_users_on_either_shard() {
     let on_shard1 = app.register("one@example.com", "One").await;
     assert!(on_shard0.id <= 1_000_000_000 && on_shard1.id > 1_000_000_000);
 
+    app.wait_for_replicas().await;
     for user in [&on_shard0, &on_shard1] {
         // Act: log in by email, then use the token on an owner-only route.
         let token = app.login(&user.email, &user.password).await;

@@ -1,0 +1,204 @@
+//! The health monitor: one background task per shard that checks the primary and each
+//! replica every `db.replicas.check_interval_ms`.
+//!
+//! - The primary's check feeds its circuit breaker (a failed check counts as a failure, a
+//!   good one closes it), so a dead primary is detected with no traffic at all and a
+//!   recovered one is noticed within one interval. It also samples the WAL insert position.
+//! - Each replica's check reads its replay position. Lag in bytes is the primary's position
+//!   minus the replica's; lag in time is how long ago the primary was at the position the
+//!   replica has now replayed, from the monitor's own samples of the primary. (The popular
+//!   `now() - pg_last_xact_replay_timestamp()` is wrong on a quiet primary: with no new
+//!   transactions it grows for ever and would evict a replica that is fully caught up.)
+//! - While the primary is unreachable the byte lag is unknown: replicas stay in rotation on
+//!   liveness alone, since they are then the only thing that can serve the shard's reads.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+
+use super::{ShardMap, consistency::Lsn, replicas::ReplicaHealth};
+use crate::{config::ReplicaHealthConfig, traffic::CircuitBreaker};
+
+/// Upper bound on one check, so a hung server cannot stall the monitor.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Samples of the primary's position kept for the lag-in-time estimate.
+const SAMPLES: usize = 256;
+
+struct ShardProbe {
+    shard: u16,
+    primary: PgPool,
+    breaker: Arc<CircuitBreaker>,
+    primary_lsn: Arc<std::sync::atomic::AtomicU64>,
+    replicas: Vec<(usize, PgPool, Arc<ReplicaHealth>)>,
+    /// (primary position, when it was seen), oldest first.
+    samples: VecDeque<(Lsn, Instant)>,
+}
+
+/// Starts one monitor task per shard. Abort the handles to stop them.
+pub(crate) fn spawn(shards: &ShardMap, config: &ReplicaHealthConfig) -> Vec<JoinHandle<()>> {
+    shards
+        .iter()
+        .map(|shard| {
+            let probe = ShardProbe {
+                shard: shard.id(),
+                primary: shard.primary_pool().clone(),
+                breaker: shard.breaker.clone(),
+                primary_lsn: shard.primary_lsn.clone(),
+                replicas: shard
+                    .replicas()
+                    .iter()
+                    .map(|r| (r.index, r.pool.clone(), r.health.clone()))
+                    .collect(),
+                samples: VecDeque::with_capacity(SAMPLES),
+            };
+            tokio::spawn(run(probe, config.clone()))
+        })
+        .collect()
+}
+
+async fn run(mut probe: ShardProbe, config: ReplicaHealthConfig) {
+    let mut tick = tokio::time::interval(Duration::from_millis(config.check_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let primary = check_primary(&mut probe).await;
+        for (index, pool, health) in &probe.replicas {
+            check_replica(
+                probe.shard,
+                *index,
+                pool,
+                health,
+                primary,
+                &probe.samples,
+                &config,
+            )
+            .await;
+        }
+    }
+}
+
+async fn check_primary(probe: &mut ShardProbe) -> Option<Lsn> {
+    let checked = tokio::time::timeout(
+        CHECK_TIMEOUT,
+        sqlx::query_scalar::<_, String>("SELECT pg_current_wal_insert_lsn()::text")
+            .fetch_one(&probe.primary),
+    )
+    .await;
+    match checked.map(|r| r.map(|text| text.parse::<Lsn>())) {
+        Ok(Ok(Ok(lsn))) => {
+            probe.breaker.record_success();
+            probe.primary_lsn.store(lsn.0, Ordering::Release);
+            if probe.samples.len() == SAMPLES {
+                probe.samples.pop_front();
+            }
+            probe.samples.push_back((lsn, Instant::now()));
+            Some(lsn)
+        }
+        _ => {
+            probe.breaker.record_failure();
+            None
+        }
+    }
+}
+
+async fn check_replica(
+    shard: u16,
+    index: usize,
+    pool: &PgPool,
+    health: &ReplicaHealth,
+    primary: Option<Lsn>,
+    samples: &VecDeque<(Lsn, Instant)>,
+    config: &ReplicaHealthConfig,
+) {
+    let checked = tokio::time::timeout(
+        CHECK_TIMEOUT,
+        sqlx::query_scalar::<_, Option<String>>("SELECT pg_last_wal_replay_lsn()::text")
+            .fetch_one(pool),
+    )
+    .await;
+    let replay = match checked {
+        Ok(Ok(Some(text))) => text.parse::<Lsn>().ok(),
+        _ => None,
+    };
+    let labels = [("shard", shard.to_string()), ("replica", index.to_string())];
+    let Some(replay) = replay else {
+        // Unreachable, or not a standby at all (a NULL replay position): never a replica to
+        // read from.
+        if health.in_rotation() {
+            tracing::warn!(
+                shard,
+                replica = index,
+                "replica unreachable: out of rotation"
+            );
+        }
+        health.mark_down();
+        metrics::gauge!("db_replica_in_rotation", &labels).set(0.0);
+        return;
+    };
+    let lag_bytes = primary.map_or(0, |p| p.0.saturating_sub(replay.0));
+    let lag_ms = primary.map_or(0, |_| lag_behind(samples, replay).as_millis() as u64);
+    let within = lag_bytes <= config.max_lag_bytes && lag_ms <= config.max_lag_ms;
+    let was_in = health.in_rotation();
+    health.observe(replay, lag_bytes, lag_ms, within, config.rejoin_after);
+    match (was_in, health.in_rotation()) {
+        (true, false) => tracing::warn!(
+            shard,
+            replica = index,
+            lag_bytes,
+            lag_ms,
+            "replica lags past the bound: out of rotation"
+        ),
+        (false, true) => tracing::info!(
+            shard,
+            replica = index,
+            "replica healthy again: back in rotation"
+        ),
+        _ => {}
+    }
+    metrics::gauge!("db_replica_lag_bytes", &labels).set(lag_bytes as f64);
+    metrics::gauge!("db_replica_in_rotation", &labels).set(if health.in_rotation() {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// How far behind in time a replica at `replay` is: the age of the oldest sample of the
+/// primary's position that the replica has not replayed yet (zero if it has them all).
+fn lag_behind(samples: &VecDeque<(Lsn, Instant)>, replay: Lsn) -> Duration {
+    samples
+        .iter()
+        .find(|(lsn, _)| *lsn > replay)
+        .map_or(Duration::ZERO, |(_, seen)| seen.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_in_time_is_the_age_of_the_oldest_unreplayed_primary_position() {
+        let now = Instant::now();
+        let samples: VecDeque<_> = [
+            (Lsn(100), now - Duration::from_secs(9)),
+            (Lsn(200), now - Duration::from_secs(6)),
+            (Lsn(300), now - Duration::from_secs(3)),
+        ]
+        .into();
+        let lag = lag_behind(&samples, Lsn(150));
+        assert!(
+            lag >= Duration::from_secs(6) && lag < Duration::from_secs(7),
+            "{lag:?}"
+        );
+        assert_eq!(
+            lag_behind(&samples, Lsn(300)),
+            Duration::ZERO,
+            "caught up, however quiet the primary"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! A circuit breaker: stop calling a dependency that is failing, and find out cheaply when
+//! it is back.
+//!
+//! Without one, every request to a dead dependency pays the full connect or acquire timeout
+//! (seconds), holds a worker and a connection slot meanwhile, and the pile-up takes the
+//! healthy parts of the service down with it. With one, after `failure_threshold`
+//! consecutive failures the breaker *opens*: calls fail at once (the caller answers 503 with
+//! `Retry-After`). After `open_ms` it is *half-open*: one trial call goes through; success
+//! closes it, failure opens it again. A background health probe may also report success,
+//! which closes it as soon as the dependency answers again.
+//!
+//! Trade-off: while open, requests that might have succeeded are refused (a flapping
+//! dependency is treated as down for `open_ms`), and `failure_threshold` requests pay the
+//! timeout before it opens. Lock-free: the hot path is one atomic load when closed.
+//!
+//! Hand-written rather than a crate: the maintained Rust breakers (failsafe, recloser) wrap
+//! calls in their own future types and error enums, need their own dependency trees, and have
+//! no hook for an external health probe; this is ~100 lines on two atomics.
+
+use std::{
+    sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before letting one trial call through.
+    pub open_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 3,
+            open_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// The breaker refused the call; retry after this long.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected {
+    pub retry_after: Duration,
+}
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+/// Half-open with the single trial call in flight.
+const TRIAL: u8 = 2;
+
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    config: BreakerConfig,
+    state: AtomicU8,
+    failures: AtomicU32,
+    /// When the breaker last opened, in ms since `epoch`.
+    opened_at_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl CircuitBreaker {
+    pub fn new(config: BreakerConfig) -> Self {
+        Self {
+            config,
+            state: AtomicU8::new(CLOSED),
+            failures: AtomicU32::new(0),
+            opened_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Asks to make a call. `Err` means fail fast without touching the dependency.
+    pub fn admit(&self) -> Result<(), Rejected> {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => Ok(()),
+            OPEN => {
+                let remaining = self.open_remaining();
+                if remaining.is_zero()
+                    && self
+                        .state
+                        .compare_exchange(OPEN, TRIAL, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    // This caller is the half-open trial.
+                    return Ok(());
+                }
+                Err(Rejected {
+                    retry_after: remaining.max(Duration::from_secs(1)),
+                })
+            }
+            _ => Err(Rejected {
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// The dependency answered: close.
+    pub fn record_success(&self) {
+        // Loads first: on the hot path (closed, no failures) this writes nothing, so callers
+        // on many cores do not fight over the cache line.
+        if self.failures.load(Ordering::Acquire) != 0 {
+            self.failures.store(0, Ordering::Release);
+        }
+        if self.state.load(Ordering::Acquire) != CLOSED {
+            self.state.store(CLOSED, Ordering::Release);
+        }
+    }
+
+    /// The dependency failed (unreachable, timed out): count, and open past the threshold or
+    /// when a half-open trial fails.
+    pub fn record_failure(&self) {
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let state = self.state.load(Ordering::Acquire);
+        if state == TRIAL || (state == CLOSED && failures >= self.config.failure_threshold) {
+            self.open();
+        }
+    }
+
+    pub fn state(&self) -> BreakerState {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => BreakerState::Closed,
+            OPEN if self.open_remaining().is_zero() => BreakerState::HalfOpen,
+            OPEN => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        }
+    }
+
+    fn open(&self) {
+        self.opened_at_ms.store(self.now_ms(), Ordering::Release);
+        self.state.store(OPEN, Ordering::Release);
+    }
+
+    fn open_remaining(&self) -> Duration {
+        let elapsed = self
+            .now_ms()
+            .saturating_sub(self.opened_at_ms.load(Ordering::Acquire));
+        Duration::from_millis(self.config.open_ms.saturating_sub(elapsed))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(open_ms: u64) -> CircuitBreaker {
+        CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 3,
+            open_ms,
+        })
+    }
+
+    #[test]
+    fn it_opens_after_the_threshold_of_consecutive_failures() {
+        let b = breaker(60_000);
+        b.record_failure();
+        b.record_failure();
+        assert!(b.admit().is_ok(), "two failures are below the threshold");
+        b.record_failure();
+        let rejected = b.admit().expect_err("open after three");
+        assert!(rejected.retry_after > Duration::from_secs(50));
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_count() {
+        let b = breaker(60_000);
+        b.record_failure();
+        b.record_failure();
+        b.record_success();
+        b.record_failure();
+        assert!(b.admit().is_ok());
+    }
+
+    #[test]
+    fn half_open_lets_exactly_one_trial_through_and_its_outcome_decides() {
+        let b = breaker(0);
+        for _ in 0..3 {
+            b.record_failure();
+        }
+        assert!(b.admit().is_ok(), "the trial");
+        assert!(b.admit().is_err(), "only one trial at a time");
+        b.record_failure();
+        assert!(b.admit().is_ok(), "open_ms = 0: the next trial");
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.admit().is_ok() && b.admit().is_ok());
+    }
+}
