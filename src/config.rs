@@ -111,6 +111,10 @@ pub struct ReplicaHealthConfig {
     pub max_lag_ms: u64,
     /// Healthy checks in a row before a replica that left rotation rejoins it.
     pub rejoin_after: u32,
+    /// How long a read waits for a replica connection before falling back to the primary.
+    /// Shorter than `db.acquire_timeout_ms`: a read always has the primary to go to, so a
+    /// replica that just died should cost it milliseconds, not the full pool timeout.
+    pub acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +233,7 @@ impl Default for ReplicaHealthConfig {
             max_lag_bytes: 16 * 1024 * 1024,
             max_lag_ms: 5_000,
             rejoin_after: 2,
+            acquire_timeout_ms: 250,
         }
     }
 }

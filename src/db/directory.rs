@@ -161,11 +161,27 @@ impl Db {
             return Ok(None);
         };
         let id = entry.user_id;
-        shard
+        let user = shard
             .read_primary(scope, |db| async move {
                 super::users::select_user(&db, id).await
             })
-            .await
+            .await?;
+        match user {
+            Some(user) if user.email == entry.email => Ok(Some(user)),
+            // The entry outlived its row or its address (a crash mid-delete or mid-change):
+            // it must not log anyone in. Repair it on the way out.
+            _ => {
+                self.repair(
+                    scope,
+                    &Entry {
+                        stale: true,
+                        ..entry
+                    },
+                )
+                .await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Re-emails a user: reserve the new address, update the row, then in one directory

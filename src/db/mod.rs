@@ -60,16 +60,22 @@ impl Db {
     /// the service from serving the others (connections open on first use, bounded by
     /// `acquire_timeout_ms`).
     pub fn connect_lazy(config: &DbConfig) -> anyhow::Result<Self> {
-        let directory = pool(config, &config.directory_url, "directory")?;
+        let directory = pool(
+            config,
+            &config.directory_url,
+            "directory",
+            config.acquire_timeout(),
+        )?;
+        let replica_timeout = Duration::from_millis(config.replicas.acquire_timeout_ms);
         let shards = config
             .shards
             .iter()
             .map(|s| {
-                let primary = pool(config, &s.primary, "primary")?;
+                let primary = pool(config, &s.primary, "primary", config.acquire_timeout())?;
                 let replicas = s
                     .replicas
                     .iter()
-                    .map(|url| pool(config, url, "replica"))
+                    .map(|url| pool(config, url, "replica", replica_timeout))
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 Ok(Shard::new(
                     s,
@@ -138,7 +144,12 @@ impl Db {
 /// One pool per server. Every connection carries `application_name` (visible in
 /// `pg_stat_activity` on each server) and a `statement_timeout`, so a slow query cannot hold
 /// a connection for ever.
-fn pool(config: &DbConfig, url: &str, role: &str) -> anyhow::Result<PgPool> {
+fn pool(
+    config: &DbConfig,
+    url: &str,
+    role: &str,
+    acquire_timeout: Duration,
+) -> anyhow::Result<PgPool> {
     let statement_timeout = config.statement_timeout().as_millis().to_string();
     let options = PgConnectOptions::from_str(url)
         .with_context(|| format!("Failed to parse the {role} database URL"))?
@@ -147,7 +158,7 @@ fn pool(config: &DbConfig, url: &str, role: &str) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(config.pool_max_connections)
         .min_connections(0)
-        .acquire_timeout(config.acquire_timeout())
+        .acquire_timeout(acquire_timeout)
         // Recycle idle connections so a pool does not pin server slots it no longer needs.
         .idle_timeout(Some(Duration::from_secs(60)))
         .connect_lazy_with(options))

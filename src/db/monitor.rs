@@ -1,8 +1,8 @@
 //! The health monitor: one background task per shard that checks the primary and each
 //! replica every `db.replicas.check_interval_ms`.
 //!
-//! - The primary's check feeds its circuit breaker (a failed check counts as a failure, a
-//!   good one closes it), so a dead primary is detected with no traffic at all and a
+//! - The primary's check feeds its circuit breaker (a failed check trips it, a good one
+//!   closes it), so a dead primary is detected with no traffic at all and a
 //!   recovered one is noticed within one interval. It also samples the WAL insert position.
 //! - Each replica's check reads its replay position. Lag in bytes is the primary's position
 //!   minus the replica's; lag in time is how long ago the primary was at the position the
@@ -24,8 +24,12 @@ use tokio::task::JoinHandle;
 use super::{ShardMap, consistency::Lsn, replicas::ReplicaHealth};
 use crate::{config::ReplicaHealthConfig, traffic::CircuitBreaker};
 
-/// Upper bound on one check, so a hung server cannot stall the monitor.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on one check: twice the interval, within 100 ms..1 s. It is also how long a dead
+/// primary goes unnoticed when nothing else calls it: the driver keeps retrying a refused
+/// connection until its deadline, so a check fails only when its bound runs out.
+fn check_timeout(config: &ReplicaHealthConfig) -> Duration {
+    Duration::from_millis((config.check_interval_ms * 2).clamp(100, 1_000))
+}
 /// Samples of the primary's position kept for the lag-in-time estimate.
 const SAMPLES: usize = 256;
 
@@ -66,7 +70,7 @@ async fn run(mut probe: ShardProbe, config: ReplicaHealthConfig) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
-        let primary = check_primary(&mut probe).await;
+        let primary = check_primary(&mut probe, check_timeout(&config)).await;
         for (index, pool, health) in &probe.replicas {
             check_replica(
                 probe.shard,
@@ -82,9 +86,9 @@ async fn run(mut probe: ShardProbe, config: ReplicaHealthConfig) {
     }
 }
 
-async fn check_primary(probe: &mut ShardProbe) -> Option<Lsn> {
+async fn check_primary(probe: &mut ShardProbe, timeout: Duration) -> Option<Lsn> {
     let checked = tokio::time::timeout(
-        CHECK_TIMEOUT,
+        timeout,
         sqlx::query_scalar::<_, String>("SELECT pg_current_wal_insert_lsn()::text")
             .fetch_one(&probe.primary),
     )
@@ -100,7 +104,13 @@ async fn check_primary(probe: &mut ShardProbe) -> Option<Lsn> {
             Some(lsn)
         }
         _ => {
-            probe.breaker.record_failure();
+            if probe.breaker.state() == crate::traffic::BreakerState::Closed {
+                tracing::warn!(
+                    shard = probe.shard,
+                    "primary check failed: its breaker opens"
+                );
+            }
+            probe.breaker.trip();
             None
         }
     }
@@ -116,7 +126,7 @@ async fn check_replica(
     config: &ReplicaHealthConfig,
 ) {
     let checked = tokio::time::timeout(
-        CHECK_TIMEOUT,
+        check_timeout(config),
         sqlx::query_scalar::<_, Option<String>>("SELECT pg_last_wal_replay_lsn()::text")
             .fetch_one(pool),
     )

@@ -6,8 +6,11 @@
 //! healthy parts of the service down with it. With one, after `failure_threshold`
 //! consecutive failures the breaker *opens*: calls fail at once (the caller answers 503 with
 //! `Retry-After`). After `open_ms` it is *half-open*: one trial call goes through; success
-//! closes it, failure opens it again. A background health probe may also report success,
-//! which closes it as soon as the dependency answers again.
+//! closes it, failure opens it again. A background health probe may also [`trip`] it (a
+//! failed probe) or close it (a good one), so a dead dependency is found without traffic and
+//! a recovered one within one probe interval.
+//!
+//! [`trip`]: CircuitBreaker::trip
 //!
 //! Trade-off: while open, requests that might have succeeded are refused (a flapping
 //! dependency is treated as down for `open_ms`), and `failure_threshold` requests pay the
@@ -125,6 +128,15 @@ impl CircuitBreaker {
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         let state = self.state.load(Ordering::Acquire);
         if state == TRIAL || (state == CLOSED && failures >= self.config.failure_threshold) {
+            self.open();
+        }
+    }
+
+    /// Opens at once, whatever the count: for a health probe's verdict, which is stronger
+    /// evidence than one failed request. A probe that succeeds closes it again.
+    pub fn trip(&self) {
+        self.failures.fetch_add(1, Ordering::AcqRel);
+        if self.state.load(Ordering::Acquire) != OPEN {
             self.open();
         }
     }

@@ -18,21 +18,27 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The shared stack every test uses (`SCALABLE_API_STACK_*`).
     pub fn from_env() -> Self {
+        Self::with_prefix("SCALABLE_API_STACK_")
+    }
+
+    /// The second stack (`SCALABLE_API_CHAOS_*`) for tests that pause, stop and restart
+    /// servers; they take turns on it (see `chaos.rs`), so the shared stack never blinks.
+    pub fn chaos() -> Self {
+        Self::with_prefix("SCALABLE_API_CHAOS_")
+    }
+
+    fn with_prefix(prefix: &str) -> Self {
         let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: start the stack and load its settings with `scripts/test`, or `scripts/stack up && eval \"$(scripts/stack env)\"`")
+            let name = format!("{prefix}{name}");
+            std::env::var(&name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run the tests with `scripts/test`, which starts both stacks and exports their settings")
             })
         };
         Self {
-            primaries: vec![
-                var("SCALABLE_API_STACK_SHARD0_PRIMARY"),
-                var("SCALABLE_API_STACK_SHARD1_PRIMARY"),
-            ],
-            replicas: vec![
-                var("SCALABLE_API_STACK_SHARD0_REPLICA"),
-                var("SCALABLE_API_STACK_SHARD1_REPLICA"),
-            ],
+            primaries: vec![var("SHARD0_PRIMARY"), var("SHARD1_PRIMARY")],
+            replicas: vec![var("SHARD0_REPLICA"), var("SHARD1_REPLICA")],
         }
     }
 }
@@ -82,8 +88,12 @@ impl TestApp {
     /// Spawns the app after `tweak` has adjusted the config (shard ranges, limits, ...).
     /// The shard map's URLs are filled in here; `tweak` sees them already set.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(Stack::from_env(), tweak).await
+    }
+
+    /// Like [`TestApp::spawn_with`], on the given stack.
+    pub async fn spawn_on(stack: Stack, tweak: impl FnOnce(&mut Config)) -> Self {
         init_test_logs();
-        let stack = Stack::from_env();
         let name = unique_name();
         let shard_dbs: Vec<String> = (0..stack.primaries.len())
             .map(|i| format!("{name}_s{i}"))
@@ -110,6 +120,12 @@ impl TestApp {
             })
             .collect();
         config.db.pool_max_connections = 5;
+        // Parallel tests load the shared stack hard (one seeds a million rows), so its
+        // replicas can lag past the production bounds and leave rotation, which would send
+        // reads that tests expect on replicas to primaries. Lag bounds are tested on the
+        // chaos stack, where tests set them; here they are out of the way.
+        config.db.replicas.max_lag_bytes = u64::MAX;
+        config.db.replicas.max_lag_ms = u64::MAX;
         tweak(&mut config);
 
         let state = App::build(config.clone()).expect("the test config is valid");

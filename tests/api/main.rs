@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod chaos;
 mod directory;
 mod pagination;
 mod routing;

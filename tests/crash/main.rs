@@ -1,1 +1,231 @@
-//! placeholder
+//! Crash safety of the directory saga (`src/db/directory.rs`): a crash injected between the
+//! directory step and the shard step of registration, email change and deletion, then the
+//! checks that matter: no duplicate email, the user can log in (or cleanly does not exist),
+//! and the email can be registered again.
+//!
+//! Runs only with `--features failpoints` (scripts/test enables it): the crash is a panic at
+//! a named point, which skips every later and every compensating step, as a dying process
+//! would.
+
+// The integration tests' harness; this binary uses only part of it.
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+use helpers::{TestApp, TestUser};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+/// Repair applies at once (grace 0); the background pass stays out of the way.
+async fn app() -> TestApp {
+    TestApp::spawn_with(|c| {
+        c.db.directory_repair.grace_ms = 0;
+        c.db.directory_repair.interval_ms = 3_600_000;
+    })
+    .await
+}
+
+async fn register(app: &TestApp, email: &str) -> StatusCode {
+    app.post_json(
+        "/v1/auth/register",
+        &json!({ "email": email, "name": "Crash", "password": "correct horse battery" }),
+    )
+    .await
+    .status()
+}
+
+async fn login(app: &TestApp, email: &str) -> StatusCode {
+    app.post_json(
+        "/v1/auth/login",
+        &json!({ "email": email, "password": "correct horse battery" }),
+    )
+    .await
+    .status()
+}
+
+/// No duplicate email: at most one user row across both shards and at most one directory
+/// entry hold `email`; returns how many users hold it.
+async fn owners_of(app: &TestApp, email: &str) -> i64 {
+    let mut users = 0;
+    for shard in 0..2 {
+        users += sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_one(&app.primary(shard).await)
+            .await
+            .expect("count users");
+    }
+    let entries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM directory_entries WHERE email = $1")
+            .bind(email)
+            .fetch_one(&app.directory().await)
+            .await
+            .expect("count entries");
+    assert!(
+        users <= 1 && entries <= 1,
+        "{email}: {users} users, {entries} entries"
+    );
+    users
+}
+
+async fn entry_state(app: &TestApp, email: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT state FROM directory_entries WHERE email = $1")
+        .bind(email)
+        .fetch_optional(&app.directory().await)
+        .await
+        .expect("read entry")
+}
+
+#[tokio::test]
+async fn a_crash_after_reserving_leaves_no_user_and_the_email_can_be_registered() {
+    // Arrange / Act: the process "dies" with the email reserved and no row written.
+    let app = app().await;
+    app.state.db.failpoints.arm("register:reserved");
+    assert_eq!(
+        register(&app, "ghost@example.com").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        entry_state(&app, "ghost@example.com").await.as_deref(),
+        Some("pending")
+    );
+
+    // Assert: the user cleanly does not exist, and the address is free again.
+    assert_eq!(
+        login(&app, "ghost@example.com").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(owners_of(&app, "ghost@example.com").await, 0);
+    assert_eq!(
+        register(&app, "ghost@example.com").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(login(&app, "ghost@example.com").await, StatusCode::OK);
+    assert_eq!(owners_of(&app, "ghost@example.com").await, 1);
+}
+
+#[tokio::test]
+async fn the_background_pass_releases_an_abandoned_reservation() {
+    let app = app().await;
+    app.state.db.failpoints.arm("register:reserved");
+    assert_eq!(
+        register(&app, "abandoned@example.com").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    let repaired = app.state.db.repair_directory().await.expect("repair pass");
+
+    assert_eq!(repaired, 1);
+    assert_eq!(entry_state(&app, "abandoned@example.com").await, None);
+}
+
+#[tokio::test]
+async fn a_crash_after_inserting_the_row_leaves_a_user_who_can_log_in() {
+    let app = app().await;
+    app.state.db.failpoints.arm("register:inserted");
+    assert_eq!(
+        register(&app, "half@example.com").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        entry_state(&app, "half@example.com").await.as_deref(),
+        Some("pending")
+    );
+
+    // The row exists: login confirms the entry, and the address stays taken.
+    assert_eq!(login(&app, "half@example.com").await, StatusCode::OK);
+    assert_eq!(
+        entry_state(&app, "half@example.com").await.as_deref(),
+        Some("active")
+    );
+    assert_eq!(
+        register(&app, "half@example.com").await,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(owners_of(&app, "half@example.com").await, 1);
+}
+
+async fn change_email(app: &TestApp, user: &TestUser, email: &str) -> StatusCode {
+    app.request(
+        Method::PATCH,
+        &format!("/v1/users/{}", user.id),
+        Some(&user.token),
+        Some(&json!({ "email": email })),
+    )
+    .await
+    .status()
+}
+
+#[tokio::test]
+async fn a_crash_after_reserving_a_new_email_keeps_the_old_one_and_frees_the_new() {
+    let app = app().await;
+    let user = app.register("before@example.com", "Mover").await;
+    app.state.db.failpoints.arm("email:reserved");
+
+    assert_eq!(
+        change_email(&app, &user, "after@example.com").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    assert_eq!(login(&app, "before@example.com").await, StatusCode::OK);
+    assert_eq!(
+        login(&app, "after@example.com").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        register(&app, "after@example.com").await,
+        StatusCode::CREATED,
+        "the new address is free"
+    );
+    assert_eq!(owners_of(&app, "before@example.com").await, 1);
+    assert_eq!(owners_of(&app, "after@example.com").await, 1);
+}
+
+#[tokio::test]
+async fn a_crash_after_updating_the_row_moves_the_user_to_the_new_email() {
+    let app = app().await;
+    let user = app.register("old@example.com", "Mover").await;
+    app.state.db.failpoints.arm("email:updated");
+
+    assert_eq!(
+        change_email(&app, &user, "new@example.com").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    // The row says new: the new address logs in, the old one no longer does and is free.
+    assert_eq!(login(&app, "new@example.com").await, StatusCode::OK);
+    assert_eq!(
+        login(&app, "old@example.com").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(register(&app, "old@example.com").await, StatusCode::CREATED);
+    assert_eq!(owners_of(&app, "old@example.com").await, 1);
+    assert_eq!(owners_of(&app, "new@example.com").await, 1);
+}
+
+#[tokio::test]
+async fn a_crash_after_deleting_the_row_leaves_no_user_and_frees_the_email() {
+    let app = app().await;
+    let user = app.register("gone@example.com", "Leaver").await;
+    app.state.db.failpoints.arm("delete:shard_deleted");
+
+    let deleted = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/users/{}", user.id),
+            Some(&user.token),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    assert_eq!(
+        login(&app, "gone@example.com").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(owners_of(&app, "gone@example.com").await, 0);
+    assert_eq!(
+        register(&app, "gone@example.com").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(login(&app, "gone@example.com").await, StatusCode::OK);
+}
