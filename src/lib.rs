@@ -5,6 +5,7 @@
 //! integration tests both go through these, so the tests exercise the real wiring.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -23,6 +24,7 @@ pub use error::{Error, Result};
 pub use http::router;
 
 use auth::JwtKeys;
+use cache::Cache;
 use db::Db;
 
 /// Everything a request handler may need, built once at start-up.
@@ -30,6 +32,8 @@ use db::Db;
 pub struct App {
     pub config: Config,
     pub db: Arc<Db>,
+    /// The cache in front of `db` for users, posts and post pages.
+    pub cache: Cache,
     pub jwt: JwtKeys,
 }
 
@@ -51,7 +55,8 @@ impl App {
         config.validate()?;
         let db = Arc::new(Db::connect_lazy(&config.db)?);
         let jwt = JwtKeys::new(&config.auth);
-        Ok(AppState(Arc::new(App { config, db, jwt })))
+        let cache = Cache::new(&config.cache, db.clone())?;
+        Ok(AppState(Arc::new(App { config, db, cache, jwt })))
     }
 }
 
@@ -64,7 +69,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let grace = Duration::from_millis(app.config.http.shutdown_grace_ms);
     // Health monitors and the directory repair pass run while this instance serves.
-    let background = app.db.spawn_background();
+    let mut background = app.db.spawn_background();
+    background.extend(app.cache.spawn_background());
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
         shutdown.await;

@@ -90,11 +90,41 @@ impl Shard {
                         result => return result,
                     }
                 }
-                None if required.is_some() => fallback(self.id, "token_ahead_of_replicas"),
-                None => fallback(self.id, "no_replica_in_rotation"),
+                None => match required {
+                    // The monitor has not seen any replica past the requirement yet; ask one.
+                    Some(lsn) => match self.caught_up_replica(lsn).await {
+                        Some(replica) => {
+                            scope.record(self.id, Role::Replica);
+                            match query(replica.pool.clone()).await.map_err(Error::classify) {
+                                Err(err) if err.is_unavailable() => {
+                                    replica.health.mark_down();
+                                    fallback(self.id, "replica_failed");
+                                }
+                                result => return result,
+                            }
+                        }
+                        None => fallback(self.id, "token_ahead_of_replicas"),
+                    },
+                    None => fallback(self.id, "no_replica_in_rotation"),
+                },
             }
         }
         self.on_primary(scope, query).await
+    }
+
+    /// A replica in rotation that has replayed `lsn` right now, asked live (GitLab's load
+    /// balancer does the same): the monitor's view is up to one interval old, and without
+    /// this a read right after a write would go to the primary even once the replica has it.
+    /// Costs one round trip, only for reads whose requirement the monitor cannot vouch for.
+    async fn caught_up_replica(&self, lsn: Lsn) -> Option<&super::replicas::Replica> {
+        let replica = self.replicas.pick(None)?;
+        let replayed: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
+            .fetch_one(&replica.pool)
+            .await
+            .ok()?;
+        let replayed: Lsn = replayed?.parse().ok()?;
+        replica.health.saw_replay(replayed);
+        (replayed >= lsn).then_some(replica)
     }
 
     /// Runs a read on the primary: for reads that must see the latest commit (the current row
