@@ -56,7 +56,12 @@ impl App {
         let db = Arc::new(Db::connect_lazy(&config.db)?);
         let jwt = JwtKeys::new(&config.auth);
         let cache = Cache::new(&config.cache, db.clone())?;
-        Ok(AppState(Arc::new(App { config, db, cache, jwt })))
+        Ok(AppState(Arc::new(App {
+            config,
+            db,
+            cache,
+            jwt,
+        })))
     }
 }
 

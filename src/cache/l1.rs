@@ -26,7 +26,9 @@ pub struct L1 {
 
 impl std::fmt::Debug for L1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("L1").field("entries", &self.entries.entry_count()).finish()
+        f.debug_struct("L1")
+            .field("entries", &self.entries.entry_count())
+            .finish()
     }
 }
 

@@ -82,7 +82,9 @@ impl Cache {
     /// The L1 invalidation subscriber (two-tier only).
     pub fn spawn_background(&self) -> Vec<JoinHandle<()>> {
         match (&self.l1, &self.redis) {
-            (Some(l1), Some(redis)) => vec![l1.spawn_subscriber(self.config.redis_url.clone(), redis.channel.clone())],
+            (Some(l1), Some(redis)) => {
+                vec![l1.spawn_subscriber(self.config.redis_url.clone(), redis.channel.clone())]
+            }
             _ => Vec::new(),
         }
     }
@@ -98,28 +100,41 @@ impl Cache {
 
     /// Invalidations waiting for Redis to come back.
     pub fn pending_invalidations(&self) -> usize {
-        self.redis.as_ref().map_or(0, RedisTier::pending_invalidations)
+        self.redis
+            .as_ref()
+            .map_or(0, RedisTier::pending_invalidations)
     }
 
     pub async fn user(&self, scope: &Scope, id: i64) -> Result<Option<UserProfile>, Error> {
         let db = &self.db;
-        self.read(scope, Key::user(&self.config.key_prefix, id), shard_of(db, id), |scope| async move {
-            Ok(db.user(&scope, id).await?.map(UserProfile::from))
-        })
+        self.read(
+            scope,
+            Key::user(&self.config.key_prefix, id),
+            shard_of(db, id),
+            |scope| async move { Ok(db.user(&scope, id).await?.map(UserProfile::from)) },
+        )
         .await
     }
 
     pub async fn post(&self, scope: &Scope, id: i64) -> Result<Option<Post>, Error> {
         let db = &self.db;
-        self.read(scope, Key::post(&self.config.key_prefix, id), shard_of(db, id), |scope| async move {
-            db.post(&scope, id).await
-        })
+        self.read(
+            scope,
+            Key::post(&self.config.key_prefix, id),
+            shard_of(db, id),
+            |scope| async move { db.post(&scope, id).await },
+        )
         .await
     }
 
     /// A user's posts, newest first. Pages within the first `cache.page_size` posts come
     /// from one cached entry per user; deeper pages go to the database.
-    pub async fn user_posts(&self, scope: &Scope, user_id: i64, page: Page) -> Result<Option<Vec<Post>>, Error> {
+    pub async fn user_posts(
+        &self,
+        scope: &Scope,
+        user_id: i64,
+        page: Page,
+    ) -> Result<Option<Vec<Post>>, Error> {
         let cached = i64::from(self.config.page_size);
         if page.offset + page.limit > cached {
             if self.config.strategy != CacheStrategy::None {
@@ -128,10 +143,15 @@ impl Cache {
             return Ok(self.db.user_posts(scope, user_id, page).await?);
         }
         let db = &self.db;
-        let first = Page { limit: cached, offset: 0 };
+        let first = Page {
+            limit: cached,
+            offset: 0,
+        };
         let key = Key::posts_page(&self.config.key_prefix, user_id);
         let posts: Option<Vec<Post>> = self
-            .read(scope, key, shard_of(db, user_id), |scope| async move { db.user_posts(&scope, user_id, first).await })
+            .read(scope, key, shard_of(db, user_id), |scope| async move {
+                db.user_posts(&scope, user_id, first).await
+            })
             .await?;
         Ok(posts.map(|posts| {
             posts
@@ -145,7 +165,12 @@ impl Cache {
     /// After a user was created or changed: their entry (and a cached "not found" for a new id).
     pub async fn user_written(&self, scope: &Scope, id: i64) {
         let prefix = &self.config.key_prefix;
-        self.invalidate(scope, id, vec![Key::user(prefix, id), Key::posts_page(prefix, id)]).await;
+        self.invalidate(
+            scope,
+            id,
+            vec![Key::user(prefix, id), Key::posts_page(prefix, id)],
+        )
+        .await;
     }
 
     /// After a user and their posts were deleted.
@@ -159,11 +184,22 @@ impl Cache {
     /// After a post was created, changed or deleted: the post and its author's page.
     pub async fn post_written(&self, scope: &Scope, post: i64, author: i64) {
         let prefix = &self.config.key_prefix;
-        self.invalidate(scope, author, vec![Key::post(prefix, post), Key::posts_page(prefix, author)]).await;
+        self.invalidate(
+            scope,
+            author,
+            vec![Key::post(prefix, post), Key::posts_page(prefix, author)],
+        )
+        .await;
     }
 
     /// The read path shared by every cached type; see the module doc.
-    async fn read<T, F, Fut>(&self, scope: &Scope, key: Key, shard: u16, load: F) -> Result<Option<T>, Error>
+    async fn read<T, F, Fut>(
+        &self,
+        scope: &Scope,
+        key: Key,
+        shard: u16,
+        load: F,
+    ) -> Result<Option<T>, Error>
     where
         T: Serialize + DeserializeOwned,
         F: Fn(Scope) -> Fut,
@@ -180,27 +216,37 @@ impl Cache {
             scope.record_cache("hit");
             return Ok(value);
         }
-        let Ok(lookup) = redis.lookup(&key).await else {
-            count("redis", "bypass");
-            scope.record_cache("bypass");
-            return Ok(load(scope.clone()).await?);
+        let lookup = match redis.lookup(&key).await {
+            Ok(Lookup::Hit(bytes)) => match decode(&bytes) {
+                Some(value) => {
+                    self.keep_in_l1(&key, bytes.as_slice().into()).await;
+                    count("redis", "hit");
+                    scope.record_cache("hit");
+                    return Ok(value);
+                }
+                None => None,
+            },
+            Ok(miss) => {
+                count("redis", "miss");
+                scope.record_cache("miss");
+                Some(miss)
+            }
+            Err(_) => {
+                count("redis", "bypass");
+                scope.record_cache("bypass");
+                None
+            }
         };
-        if let Lookup::Hit(bytes) = &lookup
-            && let Some(value) = decode(bytes)
-        {
-            self.keep_in_l1(&key, bytes.as_slice().into()).await;
-            count("redis", "hit");
-            scope.record_cache("hit");
-            return Ok(value);
-        }
-        count("redis", "miss");
-        scope.record_cache("miss");
-        // A waiter with a stricter consistency requirement must not take a value loaded
-        // under a looser one: the requirement is part of the flight's identity.
+        // Misses and bypasses alike go through the single flight: a burst on one key costs
+        // one database read even while Redis is unavailable. A waiter with a stricter
+        // consistency requirement must not take a value loaded under a looser one, so the
+        // requirement is part of the flight's identity.
         let flight = format!("{key}@{}", scope.required(shard).unwrap_or_default().0);
         let (loaded, _) = self
             .flights
-            .run(&flight, || self.load_and_fill(redis, scope, &key, shard, lookup, &load))
+            .run(&flight, || {
+                self.load_and_fill(redis, scope, &key, shard, lookup, &load)
+            })
             .await;
         match loaded {
             Ok(bytes) => Ok(decode(&bytes).flatten()),
@@ -208,15 +254,16 @@ impl Cache {
         }
     }
 
-    /// The flight's work: look again (a previous flight may have filled the entry while this
-    /// request queued), read the database past the entry's fence, fill under its version.
+    /// The flight's work. With Redis usable (`lookup` is a miss): look again (a previous
+    /// flight may have filled the entry while this request queued), read the database past
+    /// the entry's fence, fill under its version. With Redis unusable: just read.
     async fn load_and_fill<T, F, Fut>(
         &self,
         redis: &RedisTier,
         scope: &Scope,
         key: &Key,
         shard: u16,
-        first: Lookup,
+        lookup: Option<Lookup>,
         load: &F,
     ) -> Loaded
     where
@@ -224,13 +271,17 @@ impl Cache {
         F: Fn(Scope) -> Fut,
         Fut: Future<Output = Result<Option<T>, db::Error>>,
     {
-        let (version, fence) = match redis.lookup(key).await {
-            Ok(Lookup::Hit(bytes)) => return Ok(bytes.into()),
-            Ok(Lookup::Miss { version, fence }) => (version, fence),
-            Err(_) => match first {
-                Lookup::Miss { version, fence } => (version, fence),
-                Lookup::Hit(bytes) => return Ok(bytes.into()),
+        let miss = match lookup {
+            None => None,
+            Some(first) => match redis.lookup(key).await {
+                Ok(Lookup::Hit(bytes)) => return Ok(bytes.into()),
+                Ok(again) => Some(again),
+                Err(_) => Some(first),
             },
+        };
+        let (version, fence) = match miss {
+            Some(Lookup::Miss { version, fence }) => (Some(version), fence),
+            _ => (None, None),
         };
         let fenced = match fence {
             Some(lsn) => scope.at_least(shard, Lsn(lsn)),
@@ -241,8 +292,11 @@ impl Cache {
             Ok(bytes) => bytes.into(),
             Err(err) => return Err(Arc::new(db::Error::Query(sqlx::Error::Decode(err.into())))),
         };
-        let ttl = self.ttl(value.is_none());
-        if redis.fill(key, &version, &bytes, ttl).await {
+        if let Some(version) = version
+            && redis
+                .fill(key, &version, &bytes, self.ttl(value.is_none()))
+                .await
+        {
             count("redis", "fill");
             self.keep_in_l1(key, bytes.clone()).await;
         }
@@ -267,7 +321,11 @@ impl Cache {
                 l1.remove(key.as_str()).await;
             }
         }
-        let lsn = match self.db.commit_lsn(scope, shard_of(&self.db, owner_id)).await {
+        let lsn = match self
+            .db
+            .commit_lsn(scope, shard_of(&self.db, owner_id))
+            .await
+        {
             Ok(lsn) => lsn.0,
             // Without the LSN the fence cannot be raised; the version bump and delete still
             // stop fills that raced the write. Fills that start later read replicas as usual.
@@ -290,32 +348,9 @@ impl Cache {
         let base = self.config.ttl_secs as f64;
         let seed = self.jitter_seed.fetch_add(1, Ordering::Relaxed);
         // Uniform in [-1, 1) from a randomly keyed hash: no RNG dependency for one number.
-        let unit = (RandomState::new().hash_one(seed) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        let unit =
+            (RandomState::new().hash_one(seed) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
         Duration::from_secs_f64((base * (1.0 + self.config.ttl_jitter * unit)).max(1.0))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn ttls_are_jittered_within_the_configured_fraction() {
-        let config = crate::config::Config::default();
-        let db = Arc::new(Db::connect_lazy(&config.db).expect("lazy pools"));
-        let cache = Cache::new(
-            &CacheConfig {
-                strategy: CacheStrategy::None,
-                ..config.cache.clone()
-            },
-            db,
-        )
-        .expect("cache");
-        let ttls: Vec<f64> = (0..200).map(|_| cache.ttl(false).as_secs_f64()).collect();
-        assert!(ttls.iter().all(|t| (270.0..=330.0).contains(t)), "within +-10 % of 300 s");
-        let spread = ttls.iter().cloned().fold(f64::MIN, f64::max) - ttls.iter().cloned().fold(f64::MAX, f64::min);
-        assert!(spread > 30.0, "jitter spreads the expiries: spread {spread}");
-        assert_eq!(cache.ttl(true), Duration::from_secs(30), "negative entries are short and exact");
     }
 }
 
@@ -336,4 +371,39 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {
 
 fn count(tier: &'static str, result: &'static str) {
     metrics::counter!("cache_requests_total", "tier" => tier, "result" => result).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ttls_are_jittered_within_the_configured_fraction() {
+        let config = crate::config::Config::default();
+        let db = Arc::new(Db::connect_lazy(&config.db).expect("lazy pools"));
+        let cache = Cache::new(
+            &CacheConfig {
+                strategy: CacheStrategy::None,
+                ..config.cache.clone()
+            },
+            db,
+        )
+        .expect("cache");
+        let ttls: Vec<f64> = (0..200).map(|_| cache.ttl(false).as_secs_f64()).collect();
+        assert!(
+            ttls.iter().all(|t| (270.0..=330.0).contains(t)),
+            "within +-10 % of 300 s"
+        );
+        let spread = ttls.iter().cloned().fold(f64::MIN, f64::max)
+            - ttls.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(
+            spread > 30.0,
+            "jitter spreads the expiries: spread {spread}"
+        );
+        assert_eq!(
+            cache.ttl(true),
+            Duration::from_secs(30),
+            "negative entries are short and exact"
+        );
+    }
 }

@@ -17,8 +17,9 @@
 //! Guarantee: once a write's response has been sent, no cache tier holds or fills a value
 //! older than that write (two-tier: except an L1 entry on another instance, for at most
 //! `l1_ttl_ms`), provided Redis was reachable for the invalidation. If it was not, the
-//! invalidation is queued in-process and replayed when Redis answers again; a process that
-//! dies with a queue, or a queue past its bound, leaves entries to expire by TTL.
+//! invalidation is queued in-process, and this instance reads nothing from Redis until the
+//! queue has been replayed; another instance that could reach Redis all along, a process
+//! that dies with a queue, or a queue past its bound leave entries to expire by TTL.
 //!
 //! # Resilience
 //!
@@ -27,15 +28,21 @@
 //! database (`X-Cache: bypass`) without paying the timeout.
 
 use std::{
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
-use deadpool_redis::{Connection, Pool, Runtime};
+use deadpool_redis::{Connection, Pool, PoolError, Runtime, TimeoutType};
 use redis::Script;
 
 use super::keys::Key;
 use crate::{config::CacheConfig, traffic::CircuitBreaker};
+
+/// Longest wait for a free pooled connection (see [`RedisTier::call`]).
+const POOL_WAIT: Duration = Duration::from_millis(500);
 
 /// Invalidations kept for replay while Redis is unreachable.
 const PENDING_BOUND: usize = 10_000;
@@ -71,7 +78,10 @@ return 1
 pub enum Lookup {
     Hit(Vec<u8>),
     /// A miss, with the version to fill under and the fence to read past.
-    Miss { version: String, fence: Option<u64> },
+    Miss {
+        version: String,
+        fence: Option<u64>,
+    },
 }
 
 /// Redis could not be used for this call (breaker open, timeout, error): go to the database.
@@ -88,12 +98,16 @@ pub struct RedisTier {
     fill: Script,
     invalidate: Script,
     pending: Mutex<Vec<(Vec<Key>, u64)>>,
+    /// `pending.len()`, readable without the lock on every lookup.
+    pending_count: AtomicUsize,
     pub(crate) channel: String,
 }
 
 impl std::fmt::Debug for RedisTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisTier").field("breaker", &self.breaker.state()).finish_non_exhaustive()
+        f.debug_struct("RedisTier")
+            .field("breaker", &self.breaker.state())
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,8 +117,10 @@ impl RedisTier {
         let pool = deadpool_redis::Config::from_url(&config.redis_url)
             .builder()?
             .max_size(config.pool_max_connections)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
+            .wait_timeout(Some(POOL_WAIT))
+            // Opening a connection takes longer than a command, more so on a loaded machine;
+            // a Redis that cannot be reached at all still fails at once (refused).
+            .create_timeout(Some(POOL_WAIT))
             .recycle_timeout(Some(timeout))
             .runtime(Runtime::Tokio1)
             .build()?;
@@ -116,6 +132,7 @@ impl RedisTier {
             fill: Script::new(FILL),
             invalidate: Script::new(INVALIDATE),
             pending: Mutex::default(),
+            pending_count: AtomicUsize::new(0),
             channel: format!("{}:invalidations", config.key_prefix),
         })
     }
@@ -125,7 +142,16 @@ impl RedisTier {
     }
 
     /// Value, version and fence of `key` in one round trip.
+    ///
+    /// While invalidations wait for replay, nothing is read from Redis: the entries they name
+    /// may still be there, stale. The replay comes first; if it cannot run, the read bypasses.
     pub async fn lookup(&self, key: &Key) -> Result<Lookup, Bypass> {
+        if self.pending_invalidations() > 0 {
+            self.replay_pending().await;
+            if self.pending_invalidations() > 0 {
+                return Err(Bypass);
+            }
+        }
         let (value, version, fence): (Option<Vec<u8>>, Option<String>, Option<u64>) = self
             .call(|mut conn| async move {
                 redis::cmd("MGET")
@@ -170,10 +196,13 @@ impl RedisTier {
         if self.invalidate_now(keys, lsn).await.is_err() {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() >= PENDING_BOUND {
-                tracing::error!("cache invalidation queue full: dropped entries may be served stale until their TTL");
+                tracing::error!(
+                    "cache invalidation queue full: dropped entries may be served stale until their TTL"
+                );
                 pending.remove(0);
             }
             pending.push((keys.to_vec(), lsn));
+            self.pending_count.store(pending.len(), Ordering::Release);
             return;
         }
         self.replay_pending().await;
@@ -186,10 +215,17 @@ impl RedisTier {
         self.call(|mut conn| async move {
             let mut invocation = self.invalidate.prepare_invoke();
             for key in keys {
-                invocation.key(key.as_str()).key(key.version()).key(key.fence());
+                invocation
+                    .key(key.as_str())
+                    .key(key.version())
+                    .key(key.fence());
             }
             let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
-            invocation.arg(lsn).arg(fence_ttl).arg(&self.channel).arg(names.join("\n"));
+            invocation
+                .arg(lsn)
+                .arg(fence_ttl)
+                .arg(&self.channel)
+                .arg(names.join("\n"));
             let _: i32 = invocation.invoke_async(&mut conn).await?;
             Ok(())
         })
@@ -198,21 +234,33 @@ impl RedisTier {
 
     /// Replays invalidations that failed while Redis was unreachable.
     async fn replay_pending(&self) {
-        let queued = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let queued = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            self.pending_count.store(0, Ordering::Release);
+            std::mem::take(&mut *pending)
+        };
         if queued.is_empty() {
             return;
         }
-        tracing::info!(count = queued.len(), "replaying cache invalidations queued while Redis was down");
+        tracing::info!(
+            count = queued.len(),
+            "replaying cache invalidations queued while Redis was down"
+        );
         for (i, (keys, lsn)) in queued.iter().enumerate() {
             if self.invalidate_now(keys, *lsn).await.is_err() {
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                 pending.extend(queued.into_iter().skip(i));
+                self.pending_count.store(pending.len(), Ordering::Release);
                 return;
             }
         }
     }
 
     /// Runs one command with the timeout and the breaker; any failure is a [`Bypass`].
+    ///
+    /// Waiting for a free pooled connection is bounded separately (`POOL_WAIT`) and does not
+    /// count against the breaker: under a burst it is this instance that is busy, not Redis,
+    /// and opening the breaker would send the whole burst to the database.
     async fn call<'a, T, F, Fut>(&'a self, command: F) -> Result<T, Bypass>
     where
         F: FnOnce(Connection) -> Fut,
@@ -221,12 +269,19 @@ impl RedisTier {
         if self.breaker.admit().is_err() {
             return Err(Bypass);
         }
-        let attempt = tokio::time::timeout(self.timeout, async {
-            let conn = self.pool.get().await.map_err(|err| redis::RedisError::from((redis::ErrorKind::IoError, "pool", err.to_string())))?;
-            command(conn).await
-        })
-        .await;
-        match attempt {
+        let conn = match self.pool.get().await {
+            Ok(conn) => conn,
+            Err(PoolError::Timeout(TimeoutType::Wait)) => {
+                tracing::debug!("no free Redis connection in time; bypassing the cache");
+                return Err(Bypass);
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot get a Redis connection");
+                self.breaker.record_failure();
+                return Err(Bypass);
+            }
+        };
+        match tokio::time::timeout(self.timeout, command(conn)).await {
             Ok(Ok(value)) => {
                 self.breaker.record_success();
                 Ok(value)
@@ -245,7 +300,6 @@ impl RedisTier {
 
     /// Whether queued invalidations wait for Redis (tests and `/readyz`).
     pub fn pending_invalidations(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.pending_count.load(Ordering::Acquire)
     }
-
 }

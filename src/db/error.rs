@@ -90,7 +90,9 @@ impl From<&Error> for crate::error::Error {
         use crate::error::Error as Api;
         match err {
             Error::EmailTaken => Api::Conflict("the email address is already registered"),
-            Error::AuthorMissing => Api::Unauthorized("the account behind this token no longer exists"),
+            Error::AuthorMissing => {
+                Api::Unauthorized("the account behind this token no longer exists")
+            }
             Error::ShardFull => Api::Unavailable {
                 detail: "the shard that owns this data has no ids left; an operator must add capacity",
                 retry_after: Duration::from_secs(60),
@@ -117,7 +119,9 @@ impl From<&Error> for crate::error::Error {
                 detail: "the registration took too long and was rolled back; try again",
                 retry_after: Duration::from_secs(1),
             },
-            Error::Query(source) => Api::Internal(anyhow::anyhow!("database query failed: {source}")),
+            Error::Query(source) => {
+                Api::Internal(anyhow::anyhow!("database query failed: {source}"))
+            }
         }
     }
 }

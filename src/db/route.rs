@@ -88,7 +88,11 @@ impl Scope {
 
     /// Cache outcomes so far (empty unless recording).
     pub fn cache_outcomes(&self) -> Vec<&'static str> {
-        self.0.cache.as_ref().map(|c| lock(c).clone()).unwrap_or_default()
+        self.0
+            .cache
+            .as_ref()
+            .map(|c| lock(c).clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn record(&self, shard: u16, role: Role) {

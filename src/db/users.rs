@@ -80,14 +80,16 @@ impl Db {
             .write(scope, |db| async move {
                 let mut tx = db.begin().await?;
                 // Explicit rather than left to ON DELETE CASCADE: the cache needs the ids.
-                let posts: Vec<i64> = sqlx::query_scalar("DELETE FROM posts WHERE user_id = $1 RETURNING id")
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let email: Option<String> = sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let posts: Vec<i64> =
+                    sqlx::query_scalar("DELETE FROM posts WHERE user_id = $1 RETURNING id")
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let email: Option<String> =
+                    sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 tx.commit().await?;
                 Ok(email.map(|email| (email, posts)))
             })

@@ -31,7 +31,11 @@ pub enum Audience {
 }
 
 /// A JSON response with an ETag, or 304 when the client's `If-None-Match` already names it.
-pub fn conditional_json<T: Serialize>(request: &HeaderMap, value: &T, audience: Audience) -> Result<Response, Error> {
+pub fn conditional_json<T: Serialize>(
+    request: &HeaderMap,
+    value: &T,
+    audience: Audience,
+) -> Result<Response, Error> {
     let body = serde_json::to_vec(value).map_err(|err| Error::Internal(err.into()))?;
     let mut hasher = DefaultHasher::new();
     body.hash(&mut hasher);
@@ -46,7 +50,14 @@ pub fn conditional_json<T: Serialize>(request: &HeaderMap, value: &T, audience: 
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response()
     };
     let headers = response.headers_mut();
     if let Ok(etag) = HeaderValue::from_str(&etag) {
@@ -54,10 +65,16 @@ pub fn conditional_json<T: Serialize>(request: &HeaderMap, value: &T, audience: 
     }
     match audience {
         Audience::Public => {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, no-cache"));
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, no-cache"),
+            );
         }
         Audience::PerViewer => {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-cache"),
+            );
             headers.insert(header::VARY, HeaderValue::from_static("Authorization"));
         }
     }

@@ -18,13 +18,13 @@ use serde_json::{Value, json};
 use crate::helpers::{Stack, TestApp, TestUser, assert_problem, route_of};
 
 /// Exclusive use of the chaos stack for one test; restores it on drop.
-struct Chaos {
+pub struct Chaos {
     _lock: File,
-    stack: Stack,
+    pub stack: Stack,
 }
 
 impl Chaos {
-    async fn acquire() -> Self {
+    pub async fn acquire() -> Self {
         let lock = tokio::task::spawn_blocking(|| {
             let path = std::env::temp_dir().join("scalable-api-chaos-tests.lock");
             let file = File::create(path).expect("create the lock file");
@@ -40,7 +40,7 @@ impl Chaos {
     }
 
     /// Runs `scripts/stack ARGS` against the chaos stack.
-    fn ctl(args: &[&str]) {
+    pub fn ctl(args: &[&str]) {
         let var = |name: &str| {
             std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: use scripts/test"))
         };
@@ -56,7 +56,7 @@ impl Chaos {
         assert!(status.success(), "scripts/stack {args:?} failed");
     }
 
-    async fn replay(&self, shard: usize, paused: bool) {
+    pub async fn replay(&self, shard: usize, paused: bool) {
         let pool =
             crate::helpers::connect(&format!("{}/postgres", self.stack.replicas[shard])).await;
         let sql = if paused {
@@ -98,7 +98,7 @@ impl Drop for Chaos {
 }
 
 /// Polls `check` every 20 ms until it returns true, or panics after `limit` naming `what`.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -111,7 +111,7 @@ where
     started.elapsed()
 }
 
-async fn readyz(app: &TestApp) -> Value {
+pub async fn readyz(app: &TestApp) -> Value {
     app.get("/readyz").await.json().await.expect("readyz JSON")
 }
 

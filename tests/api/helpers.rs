@@ -323,7 +323,10 @@ impl Drop for TestApp {
             .map(|(i, db)| (self.stack.primaries[i].clone(), db.clone()))
             .collect();
         targets.push((self.stack.primaries[0].clone(), self.directory_db.clone()));
-        let (redis, prefix) = (self.stack.redis.clone(), self.state.config.cache.key_prefix.clone());
+        let (redis, prefix) = (
+            self.stack.redis.clone(),
+            self.state.config.cache.key_prefix.clone(),
+        );
         let dropper = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

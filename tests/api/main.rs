@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod cache;
 mod chaos;
 mod directory;
 mod pagination;

@@ -1,12 +1,12 @@
 //! Posts: create, read, change, delete, and the cross-shard feed.
 
 use axum::{
-    http::HeaderMap,
-    response::Response,
     Router,
     extract::State,
+    http::HeaderMap,
     http::{StatusCode, header},
     response::IntoResponse,
+    response::Response,
     routing::get,
 };
 use serde::Deserialize;

@@ -1,8 +1,8 @@
 //! Users: list, read, change, delete; and a user's posts.
 
 use axum::{
-    http::HeaderMap,
-    response::Response,Router, extract::State, http::StatusCode, routing::get};
+    Router, extract::State, http::HeaderMap, http::StatusCode, response::Response, routing::get,
+};
 use serde::Deserialize;
 
 use super::views::{PostView, UserView};
@@ -51,7 +51,11 @@ async fn show(
     headers: HeaderMap,
 ) -> Result<Response> {
     let user = app.cache.user(&scope, id).await?.ok_or(NO_USER)?;
-    conditional_json(&headers, &UserView::new(user, viewer.id()), Audience::PerViewer)
+    conditional_json(
+        &headers,
+        &UserView::new(user, viewer.id()),
+        Audience::PerViewer,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,7 +93,11 @@ async fn update(
         name: patch.name,
         password_hash,
     };
-    let user = app.db.update_user(&scope, id, update).await?.ok_or(NO_USER)?;
+    let user = app
+        .db
+        .update_user(&scope, id, update)
+        .await?
+        .ok_or(NO_USER)?;
     app.cache.user_written(&scope, id).await;
     Ok(Json(UserView::new(user, Some(me.id))))
 }
@@ -122,6 +130,10 @@ async fn posts(
     Id(id): Id,
     page: Page,
 ) -> Result<Json<Vec<PostView>>> {
-    let posts = app.cache.user_posts(&scope, id, page).await?.ok_or(NO_USER)?;
+    let posts = app
+        .cache
+        .user_posts(&scope, id, page)
+        .await?
+        .ok_or(NO_USER)?;
     Ok(Json(posts.into_iter().map(PostView::from).collect()))
 }
