@@ -16,6 +16,7 @@ pub mod traffic;
 use std::{future::Future, ops::Deref, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -31,6 +32,8 @@ pub struct App {
     pub config: Config,
     pub db: Arc<Db>,
     pub jwt: JwtKeys,
+    /// Renders `/metrics`; `None` when `telemetry.metrics` is off.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// Cheap-to-clone handle to the [`App`]; handlers take `State<AppState>`.
@@ -49,9 +52,16 @@ impl App {
     /// so the service starts (and reports itself degraded) even when a shard is down.
     pub fn build(config: Config) -> anyhow::Result<AppState> {
         config.validate()?;
+        // First: the shard map registers its series with whatever recorder is installed.
+        let metrics = config.telemetry.metrics.then(telemetry::metrics::install);
         let db = Arc::new(Db::connect_lazy(&config.db)?);
         let jwt = JwtKeys::new(&config.auth);
-        Ok(AppState(Arc::new(App { config, db, jwt })))
+        Ok(AppState(Arc::new(App {
+            config,
+            db,
+            jwt,
+            metrics,
+        })))
     }
 }
 
@@ -64,7 +74,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let grace = Duration::from_millis(app.config.http.shutdown_grace_ms);
     // Health monitors and the directory repair pass run while this instance serves.
-    let background = app.db.spawn_background();
+    let mut background = app.db.spawn_background();
+    if let Some(admin) = telemetry::metrics::admin_server(&app).await? {
+        background.push(admin);
+    }
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
         shutdown.await;

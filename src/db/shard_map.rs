@@ -11,7 +11,11 @@ use std::{
 
 use sqlx::PgPool;
 
-use super::{Error, ReplicaSet, Role, Scope, consistency::Lsn};
+use super::{
+    Error, ReplicaSet, Role, Scope,
+    consistency::Lsn,
+    instrument::{Op, QueryMetrics},
+};
 use crate::{
     config::ShardConfig,
     traffic::{BreakerConfig, CircuitBreaker},
@@ -27,6 +31,9 @@ use crate::{
 ///   requires; else the primary. A replica that fails to connect is taken out of rotation
 ///   and the read retried on the primary, so a dying replica costs no failed request.
 /// - [`Shard::read_primary`]: reads that must see the latest commit.
+///
+/// Every call is counted, timed and given a span here, by role and op (see
+/// [`super::instrument`]).
 #[derive(Debug)]
 pub struct Shard {
     id: u16,
@@ -37,6 +44,7 @@ pub struct Shard {
     /// The primary's WAL insert position at the monitor's last check.
     pub(crate) primary_lsn: Arc<AtomicU64>,
     replicas: ReplicaSet,
+    metrics: QueryMetrics,
 }
 
 impl Shard {
@@ -51,9 +59,12 @@ impl Shard {
             range: config.first_id..=config.last_id,
             accepts_new_users: config.accepts_new_users,
             primary,
-            breaker: Arc::new(CircuitBreaker::new(breaker.clone())),
+            breaker: Arc::new(
+                CircuitBreaker::new(breaker.clone()).named(format!("shard{}-primary", config.id)),
+            ),
             primary_lsn: Arc::default(),
             replicas,
+            metrics: QueryMetrics::new(config.id),
         }
     }
 
@@ -81,7 +92,11 @@ impl Shard {
             match self.replicas.pick(required) {
                 Some(replica) => {
                     scope.record(self.id, Role::Replica);
-                    match query(replica.pool.clone()).await.map_err(Error::classify) {
+                    let result = self
+                        .metrics
+                        .observe(Role::Replica, Op::Read, query(replica.pool.clone()))
+                        .await;
+                    match result.map_err(Error::classify) {
                         Err(err) if err.is_unavailable() => {
                             replica.health.mark_down();
                             tracing::warn!(shard = self.id, replica = replica.index, error = %err, "replica failed; read retried on the primary");
@@ -94,7 +109,7 @@ impl Shard {
                 None => fallback(self.id, "no_replica_in_rotation"),
             }
         }
-        self.on_primary(scope, query).await
+        self.on_primary(scope, Op::Read, query).await
     }
 
     /// Runs a read on the primary: for reads that must see the latest commit (the current row
@@ -104,7 +119,7 @@ impl Shard {
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        self.on_primary(scope, query).await
+        self.on_primary(scope, Op::Read, query).await
     }
 
     /// Runs a write on the primary and marks the shard written in `scope`.
@@ -116,7 +131,7 @@ impl Shard {
         // Marked before running: a write whose outcome is unknown (the connection dropped
         // around the commit) may have committed, and the token must then cover it.
         scope.mark_written(self.id);
-        self.on_primary(scope, query).await
+        self.on_primary(scope, Op::Write, query).await
     }
 
     /// The primary's current WAL insert position: every commit made before this call is at
@@ -124,7 +139,7 @@ impl Shard {
     /// commit a commit record can still be in WAL buffers past the flushed position.)
     pub(crate) async fn commit_lsn(&self, scope: &Scope) -> Result<Lsn, Error> {
         let text: String = self
-            .on_primary(scope, |db| async move {
+            .on_primary(scope, Op::CommitLsn, |db| async move {
                 sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
                     .fetch_one(&db)
                     .await
@@ -134,7 +149,7 @@ impl Shard {
             .map_err(|()| Error::Query(sqlx::Error::Decode(format!("bad LSN {text}").into())))
     }
 
-    async fn on_primary<T, F, Fut>(&self, scope: &Scope, query: F) -> Result<T, Error>
+    async fn on_primary<T, F, Fut>(&self, scope: &Scope, op: Op, query: F) -> Result<T, Error>
     where
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -145,7 +160,11 @@ impl Shard {
                 retry_after: rejected.retry_after,
             })?;
         scope.record(self.id, Role::Primary);
-        let result = query(self.primary.clone()).await.map_err(Error::classify);
+        let result = self
+            .metrics
+            .observe(Role::Primary, op, query(self.primary.clone()))
+            .await
+            .map_err(Error::classify);
         match &result {
             Err(err) if err.is_unavailable() => self.breaker.record_failure(),
             _ => self.breaker.record_success(),
@@ -182,7 +201,7 @@ impl Shard {
 /// Counts a read that wanted a replica and got the primary, by why (as crates.io does): a
 /// rising rate means replicas are unhealthy or lagging, and the primary is carrying reads.
 fn fallback(shard: u16, reason: &'static str) {
-    metrics::counter!("db_read_fallback_total", "shard" => shard.to_string(), "reason" => reason)
+    metrics::counter!(crate::telemetry::metrics::names::DB_READ_FALLBACK, "shard" => shard.to_string(), "reason" => reason)
         .increment(1);
 }
 
