@@ -3,10 +3,12 @@
 //! server (see `helpers::TestApp`), so tests run in parallel and leave nothing behind.
 
 mod helpers;
+mod telemetry_harness;
 
 mod auth;
 mod chaos;
 mod directory;
+mod observability;
 mod pagination;
 mod routing;
 mod sharding;
