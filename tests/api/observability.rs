@@ -463,3 +463,53 @@ fn header(response: &reqwest::Response, name: &str) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn the_dashboard_and_the_alert_rules_use_only_series_the_service_exports() {
+    use scalable_api::telemetry::metrics::names::*;
+    let exported = [
+        HTTP_SERVER_REQUEST_DURATION,
+        DB_QUERIES,
+        DB_QUERY_DURATION,
+        DB_POOL_CONNECTIONS,
+        DB_REPLICA_LAG,
+        DB_REPLICA_IN_ROTATION,
+        DB_READ_FALLBACK,
+        CIRCUIT_BREAKER_STATE,
+        CACHE_REQUESTS,
+        RATELIMIT_DECISIONS,
+    ];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for file in [
+        "grafana/dashboards/scalable-api.json",
+        "prometheus/alerts.yml",
+        "prometheus/alerts_test.yml",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).expect("the deploy file exists");
+        let used: std::collections::BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|t| !t.contains(':'))
+            .filter(|t| {
+                ["http_", "db_", "cache_", "circuit_", "ratelimit_"]
+                    .iter()
+                    .any(|p| t.starts_with(p))
+            })
+            .collect();
+        assert!(!used.is_empty(), "{file} names no series");
+        for name in used {
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                exported.contains(&base),
+                "{file} uses `{name}`, which the service does not export"
+            );
+        }
+    }
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("grafana/dashboards/scalable-api.json")).expect("read"),
+    )
+    .expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "scalable-api");
+}
