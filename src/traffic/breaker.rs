@@ -231,6 +231,32 @@ mod tests {
     }
 
     #[test]
+    fn a_named_breaker_exports_every_transition_as_a_gauge() {
+        // A recorder of its own, so no other test's series can interfere.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let b = metrics::with_local_recorder(&recorder, || breaker(0).named("test-dependency"));
+        let state = || {
+            handle
+                .render()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(r#"circuit_breaker_state{breaker="test-dependency"} "#)
+                })
+                .map(str::to_owned)
+        };
+        assert_eq!(state().as_deref(), Some("0"), "closed from the start");
+        for _ in 0..3 {
+            b.record_failure();
+        }
+        assert_eq!(state().as_deref(), Some("1"), "open");
+        assert!(b.admit().is_ok(), "the trial");
+        assert_eq!(state().as_deref(), Some("2"), "half-open");
+        b.record_success();
+        assert_eq!(state().as_deref(), Some("0"), "closed again");
+    }
+
+    #[test]
     fn half_open_lets_exactly_one_trial_through_and_its_outcome_decides() {
         let b = breaker(0);
         for _ in 0..3 {
