@@ -208,30 +208,36 @@ fn telemetry_config(filter: &str, collector: Option<&Collector>) -> Config {
     config
 }
 
-async fn spawn_with_telemetry(config: &Config) -> TestApp {
+/// The app with `config`'s telemetry, its logs (and spans) captured for this test's thread.
+async fn spawn_observed(config: &Config) -> (LogCapture, TestApp) {
+    let logs = LogCapture::install(config);
     let telemetry = config.telemetry.clone();
-    TestApp::spawn_with(move |c| c.telemetry = telemetry).await
+    let app = TestApp::spawn_with(move |c| c.telemetry = telemetry).await;
+    (logs, app)
 }
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// A GET from a caller whose sampled span `CALLER_SPAN` of trace `TRACE_ID` is calling us.
+fn traced_get(app: &TestApp, path: &str) -> reqwest::RequestBuilder {
+    app.client
+        .get(format!("{}{path}", app.base))
+        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
+}
 
 #[tokio::test]
 async fn a_sent_request_id_is_echoed_and_on_every_log_line_of_its_request() {
     // Arrange: JSON logs, with every SQL statement logged (sqlx at debug) so a request writes
     // more than its access line. No trace exporter: ids must not depend on one.
     let config = telemetry_config("info,sqlx=debug", None);
-    let logs = LogCapture::install(&config);
-    let app = spawn_with_telemetry(&config).await;
+    let (logs, app) = spawn_observed(&config).await;
     let user = app.register("traced@example.com", "Traced").await;
     app.wait_for_replicas().await;
 
     // Act
-    let response = app
-        .client
-        .get(format!("{}/v1/users/{}", app.base, user.id))
+    let response = traced_get(&app, &format!("/v1/users/{}", user.id))
         .header("x-request-id", "support-ticket-42")
-        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
         .send()
         .await
         .expect("the request reaches the test server");
@@ -280,8 +286,7 @@ async fn a_sent_request_id_is_echoed_and_on_every_log_line_of_its_request() {
 #[tokio::test]
 async fn a_request_without_an_id_gets_a_generated_one() {
     let config = telemetry_config("info", None);
-    let logs = LogCapture::install(&config);
-    let app = spawn_with_telemetry(&config).await;
+    let (logs, app) = spawn_observed(&config).await;
 
     let response = app.get("/healthz").await;
 
@@ -307,8 +312,7 @@ async fn a_request_without_an_id_gets_a_generated_one() {
 async fn no_password_or_token_appears_in_the_logs_of_registering_and_logging_in() {
     // Arrange: everything the app and its libraries log, at every level.
     let config = telemetry_config("trace", None);
-    let logs = LogCapture::install(&config);
-    let app = spawn_with_telemetry(&config).await;
+    let (logs, app) = spawn_observed(&config).await;
     let password = "Tr0ub4dor-and-3-unique-words";
 
     // Act: register, log in, and use the token (in an `Authorization` header).
@@ -363,17 +367,13 @@ async fn a_trace_reaches_the_collector_with_sql_spans_under_the_server_span() {
     // Arrange: an in-test OTLP collector, and the app exporting to it.
     let collector = Collector::start().await;
     let config = telemetry_config("info", Some(&collector));
-    let logs = LogCapture::install(&config);
-    let app = spawn_with_telemetry(&config).await;
+    let (logs, app) = spawn_observed(&config).await;
     let user = app.register("spans@example.com", "Spans").await;
     app.wait_for_replicas().await;
 
     // Act: a read carrying the caller's trace context, then flush the exporter (from a
     // blocking thread: this one runs the collector).
-    let response = app
-        .client
-        .get(format!("{}/v1/users/{}", app.base, user.id))
-        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
+    let response = traced_get(&app, &format!("/v1/users/{}", user.id))
         .send()
         .await
         .expect("the request reaches the test server");
@@ -435,8 +435,7 @@ async fn requests_never_wait_for_a_collector_that_does_not_answer() {
     ));
     config.telemetry.trace_queue_size = 4;
     config.telemetry.otlp_timeout_ms = 500;
-    let logs = LogCapture::install(&config);
-    let app = spawn_with_telemetry(&config).await;
+    let (logs, app) = spawn_observed(&config).await;
 
     // Act + Assert: far more requests than the queue holds all succeed, well within a bound
     // a blocked exporter would blow (each export waits its full timeout).
