@@ -40,6 +40,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub db: DbConfig,
+    pub cache: CacheConfig,
     pub api: ApiConfig,
     /// Metrics, logs and traces (see `src/telemetry/`).
     pub telemetry: TelemetryConfig,
@@ -147,6 +148,68 @@ pub struct ShardConfig {
     pub accepts_new_users: bool,
 }
 
+/// Which caching strategy serves reads of users, posts and a user's first page of posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheStrategy {
+    /// Every read goes to the database.
+    None,
+    /// Redis in front of the database: read Redis, on a miss read the database and fill.
+    CacheAside,
+    /// An in-process L1 (moka) in front of cache-aside Redis.
+    TwoTier,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub strategy: CacheStrategy,
+    /// Redis for the `cache-aside` and `two-tier` strategies.
+    pub redis_url: String,
+    /// Every key starts with this (tests use one per test; instances of one deployment share it).
+    pub key_prefix: String,
+    /// Lifetime of a cached row; each entry gets +-`ttl_jitter` of it at random, so entries
+    /// filled together do not expire together.
+    pub ttl_secs: u64,
+    /// Fraction of the TTL to jitter by (0.1 = +-10 %).
+    pub ttl_jitter: f64,
+    /// Lifetime of a cached "not found".
+    pub negative_ttl_secs: u64,
+    /// Posts cached per user page (requests within the first this-many posts are served from it).
+    pub page_size: u32,
+    /// Two-tier: the most an L1 entry can outlive an invalidation when the invalidation
+    /// message is lost.
+    pub l1_ttl_ms: u64,
+    /// Two-tier: entries the L1 holds at most.
+    pub l1_max_entries: u64,
+    /// Bound on each Redis command, pool checkout and connect: a slow Redis must not slow
+    /// every request down to the database's pace plus a timeout.
+    pub command_timeout_ms: u64,
+    /// Redis connections per instance.
+    pub pool_max_connections: usize,
+    /// The circuit breaker in front of Redis: while open, reads go straight to the database.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            strategy: CacheStrategy::CacheAside,
+            redis_url: "redis://127.0.0.1:55400".into(),
+            key_prefix: "scalable-api".into(),
+            ttl_secs: 300,
+            ttl_jitter: 0.1,
+            negative_ttl_secs: 30,
+            page_size: 20,
+            l1_ttl_ms: 1_000,
+            l1_max_entries: 100_000,
+            command_timeout_ms: 50,
+            pool_max_connections: 32,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
@@ -215,6 +278,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             db: DbConfig::default(),
+            cache: CacheConfig::default(),
             api: ApiConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
@@ -442,7 +506,7 @@ impl TelemetryConfig {
 /// keys only after this filter, hence the case-insensitive match.
 fn is_setting(key: &str) -> bool {
     let section = key.split("__").next().unwrap_or_default();
-    ["profile", "http", "auth", "db", "api", "telemetry"]
+    ["profile", "http", "auth", "db", "cache", "api", "telemetry"]
         .iter()
         .any(|s| s.eq_ignore_ascii_case(section))
 }

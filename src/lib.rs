@@ -5,6 +5,7 @@
 //! integration tests both go through these, so the tests exercise the real wiring.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -24,6 +25,7 @@ pub use error::{Error, Result};
 pub use http::router;
 
 use auth::JwtKeys;
+use cache::Cache;
 use db::Db;
 
 /// Everything a request handler may need, built once at start-up.
@@ -31,6 +33,8 @@ use db::Db;
 pub struct App {
     pub config: Config,
     pub db: Arc<Db>,
+    /// The cache in front of `db` for users, posts and post pages.
+    pub cache: Cache,
     pub jwt: JwtKeys,
     /// Renders `/metrics`; `None` when `telemetry.metrics` is off.
     pub metrics: Option<PrometheusHandle>,
@@ -56,9 +60,11 @@ impl App {
         let metrics = config.telemetry.metrics.then(telemetry::metrics::install);
         let db = Arc::new(Db::connect_lazy(&config.db)?);
         let jwt = JwtKeys::new(&config.auth);
+        let cache = Cache::new(&config.cache, db.clone())?;
         Ok(AppState(Arc::new(App {
             config,
             db,
+            cache,
             jwt,
             metrics,
         })))
@@ -75,6 +81,7 @@ pub async fn serve(
     let grace = Duration::from_millis(app.config.http.shutdown_grace_ms);
     // Health monitors and the directory repair pass run while this instance serves.
     let mut background = app.db.spawn_background();
+    background.extend(app.cache.spawn_background());
     if let Some(admin) = telemetry::metrics::admin_server(&app).await? {
         background.push(admin);
     }

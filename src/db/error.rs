@@ -75,6 +75,18 @@ impl Error {
 
 impl From<Error> for crate::error::Error {
     fn from(err: Error) -> Self {
+        match err {
+            Error::Query(source) => crate::error::Error::Internal(
+                anyhow::Error::new(source).context("database query failed"),
+            ),
+            other => crate::error::Error::from(&other),
+        }
+    }
+}
+
+/// By reference: for errors shared between the waiters of one cache fill.
+impl From<&Error> for crate::error::Error {
+    fn from(err: &Error) -> Self {
         use crate::error::Error as Api;
         match err {
             Error::EmailTaken => Api::Conflict("the email address is already registered"),
@@ -94,7 +106,7 @@ impl From<Error> for crate::error::Error {
             }
             Error::PrimaryDown { retry_after } => Api::Unavailable {
                 detail: "the primary of the shard that owns this data is down; writes to it fail fast until it recovers",
-                retry_after,
+                retry_after: *retry_after,
             },
             Error::Timeout(source) => {
                 tracing::warn!(error = %source, "statement timed out");
@@ -108,7 +120,7 @@ impl From<Error> for crate::error::Error {
                 retry_after: Duration::from_secs(1),
             },
             Error::Query(source) => {
-                Api::Internal(anyhow::Error::new(source).context("database query failed"))
+                Api::Internal(anyhow::anyhow!("database query failed: {source}"))
             }
         }
     }

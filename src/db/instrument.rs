@@ -2,8 +2,9 @@
 //! routing ([`super::Shard`]), which knows the shard and the role it picked.
 //!
 //! The `op` label is fixed by the routing entry point (`read`, `read_primary` -> `read`;
-//! `write` -> `write`; the consistency token's position query -> `commit_lsn`), never passed
-//! by a caller, so it cannot be mislabelled. One call is one closure given to the shard,
+//! `write` -> `write`; the commit position after a write -> `commit_lsn`; the live check of
+//! a replica's replay position -> `replay_lsn`), never passed by a caller, so it cannot be
+//! mislabelled. One call is one closure given to the shard,
 //! which in this code base is one SQL statement; a read retried on the primary after its
 //! replica failed counts once on each.
 //!
@@ -30,8 +31,12 @@ pub(crate) enum Op {
     Read,
     /// A write, on the primary.
     Write,
-    /// The primary's WAL position for a consistency token, after a write request.
+    /// The primary's WAL position after a write: for the consistency token, and for the
+    /// cache's fences.
     CommitLsn,
+    /// A replica's replay position, asked live when a read carries a requirement the health
+    /// monitor cannot vouch for yet (right after a write).
+    ReplayLsn,
 }
 
 impl Op {
@@ -40,6 +45,7 @@ impl Op {
             Op::Read => "read",
             Op::Write => "write",
             Op::CommitLsn => "commit_lsn",
+            Op::ReplayLsn => "replay_lsn",
         }
     }
 
@@ -49,6 +55,7 @@ impl Op {
             Op::Read => "db read",
             Op::Write => "db write",
             Op::CommitLsn => "db commit_lsn",
+            Op::ReplayLsn => "db replay_lsn",
         }
     }
 }
@@ -79,6 +86,7 @@ impl Series {
 pub(crate) struct QueryMetrics {
     shard: u16,
     replica_read: Series,
+    replica_replay_lsn: Series,
     primary_read: Series,
     primary_write: Series,
     primary_commit_lsn: Series,
@@ -91,6 +99,7 @@ impl QueryMetrics {
         Self {
             shard,
             replica_read: Series::new(shard, Role::Replica, Op::Read),
+            replica_replay_lsn: Series::new(shard, Role::Replica, Op::ReplayLsn),
             primary_read: Series::new(shard, Role::Primary, Op::Read),
             primary_write: Series::new(shard, Role::Primary, Op::Write),
             primary_commit_lsn: Series::new(shard, Role::Primary, Op::CommitLsn),
@@ -99,10 +108,11 @@ impl QueryMetrics {
 
     fn series(&self, role: Role, op: Op) -> &Series {
         match (role, op) {
+            (Role::Replica, Op::ReplayLsn) => &self.replica_replay_lsn,
             (Role::Replica, _) => &self.replica_read,
             (Role::Primary, Op::Read) => &self.primary_read,
             (Role::Primary, Op::Write) => &self.primary_write,
-            (Role::Primary, Op::CommitLsn) => &self.primary_commit_lsn,
+            (Role::Primary, Op::CommitLsn | Op::ReplayLsn) => &self.primary_commit_lsn,
         }
     }
 

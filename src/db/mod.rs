@@ -104,6 +104,15 @@ impl Db {
         tasks
     }
 
+    /// The commit position of `shard`'s primary now: every commit this request made there is
+    /// at or below it. The cache fences its entries with it.
+    pub async fn commit_lsn(&self, scope: &Scope, shard: u16) -> Result<Lsn, Error> {
+        match self.shards.by_id(shard) {
+            Some(shard) => shard.commit_lsn(scope).await,
+            None => Ok(Lsn::default()),
+        }
+    }
+
     /// The consistency token for a response: what the request was given, raised by the
     /// commit position of every shard it wrote. `None` when it wrote nothing.
     pub async fn consistency_token(&self, scope: &Scope) -> Option<ConsistencyToken> {

@@ -65,6 +65,11 @@ impl ReplicaHealth {
         Lsn(self.replay_lsn.load(Ordering::Acquire))
     }
 
+    /// A live check saw the replica at `lsn`.
+    pub(crate) fn saw_replay(&self, lsn: Lsn) {
+        self.replay_lsn.fetch_max(lsn.0, Ordering::AcqRel);
+    }
+
     /// A check (or a failed read) found the replica unreachable: out of rotation at once.
     pub(crate) fn mark_down(&self) {
         self.reachable.store(false, Ordering::Release);

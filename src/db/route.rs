@@ -45,8 +45,10 @@ pub struct Scope(Arc<ScopeState>);
 #[derive(Debug, Default)]
 struct ScopeState {
     required: ConsistencyToken,
-    written: Mutex<BTreeSet<u16>>,
-    routes: Option<Mutex<Vec<Route>>>,
+    written: Arc<Mutex<BTreeSet<u16>>>,
+    routes: Option<Arc<Mutex<Vec<Route>>>>,
+    /// Cache outcomes (`hit`, `miss`, `bypass`) for the `X-Cache` header.
+    cache: Option<Arc<Mutex<Vec<&'static str>>>>,
 }
 
 impl Scope {
@@ -55,9 +57,42 @@ impl Scope {
     pub fn new(required: ConsistencyToken, record_routes: bool) -> Self {
         Self(Arc::new(ScopeState {
             required,
-            written: Mutex::default(),
-            routes: record_routes.then(Mutex::default),
+            written: Arc::default(),
+            routes: record_routes.then(Arc::default),
+            cache: record_routes.then(Arc::default),
         }))
+    }
+
+    /// The same request, reading at least `lsn` on `shard` (a cache fill fenced by the last
+    /// invalidation): routes, writes and cache outcomes still land in this request's record.
+    pub(crate) fn at_least(&self, shard: u16, lsn: Lsn) -> Self {
+        let mut required = self.0.required.clone();
+        required.require(shard, lsn);
+        Self(Arc::new(ScopeState {
+            required,
+            written: self.0.written.clone(),
+            routes: self.0.routes.clone(),
+            cache: self.0.cache.clone(),
+        }))
+    }
+
+    /// Records a cache outcome for the debug header (when recording).
+    pub fn record_cache(&self, outcome: &'static str) {
+        if let Some(cache) = &self.0.cache {
+            let mut outcomes = lock(cache);
+            if !outcomes.contains(&outcome) {
+                outcomes.push(outcome);
+            }
+        }
+    }
+
+    /// Cache outcomes so far (empty unless recording).
+    pub fn cache_outcomes(&self) -> Vec<&'static str> {
+        self.0
+            .cache
+            .as_ref()
+            .map(|c| lock(c).clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn record(&self, shard: u16, role: Role) {

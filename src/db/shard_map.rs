@@ -89,20 +89,16 @@ impl Shard {
     {
         if !scope.wrote(self.id) && !self.replicas.is_empty() {
             let required = scope.required(self.id);
-            match self.replicas.pick(required) {
+            let replica = match (self.replicas.pick(required), required) {
+                (Some(replica), _) => Some(replica),
+                // The monitor has not seen any replica past the requirement yet; ask one.
+                (None, Some(lsn)) => self.caught_up_replica(lsn).await,
+                (None, None) => None,
+            };
+            match replica {
                 Some(replica) => {
-                    scope.record(self.id, Role::Replica);
-                    let result = self
-                        .metrics
-                        .observe(Role::Replica, Op::Read, query(replica.pool.clone()))
-                        .await;
-                    match result.map_err(Error::classify) {
-                        Err(err) if err.is_unavailable() => {
-                            replica.health.mark_down();
-                            tracing::warn!(shard = self.id, replica = replica.index, error = %err, "replica failed; read retried on the primary");
-                            fallback(self.id, "replica_failed");
-                        }
-                        result => return result,
+                    if let Some(result) = self.on_replica(scope, replica, &query).await {
+                        return result;
                     }
                 }
                 None if required.is_some() => fallback(self.id, "token_ahead_of_replicas"),
@@ -110,6 +106,53 @@ impl Shard {
             }
         }
         self.on_primary(scope, Op::Read, query).await
+    }
+
+    /// Runs `query` on `replica`. `None` when the replica cannot be reached: it leaves
+    /// rotation at once and the caller retries on the primary.
+    async fn on_replica<T, F, Fut>(
+        &self,
+        scope: &Scope,
+        replica: &super::replicas::Replica,
+        query: &F,
+    ) -> Option<Result<T, Error>>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        scope.record(self.id, Role::Replica);
+        let result = self
+            .metrics
+            .observe(Role::Replica, Op::Read, query(replica.pool.clone()))
+            .await
+            .map_err(Error::classify);
+        match result {
+            Err(err) if err.is_unavailable() => {
+                replica.health.mark_down();
+                tracing::warn!(shard = self.id, replica = replica.index, error = %err, "replica failed; read retried on the primary");
+                fallback(self.id, "replica_failed");
+                None
+            }
+            result => Some(result),
+        }
+    }
+
+    /// A replica in rotation that has replayed `lsn` right now, asked live (GitLab's load
+    /// balancer does the same): the monitor's view is up to one interval old, and without
+    /// this a read right after a write would go to the primary even once the replica has it.
+    /// Costs one round trip, only for reads whose requirement the monitor cannot vouch for.
+    async fn caught_up_replica(&self, lsn: Lsn) -> Option<&super::replicas::Replica> {
+        let replica = self.replicas.pick(None)?;
+        let probe =
+            sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text").fetch_one(&replica.pool);
+        let replayed: Option<String> = self
+            .metrics
+            .observe(Role::Replica, Op::ReplayLsn, probe)
+            .await
+            .ok()?;
+        let replayed: Lsn = replayed?.parse().ok()?;
+        replica.health.saw_replay(replayed);
+        (replayed >= lsn).then_some(replica)
     }
 
     /// Runs a read on the primary: for reads that must see the latest commit (the current row

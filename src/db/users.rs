@@ -69,26 +69,37 @@ impl Db {
             .await
     }
 
-    /// Deletes a user and, through `ON DELETE CASCADE` on their shard, their posts; then
-    /// releases their email in the directory.
-    pub async fn delete_user(&self, scope: &Scope, id: i64) -> Result<bool, Error> {
+    /// Deletes a user and their posts (in one transaction on their shard), then releases
+    /// their email in the directory. Returns the ids of the deleted posts (for cache
+    /// invalidation), or `None` when there was no such user.
+    pub async fn delete_user(&self, scope: &Scope, id: i64) -> Result<Option<Vec<i64>>, Error> {
         let Some(shard) = self.shards.owner(id) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let deleted: Option<String> = shard
+        let deleted: Option<(String, Vec<i64>)> = shard
             .write(scope, |db| async move {
-                sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
-                    .bind(id)
-                    .fetch_optional(&db)
-                    .await
+                let mut tx = db.begin().await?;
+                // Explicit rather than left to ON DELETE CASCADE: the cache needs the ids.
+                let posts: Vec<i64> =
+                    sqlx::query_scalar("DELETE FROM posts WHERE user_id = $1 RETURNING id")
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let email: Option<String> =
+                    sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                Ok(email.map(|email| (email, posts)))
             })
             .await?;
-        let Some(email) = deleted else {
-            return Ok(false);
+        let Some((email, posts)) = deleted else {
+            return Ok(None);
         };
         crate::db::directory::fail_point!(self, "delete:shard_deleted");
         self.release_email(&email, id).await?;
-        Ok(true)
+        Ok(Some(posts))
     }
 }
 

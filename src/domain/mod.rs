@@ -7,7 +7,7 @@ mod post;
 mod user;
 
 pub use post::{NewPost, Post, PostBody, PostPatch, PostTitle};
-pub use user::{Email, NewUser, Password, Tier, User, UserName, UserPatch};
+pub use user::{Email, NewUser, Password, Tier, User, UserName, UserPatch, UserProfile};
 
 use crate::error::{Error, FieldError};
 

@@ -1,10 +1,11 @@
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::{Checks, text};
 use crate::error::{Error, FieldError};
 
 /// A post row; it lives on its author's shard, so joins with its author stay local.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
 pub struct Post {
     pub id: i64,
     pub user_id: i64,

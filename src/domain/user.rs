@@ -18,6 +18,31 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What may be shown or cached of a user: everything but the password hash, which never
+/// leaves the shard except for login (read from the primary, never cached).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserProfile {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub tier: Tier,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<User> for UserProfile {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            tier: user.tier,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        }
+    }
+}
+
 /// Service tier; carried in the access token so rate limits need no database read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -18,7 +18,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use super::extract::Json;
-use crate::{AppState, db::ReplicaStatus, traffic::BreakerState};
+use crate::{AppState, config::CacheStrategy, db::ReplicaStatus, traffic::BreakerState};
 
 const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -38,6 +38,17 @@ struct Readiness {
     /// Ids of the shards that cannot serve everything (primary down or no replica in rotation).
     degraded_shards: Vec<u16>,
     shards: Vec<ShardReadiness>,
+    /// The cache never makes the instance unready: with Redis down, reads go to the database.
+    cache: CacheReadiness,
+}
+
+#[derive(Debug, Serialize)]
+struct CacheReadiness {
+    strategy: CacheStrategy,
+    /// The Redis breaker (`null` for the `none` strategy).
+    breaker: Option<BreakerState>,
+    /// Invalidations waiting for Redis to come back.
+    pending_invalidations: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +94,11 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
             directory,
             degraded_shards,
             shards,
+            cache: CacheReadiness {
+                strategy: app.cache.strategy(),
+                breaker: app.cache.breaker_state(),
+                pending_invalidations: app.cache.pending_invalidations(),
+            },
         }),
     )
 }

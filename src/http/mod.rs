@@ -1,6 +1,7 @@
 //! HTTP: routes per API version, the extractors that turn requests into domain values, and
 //! the layers every request passes through.
 
+mod conditional;
 pub mod extract;
 mod health;
 mod v1;
@@ -25,6 +26,8 @@ use crate::{
 
 /// `X-Db-Route: shard=N;role=primary|replica[, ...]`: where this request's SQL went (dev profile).
 pub const DB_ROUTE_HEADER: HeaderName = HeaderName::from_static("x-db-route");
+/// `X-Cache: hit|miss|bypass`: what the cache did for this request (dev profile).
+pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-cache");
 /// `X-Consistency-Token`: returned by writes, sent back by clients for read-your-writes
 /// (see `src/db/consistency.rs`).
 pub const CONSISTENCY_HEADER: HeaderName = HeaderName::from_static("x-consistency-token");
@@ -60,8 +63,9 @@ pub fn router(app: AppState) -> Router {
 
 /// Gives the request its data-layer [`Scope`]: the consistency its `X-Consistency-Token`
 /// demands going in; the token covering its writes coming out; and, in the dev profile, the
-/// routes its statements took in [`DB_ROUTE_HEADER`], so a learner can watch writes go to
-/// primaries and reads to replicas.
+/// routes its statements took in [`DB_ROUTE_HEADER`] and the cache's outcomes in
+/// [`CACHE_HEADER`], so a learner can watch writes go to primaries, reads to replicas, and
+/// hits skip both.
 async fn db_scope(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let required = match request
         .headers()
@@ -86,6 +90,12 @@ async fn db_scope(State(app): State<AppState>, mut request: Request, next: Next)
         && let Ok(value) = HeaderValue::from_str(&token.to_string())
     {
         response.headers_mut().insert(CONSISTENCY_HEADER, value);
+    }
+    let outcomes = scope.cache_outcomes();
+    if !outcomes.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&outcomes.join(", "))
+    {
+        response.headers_mut().insert(CACHE_HEADER, value);
     }
     let routes = scope.routes();
     if !routes.is_empty() {

@@ -35,7 +35,8 @@ use crate::{AppState, db::Db};
 pub mod names {
     /// Histogram; `method`, `route` (the matched template, or `unmatched`), `status`.
     pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
-    /// Counter; `shard`, `role` (`primary` | `replica`), `op` (`read` | `write` | `commit_lsn`).
+    /// Counter; `shard`, `role` (`primary` | `replica`), `op` (`read` | `write` |
+    /// `commit_lsn` | `replay_lsn`; see `src/db/instrument.rs`).
     pub const DB_QUERIES: &str = "db_queries_total";
     /// Histogram, same labels as [`DB_QUERIES`]: pool checkout plus the statement's round trip.
     pub const DB_QUERY_DURATION: &str = "db_query_duration_seconds";
@@ -49,9 +50,12 @@ pub mod names {
     pub const DB_READ_FALLBACK: &str = "db_read_fallback_total";
     /// Gauge; `breaker`: 0 closed, 1 open, 2 half-open (one trial call in flight).
     pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
-    /// Counter; `tier` (`l1` | `redis` | ...), `result` (`hit` | `miss` | `error` | `bypass`).
-    /// Emitted by the cache layer, one per lookup.
+    /// Counter; `tier` (`l1` | `redis`), `result`: `hit`, `miss`, `bypass` (Redis unusable,
+    /// read from the database), one per lookup; and `fill`, one per entry stored after a miss.
+    /// Hit ratio: `hit / (hit + miss)`.
     pub const CACHE_REQUESTS: &str = "cache_requests_total";
+    /// Counter: cache entries invalidated after writes.
+    pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";
     /// Counter; `limiter`, `decision` (`allowed` | `limited`). Reserved for the rate limiter.
     pub const RATELIMIT_DECISIONS: &str = "ratelimit_decisions_total";
 }
@@ -156,7 +160,11 @@ fn describe() {
     );
     metrics::describe_counter!(
         CACHE_REQUESTS,
-        "Cache lookups by tier and result (hit, miss, error, bypass)"
+        "Cache lookups by tier and result (hit, miss, bypass), and fills after misses (fill)"
+    );
+    metrics::describe_counter!(
+        CACHE_INVALIDATIONS,
+        "Cache entries invalidated after writes"
     );
     metrics::describe_counter!(
         RATELIMIT_DECISIONS,

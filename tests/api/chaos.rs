@@ -149,8 +149,11 @@ async fn rename(app: &TestApp, user: &TestUser, name: &str) -> Response {
     response
 }
 
-/// Fast health checks so state changes show within a fraction of a second.
+/// Fast health checks so state changes show within a fraction of a second, and no cache:
+/// these tests watch where the data layer routes reads (the cache's own tests are in
+/// `cache.rs`).
 fn fast_checks(config: &mut scalable_api::Config) {
+    config.cache.strategy = scalable_api::config::CacheStrategy::None;
     config.db.replicas.check_interval_ms = 50;
     config.db.primary_breaker.open_ms = 1_000;
 }

@@ -15,6 +15,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, postgres::PgPoolOptions};
 pub struct Stack {
     pub primaries: Vec<String>,
     pub replicas: Vec<String>,
+    pub redis: String,
 }
 
 impl Stack {
@@ -39,6 +40,7 @@ impl Stack {
         Self {
             primaries: vec![var("SHARD0_PRIMARY"), var("SHARD1_PRIMARY")],
             replicas: vec![var("SHARD0_REPLICA"), var("SHARD1_REPLICA")],
+            redis: var("REDIS"),
         }
     }
 }
@@ -120,6 +122,9 @@ impl TestApp {
             })
             .collect();
         config.db.pool_max_connections = 5;
+        // The cache on the stack's Redis, under this test's own key prefix.
+        config.cache.redis_url = stack.redis.clone();
+        config.cache.key_prefix = name.clone();
         // Parallel tests load the shared stack hard (one seeds a million rows), so its
         // replicas can lag past the production bounds and leave rotation, which would send
         // reads that tests expect on replicas to primaries. Lag bounds are tested on the
@@ -318,6 +323,10 @@ impl Drop for TestApp {
             .map(|(i, db)| (self.stack.primaries[i].clone(), db.clone()))
             .collect();
         targets.push((self.stack.primaries[0].clone(), self.directory_db.clone()));
+        let (redis, prefix) = (
+            self.stack.redis.clone(),
+            self.state.config.cache.key_prefix.clone(),
+        );
         let dropper = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -326,6 +335,7 @@ impl Drop for TestApp {
                 return;
             };
             runtime.block_on(async move {
+                drop_keys(&redis, &prefix).await;
                 for (server, db) in targets {
                     if let Ok(mut conn) = PgConnection::connect(&format!("{server}/postgres")).await
                     {
@@ -339,6 +349,24 @@ impl Drop for TestApp {
             });
         });
         let _ = dropper.join();
+    }
+}
+
+/// Deletes this test's cache keys (best effort; they would expire anyway).
+async fn drop_keys(redis_url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
     }
 }
 

@@ -19,6 +19,7 @@ use crate::{
 const HTTP: &str = "http_server_request_duration_seconds_count";
 const SQL: &str = "db_queries_total";
 const SQL_TIME: &str = "db_query_duration_seconds_count";
+const CACHE: &str = "cache_requests_total";
 
 async fn scrape(app: &TestApp) -> Scrape {
     let response = app.get("/metrics").await;
@@ -43,8 +44,8 @@ async fn metrics_count_requests_by_route_template_and_sql_by_shard_role_and_op()
     app.wait_for_replicas().await;
     let before = scrape(&app).await;
 
-    // Act: three reads on shard 0 (one of an id that does not exist), one on shard 1, a
-    // write on shard 1, and a path no route matches.
+    // Act: on shard 0 a user read twice (a cache miss, then a hit) and an id that does not
+    // exist (a miss); on shard 1 a user read once, then a write; and a path no route matches.
     for path in [
         format!("/v1/users/{}", on_shard0.id),
         format!("/v1/users/{}", on_shard0.id),
@@ -94,12 +95,18 @@ async fn metrics_count_requests_by_route_template_and_sql_by_shard_role_and_op()
         "raw paths became labels: {raw_paths:?}"
     );
 
-    // Assert: SQL calls per shard, role and op are exactly what those requests did.
+    // Assert: the cache saw three misses and one hit, and only the misses reached SQL: per
+    // shard, role and op, exactly what those requests did.
+    let redis = |result| [("tier", "redis"), ("result", result)];
+    assert_eq!(delta(CACHE, &redis("hit")), 1.0);
+    assert_eq!(delta(CACHE, &redis("miss")), 3.0);
     let expected = [
-        (sql("0", "replica", "read"), 3.0),
+        (sql("0", "replica", "read"), 2.0),
         (sql("1", "replica", "read"), 1.0),
         (sql("1", "primary", "write"), 1.0),
-        (sql("1", "primary", "commit_lsn"), 1.0),
+        // The write's commit position, twice: for the response's consistency token and for
+        // the fence of the cache entries it invalidates.
+        (sql("1", "primary", "commit_lsn"), 2.0),
         (sql("0", "primary", "read"), 0.0),
         (sql("0", "primary", "write"), 0.0),
         (sql("0", "primary", "commit_lsn"), 0.0),
@@ -108,6 +115,13 @@ async fn metrics_count_requests_by_route_template_and_sql_by_shard_role_and_op()
     for (labels, count) in expected {
         assert_eq!(delta(SQL, &labels), count, "{SQL} {labels:?}");
         assert_eq!(delta(SQL_TIME, &labels), count, "{SQL_TIME} {labels:?}");
+    }
+    // A user's entry is fenced at their registration: a miss may first ask the replica
+    // whether it replayed that far (when the health monitor has not seen it yet), at most
+    // once per read.
+    for shard in ["0", "1"] {
+        let asked = delta(SQL, &sql(shard, "replica", "replay_lsn"));
+        assert!((0.0..=1.0).contains(&asked), "shard {shard}: {asked}");
     }
 
     // Assert: the gauges are there too.
@@ -128,10 +142,9 @@ async fn metrics_count_requests_by_route_template_and_sql_by_shard_role_and_op()
 async fn a_real_prometheus_scrapes_the_service_and_serves_its_series() {
     // Arrange: some traffic, then a Prometheus scraping the app every second.
     let app = TestApp::spawn().await;
-    let user = app.register("scraped@example.com", "Scraped").await;
-    app.wait_for_replicas().await;
-    for _ in 0..3 {
-        app.get(&format!("/v1/users/{}", user.id)).await;
+    for id in [5, 6, 7] {
+        // Ids nobody has: three cache misses, three reads on shard 0's replica.
+        app.get(&format!("/v1/users/{id}")).await;
     }
     let target = app
         .base
@@ -155,7 +168,7 @@ async fn a_real_prometheus_scrapes_the_service_and_serves_its_series() {
     assert_eq!(reads[0]["value"][1], "3", "{reads:?}");
     let requests = prometheus
         .query_until_found(
-            r#"http_server_request_duration_seconds_count{route="/v1/users/{id}",status="200"}"#,
+            r#"http_server_request_duration_seconds_count{route="/v1/users/{id}",status="404"}"#,
             within,
         )
         .await;
@@ -363,7 +376,7 @@ async fn no_password_or_token_appears_in_the_logs_of_registering_and_logging_in(
 }
 
 #[tokio::test]
-async fn a_trace_reaches_the_collector_with_sql_spans_under_the_server_span() {
+async fn a_trace_reaches_the_collector_with_cache_and_sql_spans_under_the_server_span() {
     // Arrange: an in-test OTLP collector, and the app exporting to it.
     let collector = Collector::start().await;
     let config = telemetry_config("info", Some(&collector));
@@ -419,6 +432,25 @@ async fn a_trace_reaches_the_collector_with_sql_spans_under_the_server_span() {
     assert_eq!(attribute(sql[0], "shard").as_deref(), Some("0"));
     assert_eq!(attribute(sql[0], "role").as_deref(), Some("replica"));
     assert_eq!(attribute(sql[0], "op").as_deref(), Some("read"));
+    // Assert: so are the cache calls of that miss: the lookup(s) before it, the fill after.
+    let cache = |name: &str| -> Vec<_> {
+        spans
+            .iter()
+            .filter(|s| s.parent_span_id == server.span_id && s.name == name)
+            .collect()
+    };
+    let (lookups, fills) = (cache("cache lookup"), cache("cache fill"));
+    assert!(
+        !lookups.is_empty(),
+        "a cache lookup span under the server span: {spans:#?}"
+    );
+    assert_eq!(fills.len(), 1, "one cache fill span: {spans:#?}");
+    assert_eq!(attribute(lookups[0], "tier").as_deref(), Some("redis"));
+    assert!(
+        lookups[0].end_time_unix_nano <= sql[0].start_time_unix_nano
+            && sql[0].end_time_unix_nano <= fills[0].start_time_unix_nano,
+        "lookup, then SQL, then fill"
+    );
 }
 
 #[tokio::test]
@@ -476,6 +508,7 @@ fn the_dashboard_and_the_alert_rules_use_only_series_the_service_exports() {
         DB_READ_FALLBACK,
         CIRCUIT_BREAKER_STATE,
         CACHE_REQUESTS,
+        CACHE_INVALIDATIONS,
         RATELIMIT_DECISIONS,
     ];
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");

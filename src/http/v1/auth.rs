@@ -44,6 +44,8 @@ async fn register(
     let new = NewUser::parse(&body.email, &body.name, &body.password)?;
     let hash = password::hash(&new.password.0).await?;
     let user = app.db.register_user(&scope, &new, &hash).await?;
+    // A "not found" for this new id may be cached (someone asked for it before): drop it.
+    app.cache.user_written(&scope, user.id).await;
     let location = format!("/v1/users/{}", user.id);
     let id = user.id;
     Ok((

@@ -3,8 +3,10 @@
 use axum::{
     Router,
     extract::State,
+    http::HeaderMap,
     http::{StatusCode, header},
     response::IntoResponse,
+    response::Response,
     routing::get,
 };
 use serde::Deserialize;
@@ -16,7 +18,10 @@ use crate::{
     db::{AuthorWrite, Page, Scope},
     domain::{NewPost, PostPatch},
     error::{Error, Result},
-    http::extract::{Id, Json},
+    http::{
+        conditional::{Audience, conditional_json},
+        extract::{Id, Json},
+    },
 };
 
 pub fn router() -> Router<AppState> {
@@ -44,6 +49,7 @@ async fn create(
 ) -> Result<impl IntoResponse> {
     let new = NewPost::parse(&body.title, &body.body)?;
     let post = app.db.create_post(&scope, me.id, &new).await?;
+    app.cache.post_written(&scope, post.id, me.id).await;
     let location = format!("/v1/posts/{}", post.id);
     Ok((
         StatusCode::CREATED,
@@ -52,9 +58,14 @@ async fn create(
     ))
 }
 
-async fn show(State(app): State<AppState>, scope: Scope, Id(id): Id) -> Result<Json<PostView>> {
-    let post = app.db.post(&scope, id).await?.ok_or(NO_POST)?;
-    Ok(Json(post.into()))
+async fn show(
+    State(app): State<AppState>,
+    scope: Scope,
+    Id(id): Id,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let post = app.cache.post(&scope, id).await?.ok_or(NO_POST)?;
+    conditional_json(&headers, &PostView::from(post), Audience::Public)
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,7 +84,10 @@ async fn update(
 ) -> Result<Json<PostView>> {
     let patch = PostPatch::parse(body.title.as_deref(), body.body.as_deref())?;
     match app.db.update_post(&scope, id, me.id, &patch).await? {
-        AuthorWrite::Done(post) => Ok(Json(post.into())),
+        AuthorWrite::Done(post) => {
+            app.cache.post_written(&scope, post.id, me.id).await;
+            Ok(Json(post.into()))
+        }
         AuthorWrite::NotFound => Err(NO_POST),
         AuthorWrite::NotAuthor => Err(NOT_AUTHOR),
     }
@@ -86,7 +100,10 @@ async fn remove(
     Id(id): Id,
 ) -> Result<StatusCode> {
     match app.db.delete_post(&scope, id, me.id).await? {
-        AuthorWrite::Done(()) => Ok(StatusCode::NO_CONTENT),
+        AuthorWrite::Done(()) => {
+            app.cache.post_written(&scope, id, me.id).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         AuthorWrite::NotFound => Err(NO_POST),
         AuthorWrite::NotAuthor => Err(NOT_AUTHOR),
     }

@@ -1,6 +1,8 @@
 //! Users: list, read, change, delete; and a user's posts.
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router, extract::State, http::HeaderMap, http::StatusCode, response::Response, routing::get,
+};
 use serde::Deserialize;
 
 use super::views::{PostView, UserView};
@@ -10,7 +12,10 @@ use crate::{
     db::{Page, Scope, UserUpdate},
     domain::UserPatch,
     error::{Error, Result},
-    http::extract::{Id, Json},
+    http::{
+        conditional::{Audience, conditional_json},
+        extract::{Id, Json},
+    },
 };
 
 pub fn router() -> Router<AppState> {
@@ -43,9 +48,14 @@ async fn show(
     scope: Scope,
     viewer: MaybeAuthUser,
     Id(id): Id,
-) -> Result<Json<UserView>> {
-    let user = app.db.user(&scope, id).await?.ok_or(NO_USER)?;
-    Ok(Json(UserView::new(user, viewer.id())))
+    headers: HeaderMap,
+) -> Result<Response> {
+    let user = app.cache.user(&scope, id).await?.ok_or(NO_USER)?;
+    conditional_json(
+        &headers,
+        &UserView::new(user, viewer.id()),
+        Audience::PerViewer,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +98,7 @@ async fn update(
         .update_user(&scope, id, update)
         .await?
         .ok_or(NO_USER)?;
+    app.cache.user_written(&scope, id).await;
     Ok(Json(UserView::new(user, Some(me.id))))
 }
 
@@ -103,10 +114,12 @@ async fn remove(
             "only the user themself may delete their account",
         ));
     }
-    if app.db.delete_user(&scope, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(NO_USER)
+    match app.db.delete_user(&scope, id).await? {
+        Some(posts) => {
+            app.cache.user_deleted(&scope, id, &posts).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(NO_USER),
     }
 }
 
@@ -117,6 +130,10 @@ async fn posts(
     Id(id): Id,
     page: Page,
 ) -> Result<Json<Vec<PostView>>> {
-    let posts = app.db.user_posts(&scope, id, page).await?.ok_or(NO_USER)?;
+    let posts = app
+        .cache
+        .user_posts(&scope, id, page)
+        .await?
+        .ok_or(NO_USER)?;
     Ok(Json(posts.into_iter().map(PostView::from).collect()))
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Post, User};
+use crate::domain::{Post, UserProfile};
 
 #[derive(Debug, Serialize)]
 pub struct UserView {
@@ -17,7 +17,8 @@ pub struct UserView {
 
 impl UserView {
     /// Renders `user` for `viewer` (the authenticated user's id, if any).
-    pub fn new(user: User, viewer: Option<i64>) -> Self {
+    pub fn new(user: impl Into<UserProfile>, viewer: Option<i64>) -> Self {
+        let user = user.into();
         let own = viewer == Some(user.id);
         Self {
             id: user.id,

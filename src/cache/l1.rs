@@ -1,0 +1,86 @@
+//! The two-tier strategy's in-process L1 (moka) and how it learns of invalidations.
+//!
+//! An L1 hit costs no network at all, which is the point; the price is that each instance
+//! holds its own copy, and an invalidation must reach every instance. Two mechanisms:
+//! - every invalidation is published on a Redis channel, and each instance's subscriber
+//!   drops the named keys from its L1 (milliseconds);
+//! - every L1 entry lives at most `l1_ttl_ms`, which bounds staleness when a message is
+//!   lost (pub/sub is at-most-once; a reconnecting subscriber also clears its whole L1,
+//!   since it cannot know what it missed).
+//!
+//! So: an instance may serve a value invalidated on *another* instance for at most
+//! `l1_ttl_ms` (typically far less); its own invalidations apply to its L1 at once.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use moka::future::Cache as Moka;
+use tokio::task::JoinHandle;
+
+use crate::config::CacheConfig;
+
+#[derive(Clone)]
+pub struct L1 {
+    entries: Moka<String, Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for L1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L1")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl L1 {
+    pub fn new(config: &CacheConfig) -> Self {
+        Self {
+            entries: Moka::builder()
+                .max_capacity(config.l1_max_entries)
+                .time_to_live(Duration::from_millis(config.l1_ttl_ms))
+                .build(),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.entries.get(key).await
+    }
+
+    pub async fn insert(&self, key: &str, value: Arc<[u8]>) {
+        self.entries.insert(key.to_owned(), value).await;
+    }
+
+    pub async fn remove(&self, key: &str) {
+        self.entries.invalidate(key).await;
+    }
+
+    /// Follows the invalidation channel until aborted, reconnecting with a pause when Redis
+    /// goes away; every (re)connection starts from an empty L1.
+    pub fn spawn_subscriber(&self, redis_url: String, channel: String) -> JoinHandle<()> {
+        let l1 = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = l1.follow(&redis_url, &channel).await {
+                    tracing::debug!(error = %err, "L1 invalidation subscriber disconnected");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
+    async fn follow(&self, redis_url: &str, channel: &str) -> redis::RedisResult<()> {
+        let client = redis::Client::open(redis_url)?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        // Whatever was published while no subscriber listened is lost: start clean.
+        self.entries.invalidate_all();
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            let keys: String = message.get_payload()?;
+            for key in keys.lines() {
+                self.remove(key).await;
+            }
+        }
+        Ok(())
+    }
+}

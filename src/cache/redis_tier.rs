@@ -1,0 +1,271 @@
+//! The Redis tier: lookups, fenced fills, invalidations, behind a circuit breaker.
+//!
+//! # Stale fills: versions and LSN fences
+//!
+//! A fill is a read from the database followed by a write to Redis, and an invalidation can
+//! land in between: the Facebook memcache paper's stale-set race. Worse here, the read may
+//! come from a replica that has not replayed the write yet. Two guards, both checked in Redis:
+//!
+//! - **Version (a lease).** Every invalidation bumps `key:ver`. A miss remembers the version
+//!   it saw; the fill's Lua script writes only if the version is still the same. A fill that
+//!   raced an invalidation is dropped.
+//! - **LSN fence.** Every invalidation records the commit LSN of its write in `key:lsn`. A
+//!   miss reads the fence and loads with that LSN as a read-your-writes requirement (a
+//!   replica that has replayed it, else the primary), so the value it fills is never older
+//!   than the last invalidated write, even when the write's own client sends no token.
+//!
+//! Guarantee: once a write's response has been sent, no cache tier holds or fills a value
+//! older than that write (two-tier: except an L1 entry on another instance, for at most
+//! `l1_ttl_ms`), provided Redis was reachable for the invalidation. If it was not, the
+//! invalidation is queued in-process and replayed when Redis answers again; a process that
+//! dies with a queue, or a queue past its bound, leaves entries to expire by TTL.
+//!
+//! # Resilience
+//!
+//! Each command (checkout, connect and round trip) is bounded by `command_timeout_ms`, and a
+//! circuit breaker opens after consecutive failures: while open, reads go straight to the
+//! database (`X-Cache: bypass`) without paying the timeout.
+
+use std::{sync::Mutex, time::Duration};
+
+use deadpool_redis::{Connection, Pool, Runtime};
+use redis::Script;
+
+use super::keys::Key;
+use tracing::Instrument;
+
+use crate::{config::CacheConfig, telemetry, traffic::CircuitBreaker};
+
+/// Invalidations kept for replay while Redis is unreachable.
+const PENDING_BOUND: usize = 10_000;
+
+const FILL: &str = r"
+-- KEYS: value, version. ARGV: expected version ('' = none yet), value, ttl ms.
+local current = redis.call('GET', KEYS[2]) or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+const INVALIDATE: &str = r"
+-- KEYS: (value, version, fence) per invalidated entry.
+-- ARGV: commit LSN, fence ttl ms, channel, message for the other instances' L1s.
+for i = 1, #KEYS, 3 do
+  redis.call('DEL', KEYS[i])
+  redis.call('INCR', KEYS[i + 1])
+  redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
+  local fence = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+  if tonumber(ARGV[1]) > fence then
+    redis.call('SET', KEYS[i + 2], ARGV[1], 'PX', ARGV[2])
+  else
+    redis.call('PEXPIRE', KEYS[i + 2], ARGV[2])
+  end
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+";
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Vec<u8>),
+    /// A miss, with the version to fill under and the fence to read past.
+    Miss {
+        version: String,
+        fence: Option<u64>,
+    },
+}
+
+/// Redis could not be used for this call (breaker open, timeout, error): go to the database.
+#[derive(Debug)]
+pub struct Bypass;
+
+pub struct RedisTier {
+    pool: Pool,
+    breaker: CircuitBreaker,
+    timeout: Duration,
+    /// How long versions and fences live: longer than any value, so a fill can never find a
+    /// fence gone while a value it guards could still be there.
+    fence_ttl_ms: u64,
+    fill: Script,
+    invalidate: Script,
+    pending: Mutex<Vec<(Vec<Key>, u64)>>,
+    pub(crate) channel: String,
+}
+
+impl std::fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("breaker", &self.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTier {
+    pub fn new(config: &CacheConfig) -> anyhow::Result<Self> {
+        let timeout = Duration::from_millis(config.command_timeout_ms);
+        let pool = deadpool_redis::Config::from_url(&config.redis_url)
+            .builder()?
+            .max_size(config.pool_max_connections)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(Self {
+            pool,
+            breaker: CircuitBreaker::new(config.breaker.clone()).named("redis"),
+            timeout,
+            fence_ttl_ms: (config.ttl_secs.max(config.negative_ttl_secs) * 1000).saturating_mul(2),
+            fill: Script::new(FILL),
+            invalidate: Script::new(INVALIDATE),
+            pending: Mutex::default(),
+            channel: format!("{}:invalidations", config.key_prefix),
+        })
+    }
+
+    pub fn breaker_state(&self) -> crate::traffic::BreakerState {
+        self.breaker.state()
+    }
+
+    /// Value, version and fence of `key` in one round trip.
+    pub async fn lookup(&self, key: &Key) -> Result<Lookup, Bypass> {
+        let (value, version, fence): (Option<Vec<u8>>, Option<String>, Option<u64>) = self
+            .call(|mut conn| async move {
+                redis::cmd("MGET")
+                    .arg(key.as_str())
+                    .arg(key.version())
+                    .arg(key.fence())
+                    .query_async(&mut conn)
+                    .await
+            })
+            .instrument(telemetry::cache_span("redis", "lookup"))
+            .await?;
+        Ok(match value {
+            Some(value) => Lookup::Hit(value),
+            None => Lookup::Miss {
+                version: version.unwrap_or_default(),
+                fence,
+            },
+        })
+    }
+
+    /// Stores `value` unless `key` was invalidated since the lookup that saw `version`.
+    /// Returns whether it was stored.
+    pub async fn fill(&self, key: &Key, version: &str, value: &[u8], ttl: Duration) -> bool {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let stored: Result<i32, Bypass> = self
+            .call(|mut conn| async move {
+                self.fill
+                    .key(key.as_str())
+                    .key(key.version())
+                    .arg(version)
+                    .arg(value)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .instrument(telemetry::cache_span("redis", "fill"))
+            .await;
+        matches!(stored, Ok(1))
+    }
+
+    /// Deletes `keys`, bumps their versions and raises their fences to `lsn`, then tells the
+    /// other instances' L1s. Queued for replay if Redis cannot be reached.
+    pub async fn invalidate(&self, keys: &[Key], lsn: u64) {
+        if self.invalidate_now(keys, lsn).await.is_err() {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.len() >= PENDING_BOUND {
+                tracing::error!(
+                    "cache invalidation queue full: dropped entries may be served stale until their TTL"
+                );
+                pending.remove(0);
+            }
+            pending.push((keys.to_vec(), lsn));
+            return;
+        }
+        self.replay_pending().await;
+    }
+
+    /// One round trip for all of a write's keys. (On Redis Cluster, keys of different rows
+    /// live in different slots: send one script per key there.)
+    async fn invalidate_now(&self, keys: &[Key], lsn: u64) -> Result<(), Bypass> {
+        let fence_ttl = self.fence_ttl_ms;
+        self.call(|mut conn| async move {
+            let mut invocation = self.invalidate.prepare_invoke();
+            for key in keys {
+                invocation
+                    .key(key.as_str())
+                    .key(key.version())
+                    .key(key.fence());
+            }
+            let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
+            invocation
+                .arg(lsn)
+                .arg(fence_ttl)
+                .arg(&self.channel)
+                .arg(names.join("\n"));
+            let _: i32 = invocation.invoke_async(&mut conn).await?;
+            Ok(())
+        })
+        .instrument(telemetry::cache_span("redis", "invalidate"))
+        .await
+    }
+
+    /// Replays invalidations that failed while Redis was unreachable.
+    async fn replay_pending(&self) {
+        let queued = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if queued.is_empty() {
+            return;
+        }
+        tracing::info!(
+            count = queued.len(),
+            "replaying cache invalidations queued while Redis was down"
+        );
+        for (i, (keys, lsn)) in queued.iter().enumerate() {
+            if self.invalidate_now(keys, *lsn).await.is_err() {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.extend(queued.into_iter().skip(i));
+                return;
+            }
+        }
+    }
+
+    /// Runs one command with the timeout and the breaker; any failure is a [`Bypass`].
+    async fn call<'a, T, F, Fut>(&'a self, command: F) -> Result<T, Bypass>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>> + 'a,
+    {
+        if self.breaker.admit().is_err() {
+            return Err(Bypass);
+        }
+        let attempt = tokio::time::timeout(self.timeout, async {
+            let conn = self.pool.get().await.map_err(|err| {
+                redis::RedisError::from((redis::ErrorKind::IoError, "pool", err.to_string()))
+            })?;
+            command(conn).await
+        })
+        .await;
+        match attempt {
+            Ok(Ok(value)) => {
+                self.breaker.record_success();
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "redis command failed");
+                self.breaker.record_failure();
+                Err(Bypass)
+            }
+            Err(_) => {
+                self.breaker.record_failure();
+                Err(Bypass)
+            }
+        }
+    }
+
+    /// Whether queued invalidations wait for Redis (tests and `/readyz`).
+    pub fn pending_invalidations(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
