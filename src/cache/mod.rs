@@ -339,6 +339,25 @@ impl Cache {
     }
 }
 
+fn shard_of(db: &Db, id: i64) -> u16 {
+    db.shards().owner(id).map_or(u16::MAX, db::Shard::id)
+}
+
+/// `None` when the bytes do not decode (an entry of another schema): treated as a miss.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::warn!(error = %err, "undecodable cache entry; treated as a miss");
+            None
+        }
+    }
+}
+
+fn count(tier: &'static str, result: &'static str) {
+    metrics::counter!(crate::telemetry::metrics::names::CACHE_REQUESTS, "tier" => tier, "result" => result).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,23 +391,4 @@ mod tests {
             "negative entries are short and exact"
         );
     }
-}
-
-fn shard_of(db: &Db, id: i64) -> u16 {
-    db.shards().owner(id).map_or(u16::MAX, db::Shard::id)
-}
-
-/// `None` when the bytes do not decode (an entry of another schema): treated as a miss.
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {
-    match serde_json::from_slice(bytes) {
-        Ok(value) => Some(value),
-        Err(err) => {
-            tracing::warn!(error = %err, "undecodable cache entry; treated as a miss");
-            None
-        }
-    }
-}
-
-fn count(tier: &'static str, result: &'static str) {
-    metrics::counter!(crate::telemetry::metrics::names::CACHE_REQUESTS, "tier" => tier, "result" => result).increment(1);
 }
