@@ -42,6 +42,8 @@ pub struct Config {
     pub db: DbConfig,
     pub cache: CacheConfig,
     pub api: ApiConfig,
+    /// Metrics, logs and traces (see `src/telemetry/`).
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +220,48 @@ pub struct ApiConfig {
     pub max_offset: u32,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `auto`: readable text in the dev profile, JSON lines in production. `text` or `json`
+    /// force one.
+    pub log_format: LogFormat,
+    /// Which log lines are written, in `RUST_LOG` syntax; `RUST_LOG` wins when set. The
+    /// access log (one line per request) is the target `scalable_api::access`:
+    /// `info,scalable_api::access=off` silences it.
+    pub log_filter: String,
+    /// Prometheus metrics at `/metrics`. Off: no recorder is installed, every metric call in
+    /// the code is a no-op, and `/metrics` is a 404.
+    pub metrics: bool,
+    /// Serve `/metrics` on this address instead of the API's (an admin port that the public
+    /// load balancer does not route). Unset: on the API's own address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Where spans go: the full OTLP/HTTP traces URL of a collector (Jaeger accepts OTLP:
+    /// `http://127.0.0.1:4318/v1/traces`). Unset: no exporter, nothing leaves the process.
+    /// Plain `http://` only: the collector is expected on the node or as a sidecar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces recorded and exported, 0.0 to 1.0. A request whose
+    /// `traceparent` says its caller sampled it is always recorded, so a trace is whole.
+    pub trace_sample_ratio: f64,
+    /// Finished spans buffered for export. When the collector is slow or gone and the buffer
+    /// is full, new spans are dropped: a request never waits for the exporter.
+    pub trace_queue_size: usize,
+    /// Bound on one export request to the collector.
+    pub otlp_timeout_ms: u64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
 fn yes() -> bool {
     true
 }
@@ -236,6 +280,23 @@ impl Default for Config {
             db: DbConfig::default(),
             cache: CacheConfig::default(),
             api: ApiConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Auto,
+            log_filter: "info,sqlx=warn".into(),
+            metrics: true,
+            metrics_addr: None,
+            otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
+            trace_queue_size: 2048,
+            otlp_timeout_ms: 3_000,
+            service_name: "scalable-api".into(),
         }
     }
 }
@@ -335,12 +396,7 @@ impl Config {
         let config: Config = figment
             .merge(
                 Env::prefixed("SCALABLE_API_")
-                    // Only our sections: SCALABLE_API_CONFIG and the stack's SCALABLE_API_STACK_*
-                    // share the prefix but are not settings.
-                    .filter(|key| {
-                        let section = key.as_str().split("__").next().unwrap_or_default();
-                        ["profile", "http", "auth", "db", "cache", "api"].contains(&section)
-                    })
+                    .filter(|key| is_setting(key.as_str()))
                     .split("__"),
             )
             .extract()
@@ -388,6 +444,7 @@ impl Config {
             self.api.max_page_size >= 1,
             "api.max_page_size must be at least 1"
         );
+        self.telemetry.validate(self.http.addr)?;
         let secret = self.auth.jwt_secret.expose_secret();
         ensure!(
             secret.len() >= 32,
@@ -404,6 +461,54 @@ impl Config {
     pub fn is_dev(&self) -> bool {
         self.profile == Profile::Dev
     }
+
+    /// The log format in effect: `auto` follows the profile.
+    pub fn log_format(&self) -> LogFormat {
+        match (self.telemetry.log_format, self.profile) {
+            (LogFormat::Auto, Profile::Dev) => LogFormat::Text,
+            (LogFormat::Auto, Profile::Production) => LogFormat::Json,
+            (format, _) => format,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    fn validate(&self, api_addr: SocketAddr) -> anyhow::Result<()> {
+        ensure!(
+            (0.0..=1.0).contains(&self.trace_sample_ratio),
+            "telemetry.trace_sample_ratio must be between 0.0 and 1.0"
+        );
+        ensure!(
+            self.trace_queue_size >= 1,
+            "telemetry.trace_queue_size must be at least 1"
+        );
+        if let Some(endpoint) = &self.otlp_endpoint {
+            // The exporter is built without TLS (no second TLS stack in the binary); an https
+            // URL would fail on every export, silently, so it is refused here instead.
+            ensure!(
+                endpoint.starts_with("http://"),
+                "telemetry.otlp_endpoint must be an http:// URL (a collector on the node or a sidecar), got {endpoint}"
+            );
+        }
+        if let Some(addr) = self.metrics_addr {
+            ensure!(
+                addr != api_addr || addr.port() == 0,
+                "telemetry.metrics_addr must differ from http.addr (leave it unset to serve /metrics on the API's address)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether `key` (an environment variable name less the prefix, as the environment spells it,
+/// e.g. `HTTP__ADDR`) names a setting. Only our sections do: `SCALABLE_API_CONFIG` and the
+/// stack's `SCALABLE_API_STACK_*` share the prefix but are not settings. Figment lowercases
+/// keys only after this filter, hence the case-insensitive match.
+fn is_setting(key: &str) -> bool {
+    let section = key.split("__").next().unwrap_or_default();
+    ["profile", "http", "auth", "db", "cache", "api", "telemetry"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(section))
 }
 
 impl DbConfig {
@@ -442,6 +547,23 @@ mod tests {
             file, defaults,
             "config/example.toml and Config::default() drifted apart"
         );
+    }
+
+    #[test]
+    fn environment_variables_name_settings_in_upper_case() {
+        assert!(is_setting("HTTP__ADDR"));
+        assert!(is_setting("TELEMETRY__OTLP_ENDPOINT"));
+        assert!(is_setting("PROFILE"));
+        assert!(!is_setting("STACK_SHARD0_PRIMARY"));
+        assert!(!is_setting("CONFIG"));
+    }
+
+    #[test]
+    fn an_https_collector_is_refused_since_the_exporter_has_no_tls() {
+        let mut config = Config::default();
+        config.telemetry.otlp_endpoint = Some("https://collector:4318/v1/traces".into());
+        let err = config.validate().expect_err("https must be refused");
+        assert!(err.to_string().contains("otlp_endpoint"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod traffic;
 use std::{future::Future, ops::Deref, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -35,6 +36,8 @@ pub struct App {
     /// The cache in front of `db` for users, posts and post pages.
     pub cache: Cache,
     pub jwt: JwtKeys,
+    /// Renders `/metrics`; `None` when `telemetry.metrics` is off.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// Cheap-to-clone handle to the [`App`]; handlers take `State<AppState>`.
@@ -53,6 +56,8 @@ impl App {
     /// so the service starts (and reports itself degraded) even when a shard is down.
     pub fn build(config: Config) -> anyhow::Result<AppState> {
         config.validate()?;
+        // First: the shard map registers its series with whatever recorder is installed.
+        let metrics = config.telemetry.metrics.then(telemetry::metrics::install);
         let db = Arc::new(Db::connect_lazy(&config.db)?);
         let jwt = JwtKeys::new(&config.auth);
         let cache = Cache::new(&config.cache, db.clone())?;
@@ -61,6 +66,7 @@ impl App {
             db,
             cache,
             jwt,
+            metrics,
         })))
     }
 }
@@ -76,6 +82,9 @@ pub async fn serve(
     // Health monitors and the directory repair pass run while this instance serves.
     let mut background = app.db.spawn_background();
     background.extend(app.cache.spawn_background());
+    if let Some(admin) = telemetry::metrics::admin_server(&app).await? {
+        background.push(admin);
+    }
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
         shutdown.await;

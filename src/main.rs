@@ -46,7 +46,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    telemetry::init(&config);
+    // Kept to the end: dropping it flushes the spans still queued for export.
+    let _telemetry = telemetry::init(&config)?;
     let app = App::build(config)?;
     match cli.command {
         Command::Serve => {

@@ -335,7 +335,8 @@ impl Cache {
             }
         };
         redis.invalidate(&keys, lsn).await;
-        metrics::counter!("cache_invalidations_total").increment(keys.len() as u64);
+        metrics::counter!(crate::telemetry::metrics::names::CACHE_INVALIDATIONS)
+            .increment(keys.len() as u64);
     }
 
     /// The TTL of an entry: negative entries short, positive ones jittered by
@@ -370,7 +371,42 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {
 }
 
 fn count(tier: &'static str, result: &'static str) {
-    metrics::counter!("cache_requests_total", "tier" => tier, "result" => result).increment(1);
+    metrics::counter!(crate::telemetry::metrics::names::CACHE_REQUESTS, "tier" => tier, "result" => result).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ttls_are_jittered_within_the_configured_fraction() {
+        let config = crate::config::Config::default();
+        let db = Arc::new(Db::connect_lazy(&config.db).expect("lazy pools"));
+        let cache = Cache::new(
+            &CacheConfig {
+                strategy: CacheStrategy::None,
+                ..config.cache.clone()
+            },
+            db,
+        )
+        .expect("cache");
+        let ttls: Vec<f64> = (0..200).map(|_| cache.ttl(false).as_secs_f64()).collect();
+        assert!(
+            ttls.iter().all(|t| (270.0..=330.0).contains(t)),
+            "within +-10 % of 300 s"
+        );
+        let spread = ttls.iter().cloned().fold(f64::MIN, f64::max)
+            - ttls.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(
+            spread > 30.0,
+            "jitter spreads the expiries: spread {spread}"
+        );
+        assert_eq!(
+            cache.ttl(true),
+            Duration::from_secs(30),
+            "negative entries are short and exact"
+        );
+    }
 }
 
 #[cfg(test)]

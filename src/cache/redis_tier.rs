@@ -39,7 +39,9 @@ use deadpool_redis::{Connection, Pool, PoolError, Runtime, TimeoutType};
 use redis::Script;
 
 use super::keys::Key;
-use crate::{config::CacheConfig, traffic::CircuitBreaker};
+use tracing::Instrument;
+
+use crate::{config::CacheConfig, telemetry, traffic::CircuitBreaker};
 
 /// Longest wait for a free pooled connection (see [`RedisTier::call`]).
 const POOL_WAIT: Duration = Duration::from_millis(500);
@@ -126,7 +128,7 @@ impl RedisTier {
             .build()?;
         Ok(Self {
             pool,
-            breaker: CircuitBreaker::new(config.breaker.clone()),
+            breaker: CircuitBreaker::new(config.breaker.clone()).named("redis"),
             timeout,
             fence_ttl_ms: (config.ttl_secs.max(config.negative_ttl_secs) * 1000).saturating_mul(2),
             fill: Script::new(FILL),
@@ -161,6 +163,7 @@ impl RedisTier {
                     .query_async(&mut conn)
                     .await
             })
+            .instrument(telemetry::cache_span("redis", "lookup"))
             .await?;
         Ok(match value {
             Some(value) => Lookup::Hit(value),
@@ -186,6 +189,7 @@ impl RedisTier {
                     .invoke_async(&mut conn)
                     .await
             })
+            .instrument(telemetry::cache_span("redis", "fill"))
             .await;
         matches!(stored, Ok(1))
     }
@@ -229,6 +233,7 @@ impl RedisTier {
             let _: i32 = invocation.invoke_async(&mut conn).await?;
             Ok(())
         })
+        .instrument(telemetry::cache_span("redis", "invalidate"))
         .await
     }
 

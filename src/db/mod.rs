@@ -14,6 +14,7 @@ mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 mod fanout;
+mod instrument;
 pub mod migrate;
 mod monitor;
 mod placement;

@@ -11,7 +11,11 @@ use std::{
 
 use sqlx::PgPool;
 
-use super::{Error, ReplicaSet, Role, Scope, consistency::Lsn};
+use super::{
+    Error, ReplicaSet, Role, Scope,
+    consistency::Lsn,
+    instrument::{Op, QueryMetrics},
+};
 use crate::{
     config::ShardConfig,
     traffic::{BreakerConfig, CircuitBreaker},
@@ -27,6 +31,9 @@ use crate::{
 ///   requires; else the primary. A replica that fails to connect is taken out of rotation
 ///   and the read retried on the primary, so a dying replica costs no failed request.
 /// - [`Shard::read_primary`]: reads that must see the latest commit.
+///
+/// Every call is counted, timed and given a span here, by role and op (see
+/// [`super::instrument`]).
 #[derive(Debug)]
 pub struct Shard {
     id: u16,
@@ -37,6 +44,7 @@ pub struct Shard {
     /// The primary's WAL insert position at the monitor's last check.
     pub(crate) primary_lsn: Arc<AtomicU64>,
     replicas: ReplicaSet,
+    metrics: QueryMetrics,
 }
 
 impl Shard {
@@ -51,9 +59,12 @@ impl Shard {
             range: config.first_id..=config.last_id,
             accepts_new_users: config.accepts_new_users,
             primary,
-            breaker: Arc::new(CircuitBreaker::new(breaker.clone())),
+            breaker: Arc::new(
+                CircuitBreaker::new(breaker.clone()).named(format!("shard{}-primary", config.id)),
+            ),
             primary_lsn: Arc::default(),
             replicas,
+            metrics: QueryMetrics::new(config.id),
         }
     }
 
@@ -78,38 +89,52 @@ impl Shard {
     {
         if !scope.wrote(self.id) && !self.replicas.is_empty() {
             let required = scope.required(self.id);
-            match self.replicas.pick(required) {
+            let replica = match (self.replicas.pick(required), required) {
+                (Some(replica), _) => Some(replica),
+                // The monitor has not seen any replica past the requirement yet; ask one.
+                (None, Some(lsn)) => self.caught_up_replica(lsn).await,
+                (None, None) => None,
+            };
+            match replica {
                 Some(replica) => {
-                    scope.record(self.id, Role::Replica);
-                    match query(replica.pool.clone()).await.map_err(Error::classify) {
-                        Err(err) if err.is_unavailable() => {
-                            replica.health.mark_down();
-                            tracing::warn!(shard = self.id, replica = replica.index, error = %err, "replica failed; read retried on the primary");
-                            fallback(self.id, "replica_failed");
-                        }
-                        result => return result,
+                    if let Some(result) = self.on_replica(scope, replica, &query).await {
+                        return result;
                     }
                 }
-                None => match required {
-                    // The monitor has not seen any replica past the requirement yet; ask one.
-                    Some(lsn) => match self.caught_up_replica(lsn).await {
-                        Some(replica) => {
-                            scope.record(self.id, Role::Replica);
-                            match query(replica.pool.clone()).await.map_err(Error::classify) {
-                                Err(err) if err.is_unavailable() => {
-                                    replica.health.mark_down();
-                                    fallback(self.id, "replica_failed");
-                                }
-                                result => return result,
-                            }
-                        }
-                        None => fallback(self.id, "token_ahead_of_replicas"),
-                    },
-                    None => fallback(self.id, "no_replica_in_rotation"),
-                },
+                None if required.is_some() => fallback(self.id, "token_ahead_of_replicas"),
+                None => fallback(self.id, "no_replica_in_rotation"),
             }
         }
-        self.on_primary(scope, query).await
+        self.on_primary(scope, Op::Read, query).await
+    }
+
+    /// Runs `query` on `replica`. `None` when the replica cannot be reached: it leaves
+    /// rotation at once and the caller retries on the primary.
+    async fn on_replica<T, F, Fut>(
+        &self,
+        scope: &Scope,
+        replica: &super::replicas::Replica,
+        query: &F,
+    ) -> Option<Result<T, Error>>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        scope.record(self.id, Role::Replica);
+        let result = self
+            .metrics
+            .observe(Role::Replica, Op::Read, query(replica.pool.clone()))
+            .await
+            .map_err(Error::classify);
+        match result {
+            Err(err) if err.is_unavailable() => {
+                replica.health.mark_down();
+                tracing::warn!(shard = self.id, replica = replica.index, error = %err, "replica failed; read retried on the primary");
+                fallback(self.id, "replica_failed");
+                None
+            }
+            result => Some(result),
+        }
     }
 
     /// A replica in rotation that has replayed `lsn` right now, asked live (GitLab's load
@@ -118,8 +143,11 @@ impl Shard {
     /// Costs one round trip, only for reads whose requirement the monitor cannot vouch for.
     async fn caught_up_replica(&self, lsn: Lsn) -> Option<&super::replicas::Replica> {
         let replica = self.replicas.pick(None)?;
-        let replayed: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
-            .fetch_one(&replica.pool)
+        let probe =
+            sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text").fetch_one(&replica.pool);
+        let replayed: Option<String> = self
+            .metrics
+            .observe(Role::Replica, Op::ReplayLsn, probe)
             .await
             .ok()?;
         let replayed: Lsn = replayed?.parse().ok()?;
@@ -134,7 +162,7 @@ impl Shard {
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        self.on_primary(scope, query).await
+        self.on_primary(scope, Op::Read, query).await
     }
 
     /// Runs a write on the primary and marks the shard written in `scope`.
@@ -146,7 +174,7 @@ impl Shard {
         // Marked before running: a write whose outcome is unknown (the connection dropped
         // around the commit) may have committed, and the token must then cover it.
         scope.mark_written(self.id);
-        self.on_primary(scope, query).await
+        self.on_primary(scope, Op::Write, query).await
     }
 
     /// The primary's current WAL insert position: every commit made before this call is at
@@ -154,7 +182,7 @@ impl Shard {
     /// commit a commit record can still be in WAL buffers past the flushed position.)
     pub(crate) async fn commit_lsn(&self, scope: &Scope) -> Result<Lsn, Error> {
         let text: String = self
-            .on_primary(scope, |db| async move {
+            .on_primary(scope, Op::CommitLsn, |db| async move {
                 sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
                     .fetch_one(&db)
                     .await
@@ -164,7 +192,7 @@ impl Shard {
             .map_err(|()| Error::Query(sqlx::Error::Decode(format!("bad LSN {text}").into())))
     }
 
-    async fn on_primary<T, F, Fut>(&self, scope: &Scope, query: F) -> Result<T, Error>
+    async fn on_primary<T, F, Fut>(&self, scope: &Scope, op: Op, query: F) -> Result<T, Error>
     where
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -175,7 +203,11 @@ impl Shard {
                 retry_after: rejected.retry_after,
             })?;
         scope.record(self.id, Role::Primary);
-        let result = query(self.primary.clone()).await.map_err(Error::classify);
+        let result = self
+            .metrics
+            .observe(Role::Primary, op, query(self.primary.clone()))
+            .await
+            .map_err(Error::classify);
         match &result {
             Err(err) if err.is_unavailable() => self.breaker.record_failure(),
             _ => self.breaker.record_success(),
@@ -212,7 +244,7 @@ impl Shard {
 /// Counts a read that wanted a replica and got the primary, by why (as crates.io does): a
 /// rising rate means replicas are unhealthy or lagging, and the primary is carrying reads.
 fn fallback(shard: u16, reason: &'static str) {
-    metrics::counter!("db_read_fallback_total", "shard" => shard.to_string(), "reason" => reason)
+    metrics::counter!(crate::telemetry::metrics::names::DB_READ_FALLBACK, "shard" => shard.to_string(), "reason" => reason)
         .increment(1);
 }
 

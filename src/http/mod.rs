@@ -15,12 +15,13 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 
 use crate::{
     AppState,
     db::{ConsistencyToken, Scope},
     error::{Error, InternalErrorReport},
+    telemetry,
 };
 
 /// `X-Db-Route: shard=N;role=primary|replica[, ...]`: where this request's SQL went (dev profile).
@@ -37,6 +38,7 @@ pub fn router(app: AppState) -> Router {
     let http = &app.config.http;
     Router::new()
         .merge(health::router())
+        .merge(telemetry::metrics::router(&app))
         .nest("/v1", v1::router())
         .fallback(|| async { Error::NotFound("no route matches this path") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
@@ -47,13 +49,15 @@ pub fn router(app: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_millis(http.request_timeout_ms),
         ))
-        .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_panic| {
             // The panic message may carry internal state: it is not sent, and the process
             // keeps serving other requests.
             tracing::error!("a request handler panicked");
             Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
+        // Outermost: request id, span, metrics and access log see every answer, including
+        // timeouts and caught panics.
+        .layer(middleware::from_fn(telemetry::http::observe))
         .with_state(app)
 }
 

@@ -19,6 +19,11 @@
 //! Hand-written rather than a crate: the maintained Rust breakers (failsafe, recloser) wrap
 //! calls in their own future types and error enums, need their own dependency trees, and have
 //! no hook for an external health probe; this is ~100 lines on two atomics.
+//!
+//! A breaker given a name with [`CircuitBreaker::named`] exports its state as the gauge
+//! `circuit_breaker_state{breaker="<name>"}` (0 closed, 1 open, 2 half-open with its trial
+//! in flight), set on each transition, so the closed hot path never touches it. An open
+//! breaker whose `open_ms` has passed reads 1 until the next call becomes the trial.
 
 use std::{
     sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
@@ -67,6 +72,8 @@ const TRIAL: u8 = 2;
 #[derive(Debug)]
 pub struct CircuitBreaker {
     config: BreakerConfig,
+    /// `circuit_breaker_state{breaker}`, when named.
+    gauge: Option<metrics::Gauge>,
     state: AtomicU8,
     failures: AtomicU32,
     /// When the breaker last opened, in ms since `epoch`.
@@ -78,11 +85,24 @@ impl CircuitBreaker {
     pub fn new(config: BreakerConfig) -> Self {
         Self {
             config,
+            gauge: None,
             state: AtomicU8::new(CLOSED),
             failures: AtomicU32::new(0),
             opened_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
+    }
+
+    /// Names the breaker (`shard0-primary`, `redis`) and exports its state under that name.
+    /// Name it after the metrics recorder is installed (`App::build` does that first).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        let gauge = metrics::gauge!(
+            crate::telemetry::metrics::names::CIRCUIT_BREAKER_STATE,
+            "breaker" => name.into()
+        );
+        gauge.set(f64::from(self.state.load(Ordering::Acquire)));
+        self.gauge = Some(gauge);
+        self
     }
 
     /// Asks to make a call. `Err` means fail fast without touching the dependency.
@@ -98,6 +118,7 @@ impl CircuitBreaker {
                         .is_ok()
                 {
                     // This caller is the half-open trial.
+                    self.publish(TRIAL);
                     return Ok(());
                 }
                 Err(Rejected {
@@ -119,6 +140,7 @@ impl CircuitBreaker {
         }
         if self.state.load(Ordering::Acquire) != CLOSED {
             self.state.store(CLOSED, Ordering::Release);
+            self.publish(CLOSED);
         }
     }
 
@@ -153,6 +175,14 @@ impl CircuitBreaker {
     fn open(&self) {
         self.opened_at_ms.store(self.now_ms(), Ordering::Release);
         self.state.store(OPEN, Ordering::Release);
+        self.publish(OPEN);
+    }
+
+    /// The gauge's values are the state constants: 0 closed, 1 open, 2 half-open.
+    fn publish(&self, state: u8) {
+        if let Some(gauge) = &self.gauge {
+            gauge.set(f64::from(state));
+        }
     }
 
     fn open_remaining(&self) -> Duration {
@@ -198,6 +228,32 @@ mod tests {
         b.record_success();
         b.record_failure();
         assert!(b.admit().is_ok());
+    }
+
+    #[test]
+    fn a_named_breaker_exports_every_transition_as_a_gauge() {
+        // A recorder of its own, so no other test's series can interfere.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let b = metrics::with_local_recorder(&recorder, || breaker(0).named("test-dependency"));
+        let state = || {
+            handle
+                .render()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(r#"circuit_breaker_state{breaker="test-dependency"} "#)
+                })
+                .map(str::to_owned)
+        };
+        assert_eq!(state().as_deref(), Some("0"), "closed from the start");
+        for _ in 0..3 {
+            b.record_failure();
+        }
+        assert_eq!(state().as_deref(), Some("1"), "open");
+        assert!(b.admit().is_ok(), "the trial");
+        assert_eq!(state().as_deref(), Some("2"), "half-open");
+        b.record_success();
+        assert_eq!(state().as_deref(), Some("0"), "closed again");
     }
 
     #[test]

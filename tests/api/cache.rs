@@ -361,7 +361,7 @@ async fn with_redis_stopped_reads_go_to_the_database_without_waiting_and_hits_re
     assert_eq!(read(&app, &path).await.0, "hit");
 
     // Act: Redis dies.
-    Chaos::ctl(&["stop", "redis", "immediate"]);
+    Chaos::control(&["stop", "redis", "immediate"]).await;
 
     // Assert: every read still succeeds, from the database; the breaker opens, and then no
     // read waits for Redis's timeout.
@@ -386,7 +386,7 @@ async fn with_redis_stopped_reads_go_to_the_database_without_waiting_and_hits_re
     );
 
     // Redis returns (empty): after the breaker's trial, reads fill and hit again.
-    Chaos::ctl(&["start", "redis"]);
+    Chaos::control(&["start", "redis"]).await;
     let back = eventually(
         "reads hit the cache again",
         Duration::from_secs(10),

@@ -56,6 +56,14 @@ impl Chaos {
         assert!(status.success(), "scripts/stack {args:?} failed");
     }
 
+    /// [`Chaos::ctl`] off the test's runtime thread: the app under test runs on that
+    /// thread too, and must keep serving while the script stops and starts servers.
+    pub async fn control(args: &'static [&'static str]) {
+        tokio::task::spawn_blocking(move || Chaos::ctl(args))
+            .await
+            .expect("scripts/stack ran");
+    }
+
     pub async fn replay(&self, shard: usize, paused: bool) {
         let pool =
             crate::helpers::connect(&format!("{}/postgres", self.stack.replicas[shard])).await;
@@ -76,7 +84,7 @@ impl Drop for Chaos {
     fn drop(&mut self) {
         let replicas = self.stack.replicas.clone();
         let _ = std::thread::spawn(move || {
-            Chaos::ctl(&["up"]);
+            Chaos::control(&["up"]).await;
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -318,7 +326,7 @@ async fn a_stopped_replica_leaves_rotation_without_failing_a_single_read_and_rej
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Chaos::ctl(&["stop", "shard0-replica", "immediate"]);
+    Chaos::control(&["stop", "shard0-replica", "immediate"]).await;
     let left = eventually(
         "the stopped replica leaves rotation",
         Duration::from_secs(5),
@@ -327,7 +335,7 @@ async fn a_stopped_replica_leaves_rotation_without_failing_a_single_read_and_rej
     .await;
     println!("time to leave rotation after the replica stopped: {left:?}");
     assert_eq!(route_of(&app.get(&path).await), "shard=0;role=primary");
-    Chaos::ctl(&["start", "shard0-replica"]);
+    Chaos::control(&["start", "shard0-replica"]).await;
     let back = eventually(
         "the restarted replica rejoins",
         Duration::from_secs(10),
@@ -363,7 +371,7 @@ async fn a_dead_primary_fails_its_shards_writes_fast_while_its_reads_and_the_oth
 
     // Act: shard 1's primary dies. (Shard 1: the stack's directory shares shard 0's server,
     // and registration and login need the directory.)
-    Chaos::ctl(&["stop", "shard1-primary", "immediate"]);
+    Chaos::control(&["stop", "shard1-primary", "immediate"]).await;
     let opened = eventually(
         "shard 1's breaker opens",
         Duration::from_secs(5),
@@ -432,7 +440,7 @@ async fn a_dead_primary_fails_its_shards_writes_fast_while_its_reads_and_the_oth
     assert_eq!(ready["degraded_shards"], json!([1]), "{ready}");
 
     // Recovery: the primary comes back and writes succeed again.
-    Chaos::ctl(&["start", "shard1-primary"]);
+    Chaos::control(&["start", "shard1-primary"]).await;
     let recovered = eventually(
         "writes to shard 1 succeed again",
         Duration::from_secs(10),

@@ -3,11 +3,13 @@
 //! server (see `helpers::TestApp`), so tests run in parallel and leave nothing behind.
 
 mod helpers;
+mod telemetry_harness;
 
 mod auth;
 mod cache;
 mod chaos;
 mod directory;
+mod observability;
 mod pagination;
 mod routing;
 mod sharding;

@@ -1,0 +1,241 @@
+//! Prometheus metrics: one recorder per process behind the `metrics` facade, rendered at
+//! `/metrics`.
+//!
+//! Code anywhere emits with the facade (`metrics::counter!(names::CACHE_REQUESTS, ...)`);
+//! nothing is passed around. The recorder is process-wide because the facade is: [`install`]
+//! installs it the first time and hands out the same [`PrometheusHandle`] afterwards, so
+//! several apps in one process (the tests under `cargo test`) share it instead of failing.
+//!
+//! Labels are bounded by construction: `route` is the matched route *template*
+//! (`/v1/users/{id}`), never the raw path, so ids cannot explode the series count; `method`
+//! is one of the standard methods or `_OTHER`; `shard`, `role`, `op` come from the shard map.
+//!
+//! Cost: an update is an atomic add (counters, gauges) or a push into a lock-free bucket
+//! (histograms) after a hash lookup of the series; series that are known up front (per shard
+//! and role) are registered once and skip the lookup. Rendering walks every series, so a
+//! scrape costs O(series), about a few hundred here.
+
+use std::{sync::OnceLock, time::Duration};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+
+use crate::{AppState, db::Db};
+
+/// The metric names (DESIGN.md §6), for every layer to use rather than retyping them.
+pub mod names {
+    /// Histogram; `method`, `route` (the matched template, or `unmatched`), `status`.
+    pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+    /// Counter; `shard`, `role` (`primary` | `replica`), `op` (`read` | `write` |
+    /// `commit_lsn` | `replay_lsn`; see `src/db/instrument.rs`).
+    pub const DB_QUERIES: &str = "db_queries_total";
+    /// Histogram, same labels as [`DB_QUERIES`]: pool checkout plus the statement's round trip.
+    pub const DB_QUERY_DURATION: &str = "db_query_duration_seconds";
+    /// Gauge; `shard` (or `directory`), `role`, `state` (`idle` | `in_use`), sampled at scrape.
+    pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+    /// Gauge; `shard`, `replica` (index): WAL bytes the replica is behind its primary.
+    pub const DB_REPLICA_LAG: &str = "db_replica_lag_bytes";
+    /// Gauge; `shard`, `replica`: 1 while the replica takes reads.
+    pub const DB_REPLICA_IN_ROTATION: &str = "db_replica_in_rotation";
+    /// Counter; `shard`, `reason`: reads that wanted a replica and got the primary.
+    pub const DB_READ_FALLBACK: &str = "db_read_fallback_total";
+    /// Gauge; `breaker`: 0 closed, 1 open, 2 half-open (one trial call in flight).
+    pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
+    /// Counter; `tier` (`l1` | `redis`), `result`: `hit`, `miss`, `bypass` (Redis unusable,
+    /// read from the database), one per lookup; and `fill`, one per entry stored after a miss.
+    /// Hit ratio: `hit / (hit + miss)`.
+    pub const CACHE_REQUESTS: &str = "cache_requests_total";
+    /// Counter: cache entries invalidated after writes.
+    pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";
+    /// Counter; `limiter`, `decision` (`allowed` | `limited`). Reserved for the rate limiter.
+    pub const RATELIMIT_DECISIONS: &str = "ratelimit_decisions_total";
+}
+
+/// Histogram buckets for a millisecond API, in seconds: fine below 10 ms where a cached read
+/// lands, coarse up to the 10 s request timeout. Every histogram gets them (so a layer that
+/// adds one gets real buckets, not a summary that cannot be aggregated across instances).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+
+/// SQL is finer at the low end: a primary-key read on a warm pool takes ~100 µs.
+const SQL_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// How often histogram samples are folded into their buckets when nobody scrapes (they
+/// accumulate unboundedly otherwise).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder the first time, and returns its handle.
+///
+/// Call it before building anything that registers series up front (the shard map does):
+/// a series registered while no recorder is installed stays a no-op for good.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = buckets(PrometheusBuilder::new()).build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                // Someone (an embedding program) installed another recorder: ours stays
+                // empty and /metrics shows nothing, which is visible, not fatal.
+                tracing::warn!("a metrics recorder is already installed; /metrics stays empty");
+            }
+            describe();
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::warn!(error = %err, "no metrics upkeep thread; histograms drain at scrape only");
+            }
+            handle
+        })
+        .clone()
+}
+
+fn buckets(builder: PrometheusBuilder) -> PrometheusBuilder {
+    const NON_EMPTY: &str = "bucket lists are non-empty constants";
+    builder
+        .set_buckets(LATENCY_BUCKETS)
+        .expect(NON_EMPTY)
+        .set_buckets_for_metric(Matcher::Full(names::DB_QUERY_DURATION.into()), SQL_BUCKETS)
+        .expect(NON_EMPTY)
+}
+
+/// `# HELP` lines, so a learner reading `/metrics` sees what each series means.
+fn describe() {
+    use names::*;
+    metrics::describe_histogram!(
+        HTTP_SERVER_REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP requests by method, matched route template and status, from the first byte in to the response head out"
+    );
+    metrics::describe_counter!(
+        DB_QUERIES,
+        "Data-layer calls (one SQL statement each) by shard, role and op"
+    );
+    metrics::describe_histogram!(
+        DB_QUERY_DURATION,
+        Unit::Seconds,
+        "Data-layer call time by shard, role and op: pool checkout plus the statement's round trip"
+    );
+    metrics::describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        "Open pool connections by shard, role and state (idle, in_use), sampled at scrape"
+    );
+    metrics::describe_gauge!(
+        DB_REPLICA_LAG,
+        Unit::Bytes,
+        "WAL bytes a replica has not replayed yet, from the health monitor"
+    );
+    metrics::describe_gauge!(
+        DB_REPLICA_IN_ROTATION,
+        "1 while the replica serves reads, 0 while it is out of rotation"
+    );
+    metrics::describe_counter!(
+        DB_READ_FALLBACK,
+        "Reads that wanted a replica and were served by the primary, by reason"
+    );
+    metrics::describe_gauge!(
+        CIRCUIT_BREAKER_STATE,
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open"
+    );
+    metrics::describe_counter!(
+        CACHE_REQUESTS,
+        "Cache lookups by tier and result (hit, miss, bypass), and fills after misses (fill)"
+    );
+    metrics::describe_counter!(
+        CACHE_INVALIDATIONS,
+        "Cache entries invalidated after writes"
+    );
+    metrics::describe_counter!(
+        RATELIMIT_DECISIONS,
+        "Rate limiter decisions by limiter and decision"
+    );
+}
+
+/// `/metrics` on the API's own address, unless metrics are off or have their own address.
+pub fn router(app: &AppState) -> Router<AppState> {
+    if app.metrics.is_some() && app.config.telemetry.metrics_addr.is_none() {
+        Router::new().route("/metrics", get(scrape))
+    } else {
+        Router::new()
+    }
+}
+
+/// Serves `/metrics` alone on `telemetry.metrics_addr`, when set: an admin port keeps the
+/// service's internals (routes, shard layout, error rates) off the public address.
+pub async fn admin_server(app: &AppState) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let (Some(addr), Some(_)) = (app.config.telemetry.metrics_addr, &app.metrics) else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("Failed to bind the metrics address {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+    let router = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(app.clone());
+    Ok(Some(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(error = %err, "the metrics server stopped");
+        }
+    })))
+}
+
+/// `GET /metrics`: the Prometheus text format. Pool gauges are sampled here, at scrape time,
+/// rather than on every checkout: a scrape every 15 s costs one pass over the pools.
+pub async fn scrape(State(app): State<AppState>) -> Response {
+    let Some(handle) = &app.metrics else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    sample_pools(&app.db);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+fn sample_pools(db: &Db) {
+    let set = |shard: String, role: &'static str, pools: &mut dyn Iterator<Item = &PgPool>| {
+        let (open, idle) = pools.fold((0u64, 0u64), |(open, idle), pool| {
+            (open + u64::from(pool.size()), idle + pool.num_idle() as u64)
+        });
+        let gauge = |state: &'static str| metrics::gauge!(names::DB_POOL_CONNECTIONS, "shard" => shard.clone(), "role" => role, "state" => state);
+        gauge("idle").set(idle as f64);
+        gauge("in_use").set(open.saturating_sub(idle) as f64);
+    };
+    for shard in db.shards().iter() {
+        let id = shard.id().to_string();
+        set(
+            id.clone(),
+            "primary",
+            &mut std::iter::once(shard.primary_pool()),
+        );
+        set(id, "replica", &mut shard.replicas().iter().map(|r| &r.pool));
+    }
+    set(
+        "directory".into(),
+        "primary",
+        &mut std::iter::once(db.directory_pool()),
+    );
+}

@@ -1,0 +1,141 @@
+//! Traces: OpenTelemetry spans exported over OTLP/HTTP, and W3C trace context in and out.
+//!
+//! `tracing` spans are the single source: the request span, a span per SQL call (and per
+//! cache call), all become OpenTelemetry spans through `tracing-opentelemetry` when
+//! `telemetry.otlp_endpoint` is set. Without it no exporter exists and spans cost what a
+//! `tracing` span costs (the log lines still carry a trace id, see [`RequestTrace`]).
+//!
+//! **Never blocking a request.** A finished span goes into a bounded queue
+//! (`telemetry.trace_queue_size`); a background thread sends batches to the collector with a
+//! timeout (`telemetry.otlp_timeout_ms`). A collector that is slow or gone fills the queue,
+//! and further spans are dropped, not waited for: tracing loses data before it loses latency.
+//! Export errors are not logged (a dead collector would otherwise log on every batch).
+//!
+//! **Sampling.** `ParentBased(TraceIdRatioBased(trace_sample_ratio))`: a caller that sampled
+//! its trace (the `traceparent` flag) gets the whole trace recorded here too; new traces are
+//! kept at the configured ratio, decided from the trace id, so every service that sees the
+//! same trace id decides alike.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::http::HeaderMap;
+use opentelemetry::{
+    Context,
+    propagation::TextMapPropagator,
+    trace::{SpanContext, TraceContextExt, TraceId, TracerProvider as _},
+};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{
+        BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, Sampler,
+        SdkTracerProvider,
+    },
+};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::config::TelemetryConfig;
+
+const TRACESTATE: &str = "tracestate";
+
+/// The OTLP exporter and its batch processor, or `None` when no endpoint is configured.
+pub(crate) fn provider(config: &TelemetryConfig) -> anyhow::Result<Option<SdkTracerProvider>> {
+    let Some(endpoint) = &config.otlp_endpoint else {
+        return Ok(None);
+    };
+    let timeout = Duration::from_millis(config.otlp_timeout_ms);
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint.clone())
+        .with_timeout(timeout)
+        .build()
+        .context("Failed to build the OTLP span exporter")?;
+    let batches = BatchConfigBuilder::default()
+        .with_max_queue_size(config.trace_queue_size)
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batches)
+        .build();
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                config.trace_sample_ratio,
+            ))))
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(config.service_name.clone())
+                    .build(),
+            )
+            .build(),
+    ))
+}
+
+/// The `tracing` layer that turns spans into OpenTelemetry spans for `provider`.
+pub(crate) fn layer<S>(
+    provider: &SdkTracerProvider,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer().with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+}
+
+/// Where a request sits in its distributed trace: the ids its log lines carry and its
+/// response's `traceparent` names.
+#[derive(Debug, Clone)]
+pub struct RequestTrace(SpanContext);
+
+impl RequestTrace {
+    /// Joins `span` (the request's server span) to the trace its `traceparent` header names,
+    /// or starts a new trace when there is none (or it is malformed, which W3C says to treat
+    /// as absent).
+    ///
+    /// With the exporter off there is no OpenTelemetry span to ask, so the ids are made here:
+    /// the caller's trace id, or a random one. Logs correlate across services either way.
+    pub fn start(span: &Span, headers: &HeaderMap) -> Self {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+        // Fails only when no OpenTelemetry layer is installed: handled just below.
+        let _ = span.set_parent(parent.clone());
+        let exported = span.context().span().span_context().clone();
+        if exported.is_valid() {
+            return Self(exported);
+        }
+        let caller = parent.span().span_context().clone();
+        let ids = RandomIdGenerator::default();
+        let trace_id = if caller.is_valid() {
+            caller.trace_id()
+        } else {
+            ids.new_trace_id()
+        };
+        Self(SpanContext::new(
+            trace_id,
+            ids.new_span_id(),
+            caller.trace_flags(),
+            false,
+            caller.trace_state().clone(),
+        ))
+    }
+
+    pub fn trace_id(&self) -> TraceId {
+        self.0.trace_id()
+    }
+
+    /// Writes `traceparent` (and `tracestate`, if any) naming this request's span, so a
+    /// client can look its request up in Jaeger.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        let cx = Context::new().with_remote_span_context(self.0.clone());
+        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+        // The propagator writes `tracestate` even when empty; W3C says to leave it out then.
+        if headers
+            .get(TRACESTATE)
+            .is_some_and(|v| v.as_bytes().is_empty())
+        {
+            headers.remove(TRACESTATE);
+        }
+    }
+}
