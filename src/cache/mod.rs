@@ -408,38 +408,3 @@ mod tests {
         );
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn ttls_are_jittered_within_the_configured_fraction() {
-        let config = crate::config::Config::default();
-        let db = Arc::new(Db::connect_lazy(&config.db).expect("lazy pools"));
-        let cache = Cache::new(
-            &CacheConfig {
-                strategy: CacheStrategy::None,
-                ..config.cache.clone()
-            },
-            db,
-        )
-        .expect("cache");
-        let ttls: Vec<f64> = (0..200).map(|_| cache.ttl(false).as_secs_f64()).collect();
-        assert!(
-            ttls.iter().all(|t| (270.0..=330.0).contains(t)),
-            "within +-10 % of 300 s"
-        );
-        let spread = ttls.iter().cloned().fold(f64::MIN, f64::max)
-            - ttls.iter().cloned().fold(f64::MAX, f64::min);
-        assert!(
-            spread > 30.0,
-            "jitter spreads the expiries: spread {spread}"
-        );
-        assert_eq!(
-            cache.ttl(true),
-            Duration::from_secs(30),
-            "negative entries are short and exact"
-        );
-    }
-}

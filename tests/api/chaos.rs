@@ -84,7 +84,7 @@ impl Drop for Chaos {
     fn drop(&mut self) {
         let replicas = self.stack.replicas.clone();
         let _ = std::thread::spawn(move || {
-            Chaos::control(&["up"]).await;
+            Chaos::ctl(&["up"]);
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
