@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod operations;
 pub mod telemetry;
 
 use std::{future::Future, ops::Deref, sync::Arc, time::Duration};

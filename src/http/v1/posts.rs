@@ -13,10 +13,10 @@ use super::views::PostView;
 use crate::{
     AppState,
     auth::AuthUser,
-    db::{AuthorWrite, Page, Scope},
-    domain::{NewPost, PostPatch},
-    error::{Error, Result},
+    db::{Page, Scope},
+    error::Result,
     http::extract::{Id, Json},
+    operations::posts::{self as ops, NO_POST},
 };
 
 pub fn router() -> Router<AppState> {
@@ -24,9 +24,6 @@ pub fn router() -> Router<AppState> {
         .route("/posts", get(feed).post(create))
         .route("/posts/{id}", get(show).patch(update).delete(remove))
 }
-
-const NO_POST: Error = Error::NotFound("no post has this id");
-const NOT_AUTHOR: Error = Error::Forbidden("only the author may change this post");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,8 +39,7 @@ async fn create(
     me: AuthUser,
     Json(body): Json<CreateBody>,
 ) -> Result<impl IntoResponse> {
-    let new = NewPost::parse(&body.title, &body.body)?;
-    let post = app.db.create_post(&scope, me.id, &new).await?;
+    let post = ops::create(&app, &scope, me, &body.title, &body.body).await?;
     let location = format!("/v1/posts/{}", post.id);
     Ok((
         StatusCode::CREATED,
@@ -71,12 +67,16 @@ async fn update(
     Id(id): Id,
     Json(body): Json<UpdateBody>,
 ) -> Result<Json<PostView>> {
-    let patch = PostPatch::parse(body.title.as_deref(), body.body.as_deref())?;
-    match app.db.update_post(&scope, id, me.id, &patch).await? {
-        AuthorWrite::Done(post) => Ok(Json(post.into())),
-        AuthorWrite::NotFound => Err(NO_POST),
-        AuthorWrite::NotAuthor => Err(NOT_AUTHOR),
-    }
+    let post = ops::update(
+        &app,
+        &scope,
+        me,
+        id,
+        body.title.as_deref(),
+        body.body.as_deref(),
+    )
+    .await?;
+    Ok(Json(post.into()))
 }
 
 async fn remove(
@@ -85,11 +85,8 @@ async fn remove(
     me: AuthUser,
     Id(id): Id,
 ) -> Result<StatusCode> {
-    match app.db.delete_post(&scope, id, me.id).await? {
-        AuthorWrite::Done(()) => Ok(StatusCode::NO_CONTENT),
-        AuthorWrite::NotFound => Err(NO_POST),
-        AuthorWrite::NotAuthor => Err(NOT_AUTHOR),
-    }
+    ops::delete(&app, &scope, me, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/posts?limit&offset`: every shard's posts, newest first.

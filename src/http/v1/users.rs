@@ -6,11 +6,11 @@ use serde::Deserialize;
 use super::views::{PostView, UserView};
 use crate::{
     AppState,
-    auth::{AuthUser, MaybeAuthUser, password},
-    db::{Page, Scope, UserUpdate},
-    domain::UserPatch,
-    error::{Error, Result},
+    auth::{AuthUser, MaybeAuthUser},
+    db::{Page, Scope},
+    error::Result,
     http::extract::{Id, Json},
+    operations::accounts::{self, NO_USER},
 };
 
 pub fn router() -> Router<AppState> {
@@ -19,8 +19,6 @@ pub fn router() -> Router<AppState> {
         .route("/users/{id}", get(show).patch(update).delete(remove))
         .route("/users/{id}/posts", get(posts))
 }
-
-const NO_USER: Error = Error::NotFound("no user has this id");
 
 /// `GET /v1/users?limit&offset`, ordered by id across shards.
 async fn list(
@@ -64,30 +62,16 @@ async fn update(
     Id(id): Id,
     Json(body): Json<UpdateBody>,
 ) -> Result<Json<UserView>> {
-    if me.id != id {
-        return Err(Error::Forbidden(
-            "only the user themself may change their account",
-        ));
-    }
-    let patch = UserPatch::parse(
+    let user = accounts::update(
+        &app,
+        &scope,
+        me,
+        id,
         body.email.as_deref(),
         body.name.as_deref(),
         body.password.as_deref(),
-    )?;
-    let password_hash = match &patch.password {
-        Some(p) => Some(password::hash(&p.0).await?),
-        None => None,
-    };
-    let update = UserUpdate {
-        email: patch.email,
-        name: patch.name,
-        password_hash,
-    };
-    let user = app
-        .db
-        .update_user(&scope, id, update)
-        .await?
-        .ok_or(NO_USER)?;
+    )
+    .await?;
     Ok(Json(UserView::new(user, Some(me.id))))
 }
 
@@ -98,16 +82,8 @@ async fn remove(
     me: AuthUser,
     Id(id): Id,
 ) -> Result<StatusCode> {
-    if me.id != id {
-        return Err(Error::Forbidden(
-            "only the user themself may delete their account",
-        ));
-    }
-    if app.db.delete_user(&scope, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(NO_USER)
-    }
+    accounts::delete(&app, &scope, me, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/users/{id}/posts?limit&offset`, newest first.

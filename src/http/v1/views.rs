@@ -18,11 +18,10 @@ pub struct UserView {
 impl UserView {
     /// Renders `user` for `viewer` (the authenticated user's id, if any).
     pub fn new(user: User, viewer: Option<i64>) -> Self {
-        let own = viewer == Some(user.id);
         Self {
             id: user.id,
+            email: user.email_for(viewer).map(str::to_owned),
             name: user.name,
-            email: own.then_some(user.email),
             created_at: user.created_at,
         }
     }
