@@ -8,9 +8,11 @@
 //!
 //! Ownership reads top-down: [`Db`] -> [`ShardMap`] -> [`Shard`] { primary, replicas } -> pool.
 
+mod batch;
 mod directory;
 mod error;
 mod fanout;
+mod keyset;
 pub mod migrate;
 mod placement;
 mod posts;
@@ -29,6 +31,7 @@ use sqlx::{
 };
 
 pub use error::Error;
+pub use keyset::PostKey;
 pub use posts::AuthorWrite;
 pub use replicas::ReplicaSet;
 pub use route::{Role, Route, Scope};

@@ -2,6 +2,7 @@
 //! the layers every request passes through.
 
 pub mod extract;
+mod graphql;
 mod health;
 mod v1;
 
@@ -32,6 +33,7 @@ pub fn router(app: AppState) -> Router {
     let mut router = Router::new()
         .merge(health::router())
         .nest("/v1", v1::router())
+        .merge(graphql::router(&app))
         .fallback(|| async { Error::NotFound("no route matches this path") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
