@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod directory;
+mod graphql;
 mod pagination;
 mod routing;
 mod sharding;
