@@ -10,8 +10,9 @@
 use std::collections::HashMap;
 
 use futures_util::future::try_join_all;
+use sqlx::{FromRow, postgres::PgRow};
 
-use super::{Db, Error, Scope, Shard, posts::post_columns, users::user_columns};
+use super::{Db, Error, Scope, posts::post_columns, users::user_columns};
 use crate::domain::{Post, User};
 
 impl Db {
@@ -22,18 +23,9 @@ impl Db {
         scope: &Scope,
         ids: &[i64],
     ) -> Result<HashMap<i64, User>, Error> {
-        let rows = try_join_all(self.by_shard(ids).map(|(shard, ids)| async move {
-            sqlx::query_as::<_, User>(concat!(
-                "SELECT ",
-                user_columns!(),
-                " FROM users WHERE id = ANY($1)"
-            ))
-            .bind(ids)
-            .fetch_all(shard.reader(scope))
-            .await
-        }))
-        .await?;
-        Ok(rows.into_iter().flatten().map(|u| (u.id, u)).collect())
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = ANY($1)");
+        let users: Vec<User> = self.on_owning_shards(scope, ids, SQL, None).await?;
+        Ok(users.into_iter().map(|u| (u.id, u)).collect())
     }
 
     /// Posts by id: `WHERE id = ANY($1)`, one statement per shard involved.
@@ -42,18 +34,9 @@ impl Db {
         scope: &Scope,
         ids: &[i64],
     ) -> Result<HashMap<i64, Post>, Error> {
-        let rows = try_join_all(self.by_shard(ids).map(|(shard, ids)| async move {
-            sqlx::query_as::<_, Post>(concat!(
-                "SELECT ",
-                post_columns!(),
-                " FROM posts WHERE id = ANY($1)"
-            ))
-            .bind(ids)
-            .fetch_all(shard.reader(scope))
-            .await
-        }))
-        .await?;
-        Ok(rows.into_iter().flatten().map(|p| (p.id, p)).collect())
+        const SQL: &str = concat!("SELECT ", post_columns!(), " FROM posts WHERE id = ANY($1)");
+        let posts: Vec<Post> = self.on_owning_shards(scope, ids, SQL, None).await?;
+        Ok(posts.into_iter().map(|p| (p.id, p)).collect())
     }
 
     /// The newest `per_user` posts of each user, newest first: one statement per shard
@@ -71,36 +54,50 @@ impl Db {
         user_ids: &[i64],
         per_user: i64,
     ) -> Result<HashMap<i64, Vec<Post>>, Error> {
-        let rows = try_join_all(self.by_shard(user_ids).map(|(shard, ids)| async move {
-            sqlx::query_as::<_, Post>(concat!(
-                "SELECT p.* FROM unnest($1::bigint[]) AS u(id) CROSS JOIN LATERAL (SELECT ",
-                post_columns!(),
-                " FROM posts WHERE user_id = u.id ORDER BY id DESC LIMIT $2) p ",
-                "ORDER BY p.user_id, p.id DESC"
-            ))
-            .bind(ids)
-            .bind(per_user)
-            .fetch_all(shard.reader(scope))
-            .await
-        }))
-        .await?;
+        const SQL: &str = concat!(
+            "SELECT p.* FROM unnest($1::bigint[]) AS u(id) CROSS JOIN LATERAL (SELECT ",
+            post_columns!(),
+            " FROM posts WHERE user_id = u.id ORDER BY id DESC LIMIT $2) p ",
+            "ORDER BY p.user_id, p.id DESC"
+        );
+        let rows: Vec<Post> = self
+            .on_owning_shards(scope, user_ids, SQL, Some(per_user))
+            .await?;
         let mut posts: HashMap<i64, Vec<Post>> = HashMap::new();
-        for post in rows.into_iter().flatten() {
+        for post in rows {
             posts.entry(post.user_id).or_default().push(post);
         }
         Ok(posts)
     }
 
-    /// `ids` grouped by the shard whose range holds them, in shard order; shards that own
-    /// none of them are left out (they cost nothing), and so are ids no shard owns.
-    fn by_shard<'a>(&'a self, ids: &'a [i64]) -> impl Iterator<Item = (&'a Shard, Vec<i64>)> {
-        self.shards.iter().filter_map(|shard| {
+    /// Runs `sql` on a replica of each shard that owns some of `ids`, concurrently, with that
+    /// shard's ids as `$1` (and `limit`, if any, as `$2`); returns every shard's rows. Shards
+    /// that own none of the ids cost nothing, and neither do ids no shard owns.
+    async fn on_owning_shards<T>(
+        &self,
+        scope: &Scope,
+        ids: &[i64],
+        sql: &'static str,
+        limit: Option<i64>,
+    ) -> Result<Vec<T>, Error>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let per_shard = self.shards.iter().filter_map(|shard| {
             let mine: Vec<i64> = ids
                 .iter()
                 .copied()
                 .filter(|id| shard.range().contains(id))
                 .collect();
-            (!mine.is_empty()).then_some((shard, mine))
-        })
+            (!mine.is_empty()).then_some(async move {
+                let mut query = sqlx::query_as::<_, T>(sql).bind(mine);
+                if let Some(limit) = limit {
+                    query = query.bind(limit);
+                }
+                query.fetch_all(shard.reader(scope)).await
+            })
+        });
+        let rows = try_join_all(per_shard).await?;
+        Ok(rows.into_iter().flatten().collect())
     }
 }

@@ -54,24 +54,17 @@ impl QueryRoot {
         let rq = RequestData::of(ctx)?;
         let first = rq.page_size(first)?;
         let after = after.as_deref().map(decode::<UserCursor>).transpose()?;
-        // One row more than the page says whether there is a next page, without a count.
-        let mut users = rq
+        let users = rq
             .app
             .db
             .users_after(&rq.scope, after.as_ref().map(|c| c.id), first + 1)
             .await
             .map_err(Error::from)?;
-        let has_next = users.len() as i64 > first;
-        users.truncate(first as usize);
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges = users
-            .into_iter()
-            .map(|user| {
-                let cursor = OpaqueCursor(UserCursor { id: user.id });
-                Edge::new(cursor, UserNode::new(user, rq.viewer_id()))
-            })
-            .collect();
-        Ok(connection)
+        let viewer = rq.viewer_id();
+        Ok(connection(users, first, after.is_some(), |user| {
+            let cursor = UserCursor { id: user.id };
+            (cursor, UserNode::new(user, viewer))
+        }))
     }
 
     /// A post by id; null when there is none.
@@ -94,26 +87,19 @@ impl QueryRoot {
         let rq = RequestData::of(ctx)?;
         let first = rq.page_size(first)?;
         let after = after.as_deref().map(decode::<PostCursor>).transpose()?;
-        let mut posts = rq
+        let posts = rq
             .app
             .db
             .posts_before(&rq.scope, after.as_ref().map(|c| (c.at, c.id)), first + 1)
             .await
             .map_err(Error::from)?;
-        let has_next = posts.len() as i64 > first;
-        posts.truncate(first as usize);
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges = posts
-            .into_iter()
-            .map(|post| {
-                let cursor = OpaqueCursor(PostCursor {
-                    at: post.created_at,
-                    id: post.id,
-                });
-                Edge::new(cursor, PostNode(post))
-            })
-            .collect();
-        Ok(connection)
+        Ok(connection(posts, first, after.is_some(), |post| {
+            let cursor = PostCursor {
+                at: post.created_at,
+                id: post.id,
+            };
+            (cursor, PostNode(post))
+        }))
     }
 
     /// The user of the request's access token; null when the request has none.
@@ -125,6 +111,30 @@ impl QueryRoot {
         let user = rq.loaders.user(me.id).await?;
         Ok(user.map(|user| UserNode::new(user, Some(me.id))))
     }
+}
+
+/// A page of a connection from `rows`, fetched as `first + 1` so that the extra row says
+/// whether there is a next page (no count query). `hasPreviousPage` is whether the walk
+/// started from a cursor: forward-only pagination, as Relay allows.
+fn connection<T, C, N>(
+    mut rows: Vec<T>,
+    first: i64,
+    from_cursor: bool,
+    edge: impl FnMut(T) -> (C, N),
+) -> Connection<OpaqueCursor<C>, N>
+where
+    C: Serialize + serde::de::DeserializeOwned + Send + Sync,
+    N: async_graphql::OutputType,
+{
+    let has_next = rows.len() as i64 > first;
+    rows.truncate(usize::try_from(first).unwrap_or(0));
+    let mut page = Connection::new(from_cursor, has_next);
+    page.edges = rows
+        .into_iter()
+        .map(edge)
+        .map(|(cursor, node)| Edge::new(OpaqueCursor(cursor), node))
+        .collect();
+    page
 }
 
 /// An `after` argument back into the cursor it came from; anything else is a client error.

@@ -8,7 +8,6 @@ mod mutations;
 use std::collections::HashSet;
 
 use reqwest::{Method, StatusCode};
-use scalable_api::db::seed::{SeedOptions, seed};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, all_statement_calls, route_of, statement_calls};
@@ -17,23 +16,6 @@ use crate::helpers::{TestApp, all_statement_calls, route_of, statement_calls};
 const NESTED: &str = "query ($users: Int!, $posts: Int!) {
     users(first: $users) { edges { node { id name posts(first: $posts) { id title author { id name } } } } }
 }";
-
-async fn seeded_app(users: u64, posts: u64, dataloaders: bool) -> TestApp {
-    let app = TestApp::spawn_with(|config| config.graphql.dataloaders = dataloaders).await;
-    seed(
-        &app.state.db,
-        SeedOptions {
-            users,
-            posts,
-            reset: false,
-            if_empty: false,
-        },
-    )
-    .await
-    .expect("seeding works");
-    app.wait_for_replicas().await;
-    app
-}
 
 /// Statements each server ran for `query`: (server, count), from pg_stat_statements readings
 /// before and after.
@@ -96,7 +78,7 @@ pub(super) fn code(body: &Value) -> &str {
 #[tokio::test]
 async fn the_nested_query_returns_each_users_newest_posts_and_their_author_across_both_shards() {
     // Arrange: 60 users (30 per shard), about 20 posts each; the truth from the primaries.
-    let app = seeded_app(60, 1200, true).await;
+    let app = TestApp::spawn_seeded(60, 1200, |_| {}).await;
     let mut expected = Vec::new();
     for shard in 0..2 {
         let db = app.primary(shard).await;
@@ -155,7 +137,7 @@ async fn the_nested_query_returns_each_users_newest_posts_and_their_author_acros
 
 #[tokio::test]
 async fn the_nested_query_costs_one_statement_per_shard_per_level_whatever_the_page_size() {
-    let app = seeded_app(60, 1200, true).await;
+    let app = TestApp::spawn_seeded(60, 1200, |_| {}).await;
 
     // Act: 50 users with 5 posts each, then with 50 posts each.
     let (body, five) = statements_of(&app, NESTED, json!({ "users": 50, "posts": 5 })).await;
@@ -198,7 +180,7 @@ async fn the_nested_query_costs_one_statement_per_shard_per_level_whatever_the_p
 #[tokio::test]
 async fn without_dataloaders_the_nested_query_costs_a_statement_per_parent() {
     // Arrange: the N+1 switch off.
-    let app = seeded_app(60, 1200, false).await;
+    let app = TestApp::spawn_seeded(60, 1200, |config| config.graphql.dataloaders = false).await;
 
     let mut totals = Vec::new();
     // Shard 0 holds the first 30 users: a page of 10 reads one shard, a page of 50 both.
@@ -225,7 +207,7 @@ async fn without_dataloaders_the_nested_query_costs_a_statement_per_parent() {
 
 #[tokio::test]
 async fn users_pagination_with_after_walks_every_user_exactly_once() {
-    let app = seeded_app(25, 40, true).await;
+    let app = TestApp::spawn_seeded(25, 40, |_| {}).await;
     let mut expected = Vec::new();
     for shard in 0..2 {
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM users ORDER BY id")
@@ -249,7 +231,7 @@ async fn users_pagination_with_after_walks_every_user_exactly_once() {
 
 #[tokio::test]
 async fn posts_pagination_with_after_walks_the_newest_first_feed_exactly_once() {
-    let app = seeded_app(10, 95, true).await;
+    let app = TestApp::spawn_seeded(10, 95, |_| {}).await;
     let mut expected: Vec<(chrono::DateTime<chrono::Utc>, i64)> = Vec::new();
     for shard in 0..2 {
         let rows: Vec<(chrono::DateTime<chrono::Utc>, i64)> =
@@ -294,7 +276,7 @@ async fn walk(app: &TestApp, query: &str, list: &str) -> (Vec<i64>, usize) {
 
 #[tokio::test]
 async fn reads_go_to_the_replicas_of_the_shards_involved() {
-    let app = seeded_app(60, 120, true).await;
+    let app = TestApp::spawn_seeded(60, 120, |_| {}).await;
 
     let response = app
         .request(

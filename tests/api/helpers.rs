@@ -6,7 +6,11 @@ use std::{
 };
 
 use reqwest::{Method, Response, StatusCode};
-use scalable_api::{App, AppState, Config, config::ShardConfig};
+use scalable_api::{
+    App, AppState, Config,
+    config::ShardConfig,
+    db::seed::{SeedOptions, seed},
+};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, PgPool, postgres::PgPoolOptions};
 
@@ -135,6 +139,25 @@ impl TestApp {
             server,
         };
         // Replicas must have the databases and the schema before the first read goes there.
+        app.wait_for_replicas().await;
+        app
+    }
+
+    /// Spawns the app (after `tweak`), loads `users` and `posts` of the deterministic demo data
+    /// set, and waits until the replicas have them.
+    pub async fn spawn_seeded(users: u64, posts: u64, tweak: impl FnOnce(&mut Config)) -> Self {
+        let app = Self::spawn_with(tweak).await;
+        seed(
+            &app.state.db,
+            SeedOptions {
+                users,
+                posts,
+                reset: false,
+                if_empty: false,
+            },
+        )
+        .await
+        .expect("seeding works");
         app.wait_for_replicas().await;
         app
     }

@@ -1,7 +1,7 @@
 //! Mutations enforce the same rules as REST v1 with the same meanings: each refusal is tried
 //! through both APIs, and the GraphQL code must be the one of the REST status.
 
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{code, id};
@@ -19,20 +19,6 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// Asserts that REST answered `status` and GraphQL the matching code, without data.
-async fn same_refusal(
-    what: &str,
-    rest: Response,
-    status: StatusCode,
-    graphql: (StatusCode, Value),
-) {
-    assert_eq!(rest.status(), status, "REST: {what}");
-    let (http, body) = graphql;
-    assert_eq!(http, StatusCode::OK, "GraphQL: {what}: {body}");
-    assert_eq!(code(&body), code_for(status), "GraphQL: {what}: {body}");
-    assert!(body["data"].is_null(), "GraphQL: {what}: no data: {body}");
-}
-
 async fn gql(app: &TestApp, who: Option<&TestUser>, query: &str) -> (StatusCode, Value) {
     app.graphql(who.map(|u| u.token.as_str()), query, Value::Null)
         .await
@@ -45,231 +31,73 @@ async fn refusals_have_the_same_meaning_as_in_rest() {
     let alice = app.register("alice@example.com", "Alice").await;
     let bob = app.register("bob@example.com", "Bob").await;
     let post = app.create_post(&alice, "Alice's post").await;
-    let post_id = post["id"].as_i64().expect("post id");
-    let rest = |method: Method, path: String, who: Option<&TestUser>, body: Value| {
-        let app = &app;
-        let token = who.map(|u| u.token.clone());
-        async move {
-            app.request(method, &path, token.as_deref(), Some(&body))
-                .await
-        }
+    let (p, a) = (post["id"].as_i64().expect("post id"), alice.id);
+    let register = |email: &str, name: &str, password: &str| {
+        (
+            json!({ "email": email, "name": name, "password": password }),
+            format!(
+                r#"mutation {{ register(email: "{email}", name: "{name}", password: "{password}") {{ id }} }}"#
+            ),
+        )
     };
+    let (taken, taken_gql) = register("ALICE@example.com", "A", "long enough");
+    let (invalid, invalid_gql) = register("x", "", "short");
+    // (what, who, REST method, path and body, REST status, the GraphQL mutation)
+    let cases = [
+        ("create a post without a token", None, Method::POST, "/v1/posts".to_owned(), json!({ "title": "t", "body": "b" }), StatusCode::UNAUTHORIZED, r#"mutation { createPost(title: "t", body: "b") { id } }"#.to_owned()),
+        ("create a post with a blank title", Some(&alice), Method::POST, "/v1/posts".to_owned(), json!({ "title": " ", "body": "b" }), StatusCode::UNPROCESSABLE_ENTITY, r#"mutation { createPost(title: " ", body: "b") { id } }"#.to_owned()),
+        ("change someone else's post", Some(&bob), Method::PATCH, format!("/v1/posts/{p}"), json!({ "title": "mine" }), StatusCode::FORBIDDEN, format!(r#"mutation {{ updatePost(id: "{p}", title: "mine") {{ id }} }}"#)),
+        ("change a post that does not exist", Some(&alice), Method::PATCH, "/v1/posts/999".to_owned(), json!({ "title": "x" }), StatusCode::NOT_FOUND, r#"mutation { updatePost(id: "999", title: "x") { id } }"#.to_owned()),
+        ("change a post by a malformed id", Some(&alice), Method::PATCH, "/v1/posts/abc".to_owned(), json!({ "title": "x" }), StatusCode::BAD_REQUEST, r#"mutation { updatePost(id: "abc", title: "x") { id } }"#.to_owned()),
+        ("delete someone else's post", Some(&bob), Method::DELETE, format!("/v1/posts/{p}"), Value::Null, StatusCode::FORBIDDEN, format!(r#"mutation {{ deletePost(id: "{p}") }}"#)),
+        ("change someone else's account", Some(&bob), Method::PATCH, format!("/v1/users/{a}"), json!({ "name": "Eve" }), StatusCode::FORBIDDEN, format!(r#"mutation {{ updateUser(id: "{a}", name: "Eve") {{ id }} }}"#)),
+        ("change one's email to a malformed one", Some(&alice), Method::PATCH, format!("/v1/users/{a}"), json!({ "email": "nope" }), StatusCode::UNPROCESSABLE_ENTITY, format!(r#"mutation {{ updateUser(id: "{a}", email: "nope") {{ id }} }}"#)),
+        ("delete someone else's account", Some(&bob), Method::DELETE, format!("/v1/users/{a}"), Value::Null, StatusCode::FORBIDDEN, format!(r#"mutation {{ deleteUser(id: "{a}") }}"#)),
+        ("register a taken email, in other case", None, Method::POST, "/v1/auth/register".to_owned(), taken, StatusCode::CONFLICT, taken_gql),
+        ("register with every field invalid", None, Method::POST, "/v1/auth/register".to_owned(), invalid, StatusCode::UNPROCESSABLE_ENTITY, invalid_gql),
+        ("log in with a wrong password", None, Method::POST, "/v1/auth/login".to_owned(), json!({ "email": "alice@example.com", "password": "wrong password" }), StatusCode::UNAUTHORIZED, r#"mutation { login(email: "alice@example.com", password: "wrong password") { accessToken } }"#.to_owned()),
+    ];
 
-    // Act and assert, case by case.
-    same_refusal(
-        "create a post without a token",
-        rest(
-            Method::POST,
-            "/v1/posts".into(),
-            None,
-            json!({ "title": "t", "body": "b" }),
-        )
-        .await,
-        StatusCode::UNAUTHORIZED,
-        gql(
-            &app,
-            None,
-            r#"mutation { createPost(title: "t", body: "b") { id } }"#,
-        )
-        .await,
-    )
-    .await;
-    let (_, invalid) = gql(
-        &app,
-        Some(&alice),
-        r#"mutation { createPost(title: " ", body: "b") { id } }"#,
-    )
-    .await;
-    same_refusal(
-        "create a post with a blank title",
-        rest(
-            Method::POST,
-            "/v1/posts".into(),
-            Some(&alice),
-            json!({ "title": " ", "body": "b" }),
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        (StatusCode::OK, invalid.clone()),
-    )
-    .await;
-    assert_eq!(
-        invalid["errors"][0]["extensions"]["errors"][0]["field"], "title",
-        "the invalid field is named: {invalid}"
-    );
-    same_refusal(
-        "change someone else's post",
-        rest(
-            Method::PATCH,
-            format!("/v1/posts/{post_id}"),
-            Some(&bob),
-            json!({ "title": "mine" }),
-        )
-        .await,
-        StatusCode::FORBIDDEN,
-        gql(
-            &app,
-            Some(&bob),
-            &format!(r#"mutation {{ updatePost(id: "{post_id}", title: "mine") {{ id }} }}"#),
-        )
-        .await,
-    )
-    .await;
-    same_refusal(
-        "change a post that does not exist",
-        rest(
-            Method::PATCH,
-            "/v1/posts/999".into(),
-            Some(&alice),
-            json!({ "title": "x" }),
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        gql(
-            &app,
-            Some(&alice),
-            r#"mutation { updatePost(id: "999", title: "x") { id } }"#,
-        )
-        .await,
-    )
-    .await;
-    same_refusal(
-        "change a post with a malformed id",
-        rest(
-            Method::PATCH,
-            "/v1/posts/abc".into(),
-            Some(&alice),
-            json!({ "title": "x" }),
-        )
-        .await,
-        StatusCode::BAD_REQUEST,
-        gql(
-            &app,
-            Some(&alice),
-            r#"mutation { updatePost(id: "abc", title: "x") { id } }"#,
-        )
-        .await,
-    )
-    .await;
-    same_refusal(
-        "delete someone else's post",
-        rest(
-            Method::DELETE,
-            format!("/v1/posts/{post_id}"),
-            Some(&bob),
-            Value::Null,
-        )
-        .await,
-        StatusCode::FORBIDDEN,
-        gql(
-            &app,
-            Some(&bob),
-            &format!(r#"mutation {{ deletePost(id: "{post_id}") }}"#),
-        )
-        .await,
-    )
-    .await;
-    same_refusal(
-        "change someone else's account",
-        rest(
-            Method::PATCH,
-            format!("/v1/users/{}", alice.id),
-            Some(&bob),
-            json!({ "name": "Eve" }),
-        )
-        .await,
-        StatusCode::FORBIDDEN,
-        gql(
-            &app,
-            Some(&bob),
-            &format!(
-                r#"mutation {{ updateUser(id: "{}", name: "Eve") {{ id }} }}"#,
-                alice.id
-            ),
-        )
-        .await,
-    )
-    .await;
-    same_refusal(
-        "change one's email to a malformed one",
-        rest(
-            Method::PATCH,
-            format!("/v1/users/{}", alice.id),
-            Some(&alice),
-            json!({ "email": "nope" }),
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        gql(
-            &app,
-            Some(&alice),
-            &format!(
-                r#"mutation {{ updateUser(id: "{}", email: "nope") {{ id }} }}"#,
-                alice.id
-            ),
-        )
-        .await,
-    )
-    .await;
-    same_refusal(
-        "delete someone else's account",
-        rest(
-            Method::DELETE,
-            format!("/v1/users/{}", alice.id),
-            Some(&bob),
-            Value::Null,
-        )
-        .await,
-        StatusCode::FORBIDDEN,
-        gql(
-            &app,
-            Some(&bob),
-            &format!(r#"mutation {{ deleteUser(id: "{}") }}"#, alice.id),
-        )
-        .await,
-    )
-    .await;
-    same_refusal(
-        "register a taken email, in other case",
-        rest(Method::POST, "/v1/auth/register".into(), None, json!({ "email": "ALICE@example.com", "name": "A", "password": "long enough" })).await,
-        StatusCode::CONFLICT,
-        gql(&app, None, r#"mutation { register(email: "Alice@Example.com", name: "A", password: "long enough") { id } }"#).await,
-    )
-    .await;
-    same_refusal(
-        "register with every field invalid",
-        rest(
-            Method::POST,
-            "/v1/auth/register".into(),
-            None,
-            json!({ "email": "x", "name": "", "password": "short" }),
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        gql(
-            &app,
-            None,
-            r#"mutation { register(email: "x", name: "", password: "short") { id } }"#,
-        )
-        .await,
-    )
-    .await;
-    same_refusal(
-        "log in with a wrong password",
-        rest(Method::POST, "/v1/auth/login".into(), None, json!({ "email": "alice@example.com", "password": "wrong password" })).await,
-        StatusCode::UNAUTHORIZED,
-        gql(&app, None, r#"mutation { login(email: "alice@example.com", password: "wrong password") { accessToken } }"#).await,
-    )
-    .await;
+    for (what, who, method, path, body, status, mutation) in cases {
+        // Act
+        let token = who.map(|u| u.token.as_str());
+        let rest = app.request(method, &path, token, Some(&body)).await;
+        let (http, graphql) = app.graphql(token, &mutation, Value::Null).await;
+
+        // Assert: the REST status, and the GraphQL code that means the same.
+        assert_eq!(rest.status(), status, "REST: {what}");
+        assert_eq!(http, StatusCode::OK, "GraphQL: {what}: {graphql}");
+        assert_eq!(
+            code(&graphql),
+            code_for(status),
+            "GraphQL: {what}: {graphql}"
+        );
+        assert!(
+            graphql["data"].is_null(),
+            "GraphQL: {what}: no data: {graphql}"
+        );
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            let rest: Value = rest.json().await.expect("a problem body");
+            let fields = |errors: &Value| -> Vec<Value> {
+                errors
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e["field"].clone())
+                    .collect()
+            };
+            assert_eq!(
+                fields(&graphql["errors"][0]["extensions"]["errors"]),
+                fields(&rest["errors"]),
+                "{what}: the same invalid fields"
+            );
+        }
+    }
 
     // Assert: none of that changed anything.
     app.wait_for_replicas().await;
-    let (_, body) = gql(
-        &app,
-        None,
-        &format!(r#"{{ post(id: "{post_id}") {{ title author {{ name }} }} }}"#),
-    )
-    .await;
+    let query = format!(r#"{{ post(id: "{p}") {{ title author {{ name }} }} }}"#);
+    let (_, body) = app.graphql(None, &query, Value::Null).await;
     assert_eq!(
         body["data"]["post"],
         json!({ "title": "Alice's post", "author": { "name": "Alice" } })
