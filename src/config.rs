@@ -250,10 +250,13 @@ impl Config {
             .merge(
                 Env::prefixed("SCALABLE_API_")
                     // Only our sections: SCALABLE_API_CONFIG and the stack's SCALABLE_API_STACK_*
-                    // share the prefix but are not settings.
+                    // share the prefix but are not settings. The filter sees the variable's
+                    // own case (figment lowercases keys later), hence the case-blind match.
                     .filter(|key| {
                         let section = key.as_str().split("__").next().unwrap_or_default();
-                        ["profile", "http", "auth", "db", "api", "graphql"].contains(&section)
+                        ["profile", "http", "auth", "db", "api", "graphql"]
+                            .iter()
+                            .any(|known| known.eq_ignore_ascii_case(section))
                     })
                     .split("__"),
             )
@@ -360,6 +363,23 @@ mod tests {
             file, defaults,
             "config/example.toml and Config::default() drifted apart"
         );
+    }
+
+    #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure must return figment's own (large) error type"
+    )]
+    fn environment_variables_override_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SCALABLE_API_GRAPHQL__DATALOADERS", "false");
+            jail.set_env("SCALABLE_API_API__MAX_PAGE_SIZE", "50");
+            jail.set_env("SCALABLE_API_STACK_PORT_BASE", "55400");
+            let config = Config::load(None).map_err(|err| err.to_string())?;
+            assert!(!config.graphql.dataloaders);
+            assert_eq!(config.api.max_page_size, 50);
+            Ok(())
+        });
     }
 
     #[test]
