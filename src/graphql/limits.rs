@@ -6,11 +6,12 @@
 //! a kilobyte of text). REST bounds each endpoint's cost by design; GraphQL has to measure the
 //! query. This [`Limits`] extension does, in two hooks:
 //!
-//! - after parsing: the page size of every `first` argument (`api.max_page_size`, like REST's
-//!   `limit`), and the number of fields once fragments are expanded, counted with memoised
-//!   fragment sizes in linear time. That second check guards the validator itself, which
-//!   expands fragments (to compute depth and cost) and would spend minutes on a fragment bomb,
-//!   or recurse without end on a fragment that spreads itself.
+//! - on receiving the request, once it is parsed and before anything else walks it: the page
+//!   size of every `first` argument (`api.max_page_size`, like REST's `limit`), and the number
+//!   of fields once fragments are expanded, counted with memoised fragment sizes in linear
+//!   time (a fragment that spreads itself is refused as such). That second check guards
+//!   async-graphql itself: its post-parse recursion check and its validator walk fragments
+//!   expanded, and spent nine minutes of CPU on a 2 KB fragment bomb before this check existed.
 //! - after validation: depth (`graphql.max_depth`) and cost (`graphql.max_complexity`). A
 //!   field costs 1 plus its selections; a field with `first: n` costs n times its selection
 //!   ([`page_cost`]), so list sizes weigh in and aliases add up.
