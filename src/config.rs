@@ -44,6 +44,7 @@ pub struct Config {
     pub api: ApiConfig,
     /// Metrics, logs and traces (see `src/telemetry/`).
     pub telemetry: TelemetryConfig,
+    pub graphql: GraphqlConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +214,7 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Largest `limit` a list endpoint accepts.
+    /// Largest page a client may ask for: `limit` in REST, `first` in GraphQL.
     pub max_page_size: u32,
     /// Largest `offset` a list endpoint accepts. Offset pagination costs O(offset) rows per
     /// shard, so it is bounded; cursors (v2) have no such cost.
@@ -262,6 +263,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// The limits a public GraphQL endpoint needs (see `src/graphql/limits.rs`), and the
+/// DataLoader switch. Page sizes (`first`) are bounded by `api.max_page_size`, like REST's
+/// `limit`; the body size by `http.body_limit_bytes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlConfig {
+    /// Deepest nesting of fields a query may have. `User.posts` and `Post.author` make the
+    /// schema cyclic, so without a bound one request could nest them a thousand times.
+    pub max_depth: u32,
+    /// Largest cost a query may have. A field costs 1 plus its selections; a field with
+    /// `first: n` costs n times its selection, so `users(first: 50) { ... posts(first: 5) }`
+    /// weighs in at what it really asks for (250 posts), not at its few lines of text.
+    pub max_complexity: u32,
+    /// Answer `__schema` / `__type` introspection. GraphiQL and code generators need it; a
+    /// production API may turn it off so that the schema is not a map for attackers.
+    pub introspection: bool,
+    /// Batch reads through per-request DataLoaders (one statement per shard per level). Off,
+    /// every parent costs its own statement: the N+1 the loaders remove, kept switchable so it
+    /// can be measured.
+    pub dataloaders: bool,
+}
+
 fn yes() -> bool {
     true
 }
@@ -280,6 +303,7 @@ impl Default for Config {
             db: DbConfig::default(),
             cache: CacheConfig::default(),
             api: ApiConfig::default(),
+            graphql: GraphqlConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -381,6 +405,19 @@ impl Default for ApiConfig {
     }
 }
 
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self {
+            max_depth: 10,
+            // `users(first: 50) { ... posts(first: 50) { id title author { id name } } }`
+            // costs about 12,800: it passes; `first: 100` at both levels (10,000 posts) does not.
+            max_complexity: 20_000,
+            introspection: true,
+            dataloaders: true,
+        }
+    }
+}
+
 impl Config {
     /// Defaults, then `file` (if any), then `SCALABLE_API_*` environment variables.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -445,6 +482,10 @@ impl Config {
             "api.max_page_size must be at least 1"
         );
         self.telemetry.validate(self.http.addr)?;
+        ensure!(
+            self.graphql.max_depth >= 1 && self.graphql.max_complexity >= 1,
+            "graphql.max_depth and graphql.max_complexity must be at least 1"
+        );
         let secret = self.auth.jwt_secret.expose_secret();
         ensure!(
             secret.len() >= 32,
@@ -506,9 +547,18 @@ impl TelemetryConfig {
 /// keys only after this filter, hence the case-insensitive match.
 fn is_setting(key: &str) -> bool {
     let section = key.split("__").next().unwrap_or_default();
-    ["profile", "http", "auth", "db", "cache", "api", "telemetry"]
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(section))
+    [
+        "profile",
+        "http",
+        "auth",
+        "db",
+        "cache",
+        "api",
+        "graphql",
+        "telemetry",
+    ]
+    .iter()
+    .any(|s| s.eq_ignore_ascii_case(section))
 }
 
 impl DbConfig {
@@ -564,6 +614,23 @@ mod tests {
         config.telemetry.otlp_endpoint = Some("https://collector:4318/v1/traces".into());
         let err = config.validate().expect_err("https must be refused");
         assert!(err.to_string().contains("otlp_endpoint"), "{err}");
+    }
+
+    #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure must return figment's own (large) error type"
+    )]
+    fn environment_variables_override_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SCALABLE_API_GRAPHQL__DATALOADERS", "false");
+            jail.set_env("SCALABLE_API_API__MAX_PAGE_SIZE", "50");
+            jail.set_env("SCALABLE_API_STACK_PORT_BASE", "55400");
+            let config = Config::load(None).map_err(|err| err.to_string())?;
+            assert!(!config.graphql.dataloaders);
+            assert_eq!(config.api.max_page_size, 50);
+            Ok(())
+        });
     }
 
     #[test]

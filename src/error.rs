@@ -5,11 +5,18 @@
 //! each variant has a stable `type` URI that clients can switch on, and a 5xx body never
 //! carries internal text (a database message can leak schema, hostnames or data; it is logged
 //! instead).
+//!
+//! The same variants also become GraphQL errors (`impl From<Error> for async_graphql::Error`):
+//! a stable `extensions.code` per meaning, so a client of either API switches on the same
+//! vocabulary. The GraphQL crate's `custom-error-conversion` feature is on, which removes its
+//! blanket "anything `Display` becomes an error message" conversion: without it a `?` on a
+//! database error in a resolver would send the driver's text to the client. Now only this
+//! mapping turns an error into a GraphQL error.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -118,6 +125,24 @@ impl Error {
         }
     }
 
+    /// The GraphQL `extensions.code` of this error: the same meaning as [`Error::slug`], in the
+    /// vocabulary GraphQL clients know (Apollo's codes where one exists).
+    pub fn graphql_code(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) | Error::InvalidBody(_) | Error::Validation(_) => "BAD_USER_INPUT",
+            // Transport-level: the HTTP request itself is unusable.
+            Error::UnsupportedMediaType(_) | Error::PayloadTooLarge | Error::MethodNotAllowed => {
+                "BAD_REQUEST"
+            }
+            Error::Unauthorized(_) => "UNAUTHENTICATED",
+            Error::Forbidden(_) => "FORBIDDEN",
+            Error::NotFound(_) => "NOT_FOUND",
+            Error::Conflict(_) => "CONFLICT",
+            Error::Unavailable { .. } => "UNAVAILABLE",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
     fn title(&self) -> &'static str {
         match self {
             Error::BadRequest(_) => "Bad request",
@@ -171,12 +196,25 @@ impl IntoResponse for Error {
             },
         };
         let mut response = (status, axum::Json(problem)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
+        response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        match &self {
+        self.add_headers(response.headers_mut());
+        if let Some(report) = self.internal_report() {
+            // Not logged here (a conversion has no side effects): the chain rides in the
+            // response extensions and `http::log_internal_errors` logs it with the request.
+            response.extensions_mut().insert(report);
+        }
+        response
+    }
+}
+
+impl Error {
+    /// The headers that go with this error whatever the body's format: `WWW-Authenticate` on
+    /// 401, `Retry-After` on 503.
+    pub fn add_headers(&self, headers: &mut HeaderMap) {
+        match self {
             Error::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
@@ -188,19 +226,67 @@ impl IntoResponse for Error {
             }
             _ => {}
         }
-        if let Error::Internal(err) = &self {
-            // Not logged here (a conversion has no side effects): the chain rides in the
-            // response extensions and `http::log_internal_errors` logs it with the request.
-            response
-                .extensions_mut()
-                .insert(InternalErrorReport(std::sync::Arc::from(format!(
-                    "{err:#}"
-                ))));
+    }
+
+    /// The full chain of an internal error, for the log; `None` for every client error.
+    pub fn internal_report(&self) -> Option<InternalErrorReport> {
+        match self {
+            Error::Internal(err) => Some(InternalErrorReport(Arc::from(format!("{err:#}")))),
+            _ => None,
         }
-        response
     }
 }
 
 /// The text of an internal error, for the logging middleware; never sent to the client.
 #[derive(Debug, Clone)]
-pub struct InternalErrorReport(pub std::sync::Arc<str>);
+pub struct InternalErrorReport(pub Arc<str>);
+
+/// A GraphQL error: `message` is the problem's detail (for validation, every field's message),
+/// `extensions` carry `code` ([`Error::graphql_code`]), the problem `type` URI, and where they
+/// apply the per-field `errors` and `retryAfter` (seconds). An internal error's chain rides in
+/// `source`, which is never serialised: the HTTP handler hands it to the logging middleware.
+impl From<Error> for async_graphql::Error {
+    fn from(err: Error) -> Self {
+        let message = match &err {
+            Error::Validation(fields) => {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect();
+                format!("some fields are invalid: {}", fields.join("; "))
+            }
+            other => other.detail(),
+        };
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", err.graphql_code());
+        extensions.set("type", format!("{PROBLEM_BASE}{}", err.slug()));
+        match &err {
+            Error::Validation(fields) => {
+                let fields: Vec<async_graphql::Value> = fields
+                    .iter()
+                    .map(|f| {
+                        let mut map = async_graphql::indexmap::IndexMap::new();
+                        map.insert(async_graphql::Name::new("field"), f.field.into());
+                        map.insert(
+                            async_graphql::Name::new("message"),
+                            f.message.clone().into(),
+                        );
+                        async_graphql::Value::Object(map)
+                    })
+                    .collect();
+                extensions.set("errors", fields);
+            }
+            Error::Unavailable { retry_after, .. } => {
+                extensions.set("retryAfter", retry_after.as_secs().max(1));
+            }
+            _ => {}
+        }
+        async_graphql::Error {
+            message,
+            source: err
+                .internal_report()
+                .map(|report| Arc::new(report) as Arc<dyn std::any::Any + Send + Sync>),
+            extensions: Some(extensions),
+        }
+    }
+}

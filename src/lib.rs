@@ -10,7 +10,9 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod graphql;
 pub mod http;
+pub mod operations;
 pub mod telemetry;
 pub mod traffic;
 

@@ -8,6 +8,7 @@
 //!
 //! Ownership reads top-down: [`Db`] -> [`ShardMap`] -> [`Shard`] { primary, replicas } -> pool.
 
+mod batch;
 pub mod consistency;
 mod directory;
 mod error;
@@ -15,6 +16,7 @@ mod error;
 pub mod failpoints;
 mod fanout;
 mod instrument;
+mod keyset;
 pub mod migrate;
 mod monitor;
 mod placement;
@@ -35,6 +37,7 @@ use sqlx::{
 
 pub use consistency::{ConsistencyToken, Lsn};
 pub use error::Error;
+pub use keyset::PostKey;
 pub use posts::AuthorWrite;
 pub use replicas::{ReplicaSet, ReplicaStatus};
 pub use route::{Role, Route, Scope};

@@ -11,6 +11,15 @@ pub use user::{Email, NewUser, Password, Tier, User, UserName, UserPatch, UserPr
 
 use crate::error::{Error, FieldError};
 
+/// A resource id from a client (a REST path segment, a GraphQL `ID`): a positive 64-bit
+/// integer, else a 400 / `BAD_USER_INPUT`. Whether any shard's range holds it is the data
+/// layer's question (no shard means "not found", without a query).
+pub fn parse_id(raw: &str) -> Result<i64, Error> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        Error::BadRequest(format!("`{raw}` is not an id: ids are positive integers"))
+    })
+}
+
 /// Collects field errors so a client learns about every bad field in one round trip.
 #[derive(Default)]
 pub(crate) struct Checks(Vec<FieldError>);

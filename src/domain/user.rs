@@ -43,6 +43,22 @@ impl From<User> for UserProfile {
     }
 }
 
+impl UserProfile {
+    /// The email as `viewer` may see it: see [`User::email_for`].
+    pub fn email_for(&self, viewer: Option<i64>) -> Option<&str> {
+        (viewer == Some(self.id)).then_some(self.email.as_str())
+    }
+}
+
+impl User {
+    /// The email as `viewer` (the authenticated user's id, if any) may see it: only the user
+    /// themself does. An email is personal data, not a public profile field; every API
+    /// renders it through here.
+    pub fn email_for(&self, viewer: Option<i64>) -> Option<&str> {
+        (viewer == Some(self.id)).then_some(self.email.as_str())
+    }
+}
+
 /// Service tier; carried in the access token so rate limits need no database read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

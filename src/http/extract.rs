@@ -7,7 +7,7 @@ use axum::{
 };
 use serde::{Deserialize, de::DeserializeOwned};
 
-use crate::{AppState, config::ApiConfig, db, error::Error};
+use crate::{AppState, config::ApiConfig, db, domain, error::Error};
 
 /// JSON in (with problem+json rejections) and out.
 ///
@@ -61,8 +61,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// A resource id from the path: a positive 64-bit integer, else 400. Whether any shard's
-/// range holds it is the data layer's question (no shard means 404, without a query).
+/// A resource id from the path, parsed by [`domain::parse_id`] (a positive integer, else 400).
 #[derive(Debug, Clone, Copy)]
 pub struct Id(pub i64);
 
@@ -73,13 +72,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| Error::BadRequest(rejection.body_text()))?;
-        raw.parse::<i64>()
-            .ok()
-            .filter(|id| *id > 0)
-            .map(Id)
-            .ok_or_else(|| {
-                Error::BadRequest(format!("`{raw}` is not an id: ids are positive integers"))
-            })
+        domain::parse_id(&raw).map(Id)
     }
 }
 

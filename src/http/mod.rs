@@ -3,6 +3,7 @@
 
 mod conditional;
 pub mod extract;
+mod graphql;
 mod health;
 mod v1;
 
@@ -40,6 +41,7 @@ pub fn router(app: AppState) -> Router {
         .merge(health::router())
         .merge(telemetry::metrics::router(&app))
         .nest("/v1", v1::router())
+        .merge(graphql::router(&app))
         .fallback(|| async { Error::NotFound("no route matches this path") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))

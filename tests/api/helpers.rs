@@ -6,7 +6,11 @@ use std::{
 };
 
 use reqwest::{Method, Response, StatusCode};
-use scalable_api::{App, AppState, Config, config::ShardConfig};
+use scalable_api::{
+    App, AppState, Config,
+    config::ShardConfig,
+    db::seed::{SeedOptions, seed},
+};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, PgPool, postgres::PgPoolOptions};
 
@@ -160,6 +164,25 @@ impl TestApp {
         app
     }
 
+    /// Spawns the app (after `tweak`), loads `users` and `posts` of the deterministic demo data
+    /// set, and waits until the replicas have them.
+    pub async fn spawn_seeded(users: u64, posts: u64, tweak: impl FnOnce(&mut Config)) -> Self {
+        let app = Self::spawn_with(tweak).await;
+        seed(
+            &app.state.db,
+            SeedOptions {
+                users,
+                posts,
+                reset: false,
+                if_empty: false,
+            },
+        )
+        .await
+        .expect("seeding works");
+        app.wait_for_replicas().await;
+        app
+    }
+
     /// Sends a request; `token` adds `Authorization: Bearer`, `body` is sent as JSON.
     pub async fn request(
         &self,
@@ -240,6 +263,33 @@ impl TestApp {
             "creating post {title}"
         );
         response.json().await.expect("JSON body")
+    }
+
+    /// POSTs a GraphQL request to `/graphql`; returns the status and the JSON body.
+    pub async fn graphql(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> (StatusCode, Value) {
+        let body = json!({ "query": query, "variables": variables });
+        let response = self
+            .request(Method::POST, "/graphql", token, Some(&body))
+            .await;
+        let status = response.status();
+        let body = response.json().await.expect("a JSON body from /graphql");
+        (status, body)
+    }
+
+    /// Every server of the stack in this test's databases: (label, pool), primaries and
+    /// replicas of each shard.
+    pub async fn servers(&self) -> Vec<(String, PgPool)> {
+        let mut servers = Vec::new();
+        for shard in 0..self.shard_dbs.len() {
+            servers.push((format!("shard{shard}-primary"), self.primary(shard).await));
+            servers.push((format!("shard{shard}-replica"), self.replica(shard).await));
+        }
+        servers
     }
 
     /// A direct connection pool to shard `i`'s primary test database (bypassing the app).
@@ -404,6 +454,19 @@ pub async fn statement_calls(pool: &PgPool, pattern: &str) -> i64 {
          WHERE d.datname = current_database() AND s.query LIKE $1",
     )
     .bind(pattern)
+    .fetch_one(pool)
+    .await
+    .expect("pg_stat_statements is readable")
+}
+
+/// Calls of every statement run on `pool`'s server in its database, except the statistics
+/// queries themselves: what a request cost, as a difference of two readings.
+pub async fn all_statement_calls(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(s.calls), 0)::bigint FROM pg_stat_statements s \
+         JOIN pg_database d ON d.oid = s.dbid \
+         WHERE d.datname = current_database() AND s.query NOT LIKE '%pg_stat_statements%'",
+    )
     .fetch_one(pool)
     .await
     .expect("pg_stat_statements is readable")

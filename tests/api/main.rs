@@ -9,6 +9,7 @@ mod auth;
 mod cache;
 mod chaos;
 mod directory;
+mod graphql;
 mod observability;
 mod pagination;
 mod routing;

@@ -37,23 +37,6 @@ async fn walk(app: &TestApp, path: &str, limit: usize) -> Vec<i64> {
     }
 }
 
-async fn seeded_app(users: u64, posts: u64) -> TestApp {
-    let app = TestApp::spawn().await;
-    seed(
-        &app.state.db,
-        SeedOptions {
-            users,
-            posts,
-            reset: false,
-            if_empty: false,
-        },
-    )
-    .await
-    .expect("seeding works");
-    app.wait_for_replicas().await;
-    app
-}
-
 /// Rows of `sql` from both shard primaries, concatenated.
 async fn from_both_shards(app: &TestApp, sql: &str) -> Vec<(i64, chrono::DateTime<chrono::Utc>)> {
     let mut rows = Vec::new();
@@ -70,7 +53,7 @@ async fn from_both_shards(app: &TestApp, sql: &str) -> Vec<(i64, chrono::DateTim
 #[tokio::test]
 async fn the_id_ordered_user_list_walks_both_shards_without_gaps_or_duplicates() {
     // Arrange: 25 users, alternating shards (13 on shard 0, 12 on shard 1).
-    let app = seeded_app(25, 40).await;
+    let app = TestApp::spawn_seeded(25, 40, |_| {}).await;
     let mut expected: Vec<i64> = from_both_shards(&app, "SELECT id, created_at FROM users")
         .await
         .into_iter()
@@ -91,7 +74,7 @@ async fn the_id_ordered_user_list_walks_both_shards_without_gaps_or_duplicates()
 #[tokio::test]
 async fn the_newest_first_feed_merges_shards_without_gaps_or_duplicates() {
     // Arrange: posts of both shards interleave in time.
-    let app = seeded_app(10, 95).await;
+    let app = TestApp::spawn_seeded(10, 95, |_| {}).await;
     let mut expected = from_both_shards(&app, "SELECT id, created_at FROM posts").await;
     expected.sort_unstable_by_key(|&(id, at)| std::cmp::Reverse((at, id)));
     let expected: Vec<i64> = expected.into_iter().map(|(id, _)| id).collect();
@@ -117,7 +100,7 @@ async fn the_newest_first_feed_merges_shards_without_gaps_or_duplicates() {
 
 #[tokio::test]
 async fn a_users_posts_come_newest_first_and_page_cleanly() {
-    let app = seeded_app(4, 60).await;
+    let app = TestApp::spawn_seeded(4, 60, |_| {}).await;
     let (user_id, mut expected): (i64, Vec<i64>) = {
         let posts: Vec<(i64, i64)> =
             sqlx::query_as("SELECT user_id, id FROM posts WHERE user_id = 1 ORDER BY id DESC")

@@ -12,12 +12,8 @@ use serde::Deserialize;
 
 use super::views::UserView;
 use crate::{
-    AppState,
-    auth::{IssuedToken, password},
-    db::Scope,
-    domain::{Email, NewUser},
-    error::{Error, Result},
-    http::extract::Json,
+    AppState, auth::IssuedToken, db::Scope, error::Result, http::extract::Json,
+    operations::accounts,
 };
 
 pub fn router() -> Router<AppState> {
@@ -41,11 +37,7 @@ async fn register(
     scope: Scope,
     Json(body): Json<RegisterBody>,
 ) -> Result<impl IntoResponse> {
-    let new = NewUser::parse(&body.email, &body.name, &body.password)?;
-    let hash = password::hash(&new.password.0).await?;
-    let user = app.db.register_user(&scope, &new, &hash).await?;
-    // A "not found" for this new id may be cached (someone asked for it before): drop it.
-    app.cache.user_written(&scope, user.id).await;
+    let user = accounts::register(&app, &scope, &body.email, &body.name, &body.password).await?;
     let location = format!("/v1/users/{}", user.id);
     let id = user.id;
     Ok((
@@ -63,24 +55,13 @@ struct LoginBody {
 }
 
 /// `POST /v1/auth/login` -> an access token. Unknown email and wrong password get the same
-/// 401, in about the same time (see [`password::verify`]).
+/// 401, in about the same time (see [`accounts::login`]).
 async fn login(
     State(app): State<AppState>,
     scope: Scope,
     Json(body): Json<LoginBody>,
 ) -> Result<Json<IssuedToken>> {
-    const REFUSED: Error = Error::Unauthorized("the email or password is wrong");
-    let secret = SecretString::from(body.password);
-    let user = match Email::parse(&body.email) {
-        Ok(email) => app.db.user_by_email(&scope, &email).await?,
-        Err(_) => None,
-    };
-    let (stored, tier, id) = match user {
-        Some(user) => (Some(user.password_hash), user.tier, user.id),
-        None => (None, crate::domain::Tier::Free, 0),
-    };
-    if !password::verify(&secret, stored).await? {
-        return Err(REFUSED);
-    }
-    Ok(Json(app.jwt.issue(id, tier)?))
+    let token =
+        accounts::login(&app, &scope, &body.email, SecretString::from(body.password)).await?;
+    Ok(Json(token))
 }

@@ -3,10 +3,8 @@
 use axum::{
     Router,
     extract::State,
-    http::HeaderMap,
-    http::{StatusCode, header},
-    response::IntoResponse,
-    response::Response,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use serde::Deserialize;
@@ -15,13 +13,13 @@ use super::views::PostView;
 use crate::{
     AppState,
     auth::AuthUser,
-    db::{AuthorWrite, Page, Scope},
-    domain::{NewPost, PostPatch},
-    error::{Error, Result},
+    db::{Page, Scope},
+    error::Result,
     http::{
         conditional::{Audience, conditional_json},
         extract::{Id, Json},
     },
+    operations::posts::{self as ops, NO_POST},
 };
 
 pub fn router() -> Router<AppState> {
@@ -29,9 +27,6 @@ pub fn router() -> Router<AppState> {
         .route("/posts", get(feed).post(create))
         .route("/posts/{id}", get(show).patch(update).delete(remove))
 }
-
-const NO_POST: Error = Error::NotFound("no post has this id");
-const NOT_AUTHOR: Error = Error::Forbidden("only the author may change this post");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,9 +42,7 @@ async fn create(
     me: AuthUser,
     Json(body): Json<CreateBody>,
 ) -> Result<impl IntoResponse> {
-    let new = NewPost::parse(&body.title, &body.body)?;
-    let post = app.db.create_post(&scope, me.id, &new).await?;
-    app.cache.post_written(&scope, post.id, me.id).await;
+    let post = ops::create(&app, &scope, me, &body.title, &body.body).await?;
     let location = format!("/v1/posts/{}", post.id);
     Ok((
         StatusCode::CREATED,
@@ -82,15 +75,16 @@ async fn update(
     Id(id): Id,
     Json(body): Json<UpdateBody>,
 ) -> Result<Json<PostView>> {
-    let patch = PostPatch::parse(body.title.as_deref(), body.body.as_deref())?;
-    match app.db.update_post(&scope, id, me.id, &patch).await? {
-        AuthorWrite::Done(post) => {
-            app.cache.post_written(&scope, post.id, me.id).await;
-            Ok(Json(post.into()))
-        }
-        AuthorWrite::NotFound => Err(NO_POST),
-        AuthorWrite::NotAuthor => Err(NOT_AUTHOR),
-    }
+    let post = ops::update(
+        &app,
+        &scope,
+        me,
+        id,
+        body.title.as_deref(),
+        body.body.as_deref(),
+    )
+    .await?;
+    Ok(Json(post.into()))
 }
 
 async fn remove(
@@ -99,14 +93,8 @@ async fn remove(
     me: AuthUser,
     Id(id): Id,
 ) -> Result<StatusCode> {
-    match app.db.delete_post(&scope, id, me.id).await? {
-        AuthorWrite::Done(()) => {
-            app.cache.post_written(&scope, id, me.id).await;
-            Ok(StatusCode::NO_CONTENT)
-        }
-        AuthorWrite::NotFound => Err(NO_POST),
-        AuthorWrite::NotAuthor => Err(NOT_AUTHOR),
-    }
+    ops::delete(&app, &scope, me, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/posts?limit&offset`: every shard's posts, newest first.

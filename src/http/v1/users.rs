@@ -1,21 +1,25 @@
 //! Users: list, read, change, delete; and a user's posts.
 
 use axum::{
-    Router, extract::State, http::HeaderMap, http::StatusCode, response::Response, routing::get,
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::Response,
+    routing::get,
 };
 use serde::Deserialize;
 
 use super::views::{PostView, UserView};
 use crate::{
     AppState,
-    auth::{AuthUser, MaybeAuthUser, password},
-    db::{Page, Scope, UserUpdate},
-    domain::UserPatch,
-    error::{Error, Result},
+    auth::{AuthUser, MaybeAuthUser},
+    db::{Page, Scope},
+    error::Result,
     http::{
         conditional::{Audience, conditional_json},
         extract::{Id, Json},
     },
+    operations::accounts::{self, NO_USER},
 };
 
 pub fn router() -> Router<AppState> {
@@ -24,8 +28,6 @@ pub fn router() -> Router<AppState> {
         .route("/users/{id}", get(show).patch(update).delete(remove))
         .route("/users/{id}/posts", get(posts))
 }
-
-const NO_USER: Error = Error::NotFound("no user has this id");
 
 /// `GET /v1/users?limit&offset`, ordered by id across shards.
 async fn list(
@@ -74,31 +76,16 @@ async fn update(
     Id(id): Id,
     Json(body): Json<UpdateBody>,
 ) -> Result<Json<UserView>> {
-    if me.id != id {
-        return Err(Error::Forbidden(
-            "only the user themself may change their account",
-        ));
-    }
-    let patch = UserPatch::parse(
+    let user = accounts::update(
+        &app,
+        &scope,
+        me,
+        id,
         body.email.as_deref(),
         body.name.as_deref(),
         body.password.as_deref(),
-    )?;
-    let password_hash = match &patch.password {
-        Some(p) => Some(password::hash(&p.0).await?),
-        None => None,
-    };
-    let update = UserUpdate {
-        email: patch.email,
-        name: patch.name,
-        password_hash,
-    };
-    let user = app
-        .db
-        .update_user(&scope, id, update)
-        .await?
-        .ok_or(NO_USER)?;
-    app.cache.user_written(&scope, id).await;
+    )
+    .await?;
     Ok(Json(UserView::new(user, Some(me.id))))
 }
 
@@ -109,18 +96,8 @@ async fn remove(
     me: AuthUser,
     Id(id): Id,
 ) -> Result<StatusCode> {
-    if me.id != id {
-        return Err(Error::Forbidden(
-            "only the user themself may delete their account",
-        ));
-    }
-    match app.db.delete_user(&scope, id).await? {
-        Some(posts) => {
-            app.cache.user_deleted(&scope, id, &posts).await;
-            Ok(StatusCode::NO_CONTENT)
-        }
-        None => Err(NO_USER),
-    }
+    accounts::delete(&app, &scope, me, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/users/{id}/posts?limit&offset`, newest first.

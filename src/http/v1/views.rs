@@ -19,11 +19,10 @@ impl UserView {
     /// Renders `user` for `viewer` (the authenticated user's id, if any).
     pub fn new(user: impl Into<UserProfile>, viewer: Option<i64>) -> Self {
         let user = user.into();
-        let own = viewer == Some(user.id);
         Self {
             id: user.id,
+            email: user.email_for(viewer).map(str::to_owned),
             name: user.name,
-            email: own.then_some(user.email),
             created_at: user.created_at,
         }
     }

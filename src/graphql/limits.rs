@@ -1,0 +1,455 @@
+//! The limits a public GraphQL endpoint needs, all checked before a resolver runs.
+//!
+//! One GraphQL request can ask for a great deal in a few lines: nest the cyclic
+//! `User.posts` / `Post.author` a hundred times, ask for 100 users with 100 posts each, or
+//! expand a fragment that spreads another fragment twice, thirty levels down (2^30 fields from
+//! a kilobyte of text). REST bounds each endpoint's cost by design; GraphQL has to measure the
+//! query. This [`Limits`] extension does, in two hooks:
+//!
+//! - on receiving the request, once it is parsed and before anything else walks it: the page
+//!   size of every `first` argument (`api.max_page_size`, like REST's `limit`), and the number
+//!   of fields once fragments are expanded, counted with memoised fragment sizes in linear
+//!   time (a fragment that spreads itself is refused as such). That second check guards
+//!   async-graphql itself: its post-parse recursion check and its validator walk fragments
+//!   expanded, and spent nine minutes of CPU on a 2 KB fragment bomb before this check existed.
+//! - after validation: depth (`graphql.max_depth`) and cost (`graphql.max_complexity`). A
+//!   field costs 1 plus its selections; a field with `first: n` costs n times its selection
+//!   ([`page_cost`]), so list sizes weigh in and aliases add up.
+//!
+//! The errors say which limit and by how much, with a stable `extensions.code`:
+//! `QUERY_TOO_DEEP`, `QUERY_TOO_COMPLEX`, `BAD_USER_INPUT` (page size). async-graphql's own
+//! parse and validation errors get `GRAPHQL_PARSE_FAILED` / `GRAPHQL_VALIDATION_FAILED`.
+//! The request body is bounded before any of this, by `http.body_limit_bytes`.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_graphql::{
+    Name, Positioned, Request, ServerError, ServerResult, ValidationResult, Value, Variables,
+    extensions::{
+        Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest,
+        NextValidation,
+    },
+    parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet},
+};
+
+use crate::{config::GraphqlConfig, error::Error};
+
+/// No cost grows past this, so summing costs can never overflow (a sum has at most as many
+/// terms as the query has fields, and the fields are bounded first).
+const COST_CAP: usize = 1 << 40;
+
+/// The cost of a field with `first: n` and a selection costing `child`: the field itself, plus
+/// its selection once per row it may return. Used in `#[graphql(complexity = ..)]`.
+pub fn page_cost(first: i32, child: usize) -> usize {
+    // A `first` outside 1..=max never gets this far (the page-size check runs first); clamping
+    // keeps the arithmetic sound whatever it is.
+    let rows = usize::try_from(first).unwrap_or(0).max(1);
+    rows.saturating_mul(child).saturating_add(1).min(COST_CAP)
+}
+
+/// `first` as a row count: between 1 and `max`, else a `BAD_USER_INPUT` error that names the
+/// bound.
+pub fn page_size(first: i64, max: u32) -> Result<i64, Error> {
+    if !(1..=i64::from(max)).contains(&first) {
+        return Err(Error::BadRequest(format!(
+            "`first` must be between 1 and {max}, not {first}: pages are bounded so that one request cannot ask for every row"
+        )));
+    }
+    Ok(first)
+}
+
+/// The extension; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    max_depth: usize,
+    max_complexity: usize,
+    max_page_size: u32,
+}
+
+impl Limits {
+    pub fn new(config: &GraphqlConfig, max_page_size: u32) -> Self {
+        Self {
+            max_depth: config.max_depth as usize,
+            max_complexity: config.max_complexity as usize,
+            max_page_size,
+        }
+    }
+
+    fn check_page_sizes(
+        &self,
+        doc: &ExecutableDocument,
+        variables: &Variables,
+    ) -> ServerResult<()> {
+        let mut sets: Vec<&SelectionSet> = doc
+            .operations
+            .iter()
+            .map(|(_, op)| &op.node.selection_set.node)
+            .collect();
+        sets.extend(doc.fragments.values().map(|f| &f.node.selection_set.node));
+        while let Some(set) = sets.pop() {
+            for selection in &set.items {
+                match &selection.node {
+                    Selection::Field(field) => {
+                        if let Some(first) = field.node.get_argument("first") {
+                            // A literal or a variable; anything but an integer is the
+                            // validator's to report.
+                            let value = first
+                                .node
+                                .clone()
+                                .into_const_with(|name| variable(&name, doc, variables).ok_or(()));
+                            if let Some(n) = value.ok().as_ref().and_then(integer) {
+                                page_size(n, self.max_page_size).map_err(|err| {
+                                    async_graphql::Error::from(err).into_server_error(first.pos)
+                                })?;
+                            }
+                        }
+                        sets.push(&field.node.selection_set.node);
+                    }
+                    Selection::InlineFragment(inline) => sets.push(&inline.node.selection_set.node),
+                    Selection::FragmentSpread(_) => {} // fragments are checked once each, above
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_expanded_size(&self, doc: &ExecutableDocument) -> ServerResult<()> {
+        let mut sizes = FragmentSizes {
+            fragments: &doc.fragments,
+            memo: HashMap::new(),
+        };
+        for (_, operation) in doc.operations.iter() {
+            let fields = sizes.of(&operation.node.selection_set.node)?;
+            if fields > self.max_complexity {
+                return Err(too_complex(format!(
+                    "the query selects {fields} fields once its fragments are expanded, above the limit of {}",
+                    self.max_complexity
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ExtensionFactory for Limits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(self.clone())
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Limits {
+    /// Parses the query once (async-graphql reuses the document) and checks its expanded size
+    /// and page sizes. This must come before async-graphql's own post-parse check, which
+    /// walks fragments expanded and so is itself exponential on a fragment bomb.
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        let variables = request.variables.clone();
+        let doc = request
+            .parsed_query()
+            .map_err(|err| with_code(err.clone(), "GRAPHQL_PARSE_FAILED"))?;
+        self.check_expanded_size(doc)?;
+        self.check_page_sizes(doc, &variables)?;
+        next.run(ctx, request).await
+    }
+
+    /// async-graphql's own checks after parsing (recursion depth, directives) get a code.
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables)
+            .await
+            .map_err(|err| with_code(err, "GRAPHQL_PARSE_FAILED"))
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|err| with_code(err, "GRAPHQL_VALIDATION_FAILED"))
+                .collect::<Vec<_>>()
+        })?;
+        if result.depth > self.max_depth {
+            let mut err = ServerError::new(
+                format!(
+                    "the query nests fields {} deep, above the limit of {}",
+                    result.depth, self.max_depth
+                ),
+                None,
+            );
+            err = with_code(err, "QUERY_TOO_DEEP");
+            return Err(vec![err]);
+        }
+        if result.complexity > self.max_complexity {
+            return Err(vec![too_complex(format!(
+                "the query costs {}, above the limit of {}: each `first: n` multiplies the cost of its selection by n, so ask for smaller pages or fewer fields",
+                result.complexity, self.max_complexity
+            ))]);
+        }
+        Ok(result)
+    }
+}
+
+fn too_complex(message: String) -> ServerError {
+    with_code(ServerError::new(message, None), "QUERY_TOO_COMPLEX")
+}
+
+/// Sets `extensions.code` unless the error already has one.
+fn with_code(mut err: ServerError, code: &'static str) -> ServerError {
+    let extensions = err.extensions.get_or_insert_with(Default::default);
+    if extensions.get("code").is_none() {
+        extensions.set("code", code);
+    }
+    err
+}
+
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// The value of variable `name`: as given, else its declared default.
+fn variable(name: &Name, doc: &ExecutableDocument, variables: &Variables) -> Option<Value> {
+    variables.get(name).cloned().or_else(|| {
+        doc.operations.iter().find_map(|(_, op)| {
+            op.node
+                .variable_definitions
+                .iter()
+                .find(|def| def.node.name.node == *name)
+                .and_then(|def| def.node.default_value.as_ref())
+                .map(|default| default.node.clone())
+        })
+    })
+}
+
+/// Counts the fields a selection set has once fragments are expanded, remembering each
+/// fragment's count, so a fragment spread a million times is counted once: linear in the
+/// document, where expanding it would be exponential.
+struct FragmentSizes<'a> {
+    fragments: &'a HashMap<Name, Positioned<FragmentDefinition>>,
+    /// `None` while a fragment is being counted: meeting it again is a cycle.
+    memo: HashMap<&'a Name, Option<usize>>,
+}
+
+impl<'a> FragmentSizes<'a> {
+    fn of(&mut self, set: &'a SelectionSet) -> ServerResult<usize> {
+        let mut total: usize = 0;
+        for selection in &set.items {
+            let size = match &selection.node {
+                // `__typename` costs nothing in the validator's count either.
+                Selection::Field(field) if field.node.name.node == "__typename" => 0,
+                Selection::Field(field) => 1 + self.of(&field.node.selection_set.node)?,
+                Selection::InlineFragment(inline) => self.of(&inline.node.selection_set.node)?,
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.node.fragment_name.node;
+                    let Some((name, fragment)) = self.fragments.get_key_value(name) else {
+                        continue; // unknown fragment: the validator reports it
+                    };
+                    match self.memo.get(name) {
+                        Some(Some(size)) => *size,
+                        Some(None) => {
+                            return Err(with_code(
+                                ServerError::new(
+                                    format!("fragment `{name}` spreads itself"),
+                                    Some(spread.pos),
+                                ),
+                                "GRAPHQL_VALIDATION_FAILED",
+                            ));
+                        }
+                        None => {
+                            self.memo.insert(name, None);
+                            let size = self.of(&fragment.node.selection_set.node)?;
+                            self.memo.insert(name, Some(size));
+                            size
+                        }
+                    }
+                }
+            };
+            total = total.saturating_add(size).min(COST_CAP);
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The limits on the real schema, without a database: a query that passes them reaches
+    //! its resolvers, which fail here for want of request data (an `INTERNAL` error); a
+    //! query that does not is refused with the limit's code.
+
+    use async_graphql::{Request, Variables};
+    use serde_json::json;
+
+    use crate::{Config, graphql::build_schema};
+
+    const NESTED: &str = "{ users(first: 50) { edges { node { id name posts(first: 5) { id title author { id name } } } } } }";
+
+    /// The `extensions.code` of each error of `query` run on a schema built from `config`.
+    async fn codes(config: &Config, request: impl Into<Request>) -> Vec<(String, String)> {
+        let response = build_schema(config).execute(request).await;
+        response
+            .errors
+            .into_iter()
+            .map(|err| {
+                let code = err
+                    .extensions
+                    .as_ref()
+                    .and_then(|e| e.get("code"))
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                (code.trim_matches('"').to_owned(), err.message)
+            })
+            .collect()
+    }
+
+    fn code_of(errors: &[(String, String)]) -> &str {
+        errors
+            .first()
+            .map(|(code, _)| code.as_str())
+            .unwrap_or("none")
+    }
+
+    #[tokio::test]
+    async fn first_multiplies_the_cost_of_its_selection() {
+        // A limit above the 11 fields but below the cost makes the error tell the cost.
+        let mut config = Config::default();
+        config.graphql.max_complexity = 20;
+        let cost = |query: String| {
+            let config = config.clone();
+            async move {
+                let errors = codes(&config, query).await;
+                assert_eq!(code_of(&errors), "QUERY_TOO_COMPLEX", "{errors:?}");
+                let message = &errors[0].1;
+                message
+                    .split_whitespace()
+                    .nth(3)
+                    .and_then(|n| n.trim_end_matches(',').parse::<usize>().ok())
+                    .unwrap_or_else(|| panic!("no cost in {message:?}"))
+            }
+        };
+
+        // author { id name } = 3; a post = id + title + author = 5; posts(first: k) = 1 + 5k;
+        // a node = 1 + id + name + posts; an edge = 1 + node; users(first: n) = 1 + n * edge.
+        let five = cost(NESTED.to_owned()).await;
+        assert_eq!(five, 1 + 50 * (1 + 1 + 1 + 1 + (1 + 5 * 5)));
+        let fifty = cost(NESTED.replace("posts(first: 5)", "posts(first: 50)")).await;
+        assert_eq!(fifty, 1 + 50 * (1 + 1 + 1 + 1 + (1 + 5 * 50)));
+        assert!(fifty < Config::default().graphql.max_complexity as usize);
+    }
+
+    #[tokio::test]
+    async fn the_nested_query_passes_the_default_limits_and_a_hundred_by_a_hundred_does_not() {
+        let config = Config::default();
+        let nested = codes(
+            &config,
+            NESTED.replace("posts(first: 5)", "posts(first: 50)"),
+        )
+        .await;
+        assert_eq!(
+            code_of(&nested),
+            "INTERNAL",
+            "reached the resolvers: {nested:?}"
+        );
+
+        let abusive = NESTED
+            .replace("users(first: 50)", "users(first: 100)")
+            .replace("posts(first: 5)", "posts(first: 100)");
+        let errors = codes(&config, abusive).await;
+        assert_eq!(code_of(&errors), "QUERY_TOO_COMPLEX", "{errors:?}");
+    }
+
+    #[tokio::test]
+    async fn aliases_add_up_to_the_cost_they_really_have() {
+        let one = "posts(first: 100) { edges { node { id title body author { id name } } } }";
+        let many: Vec<String> = (0..40).map(|i| format!("p{i}: {one}")).collect();
+        let errors = codes(&Config::default(), format!("{{ {} }}", many.join(" "))).await;
+        assert_eq!(code_of(&errors), "QUERY_TOO_COMPLEX", "{errors:?}");
+    }
+
+    #[tokio::test]
+    async fn deep_nesting_is_refused() {
+        let mut query = "id".to_owned();
+        for _ in 0..6 {
+            query = format!("posts(first: 1) {{ author {{ {query} }} }}");
+        }
+        let errors = codes(
+            &Config::default(),
+            format!("{{ user(id: \"1\") {{ {query} }} }}"),
+        )
+        .await;
+        assert_eq!(code_of(&errors), "QUERY_TOO_DEEP", "{errors:?}");
+        assert!(errors[0].1.contains("limit of 10"), "{errors:?}");
+    }
+
+    #[tokio::test]
+    async fn page_sizes_past_the_limit_are_refused_literal_or_variable() {
+        let config = Config::default();
+        let literal = codes(&config, "{ users(first: 101) { edges { node { id } } } }").await;
+        assert_eq!(code_of(&literal), "BAD_USER_INPUT", "{literal:?}");
+        assert!(literal[0].1.contains("between 1 and 100"), "{literal:?}");
+
+        let nested = codes(
+            &config,
+            "{ users(first: 2) { edges { node { posts(first: 0) { id } } } } }",
+        )
+        .await;
+        assert_eq!(code_of(&nested), "BAD_USER_INPUT", "{nested:?}");
+        assert_eq!(nested.len(), 1, "one error, not one per parent: {nested:?}");
+
+        let query = "query ($n: Int = 500) { users(first: $n) { edges { node { id } } } }";
+        let by_default = codes(&config, query).await;
+        assert_eq!(code_of(&by_default), "BAD_USER_INPUT", "{by_default:?}");
+        let given = Request::new(query).variables(Variables::from_json(json!({ "n": 1000 })));
+        assert_eq!(code_of(&codes(&config, given).await), "BAD_USER_INPUT");
+        let fine = Request::new(query).variables(Variables::from_json(json!({ "n": 3 })));
+        assert_eq!(code_of(&codes(&config, fine).await), "INTERNAL");
+    }
+
+    #[tokio::test]
+    async fn a_fragment_bomb_is_refused_before_it_is_expanded() {
+        // f30 spreads f29 twice, which spreads f28 twice...: 2^30 fields from 2 KB of text.
+        let mut query = String::from("{ user(id: \"1\") { ...f30 } } fragment f0 on User { id }");
+        for i in 1..=30 {
+            query.push_str(&format!(
+                " fragment f{i} on User {{ ...f{j} a{i}: name ...f{j} }}",
+                j = i - 1
+            ));
+        }
+        let errors = codes(&Config::default(), query).await;
+        assert_eq!(code_of(&errors), "QUERY_TOO_COMPLEX", "{errors:?}");
+    }
+
+    #[tokio::test]
+    async fn a_fragment_that_spreads_itself_is_refused() {
+        let query = "{ user(id: \"1\") { ...a } } fragment a on User { id ...b } fragment b on User { name ...a }";
+        let errors = codes(&Config::default(), query).await;
+        assert_eq!(code_of(&errors), "GRAPHQL_VALIDATION_FAILED", "{errors:?}");
+    }
+
+    #[tokio::test]
+    async fn introspection_follows_the_config() {
+        let query = "{ __schema { queryType { name } } }";
+        let answer = |config: Config| async move {
+            let data = build_schema(&config).execute(query).await.data.into_json();
+            data.expect("JSON data")["__schema"]["queryType"]["name"].clone()
+        };
+        assert_eq!(answer(Config::default()).await, json!("Query"));
+        let mut config = Config::default();
+        config.graphql.introspection = false;
+        assert_eq!(answer(config).await, serde_json::Value::Null);
+    }
+}

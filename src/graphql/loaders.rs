@@ -1,0 +1,145 @@
+//! DataLoaders: the posts of fifty users in one statement per shard, not fifty.
+//!
+//! Without them a nested query is an N+1: `users(first: 50) { posts { author } }` resolves
+//! `posts` once per user and `author` once per post, each its own statement: 1 + 50 + 250.
+//! A DataLoader instead collects the keys every resolver of a level asks for while they are
+//! polled together (async-graphql resolves a list's items concurrently), waits a moment
+//! (`delay`, 1 ms by default), and loads them with one call of a batch function from the data
+//! layer (`src/db/batch.rs`), which sends one statement per shard involved. The nested query
+//! then costs one statement per shard per level, whatever the page size.
+//!
+//! The loaders are built for each request (see [`RequestData`](super::RequestData)): their
+//! cache deduplicates within the request (the same author of twenty posts is loaded once) and
+//! dies with it. A cache on the schema would be shared by every request and every user
+//! (async-graphql issue #1567). Sharing across requests is the cache layer's job, with its
+//! invalidation; a DataLoader has none.
+//!
+//! `graphql.dataloaders = false` keeps the same code path but sets the batch size to one and
+//! turns the cache off: every parent then costs its own statement, which is how the tests and
+//! the README show the N+1 the loaders remove.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+
+use crate::{
+    AppState,
+    db::Scope,
+    domain::{Post, User},
+    error::Error,
+};
+
+/// One request's loaders.
+pub struct Loaders {
+    users: DataLoader<UsersById, HashMapCache>,
+    posts: DataLoader<PostsById, HashMapCache>,
+    newest_posts: DataLoader<NewestPostsOfUsers, HashMapCache>,
+}
+
+impl Loaders {
+    /// `batching = false` is the N+1 switch (`graphql.dataloaders`).
+    pub fn new(app: &AppState, scope: &Scope, batching: bool) -> Self {
+        let source = || Source {
+            app: app.clone(),
+            scope: scope.clone(),
+        };
+        Self {
+            users: loader(UsersById(source()), batching),
+            posts: loader(PostsById(source()), batching),
+            newest_posts: loader(NewestPostsOfUsers(source()), batching),
+        }
+    }
+
+    pub async fn user(&self, id: i64) -> async_graphql::Result<Option<User>> {
+        self.users.load_one(id).await
+    }
+
+    pub async fn post(&self, id: i64) -> async_graphql::Result<Option<Post>> {
+        self.posts.load_one(id).await
+    }
+
+    /// The newest `first` posts of `user_id`, newest first.
+    pub async fn posts_of(&self, user_id: i64, first: i64) -> async_graphql::Result<Vec<Post>> {
+        let key = UserPosts { user_id, first };
+        Ok(self.newest_posts.load_one(key).await?.unwrap_or_default())
+    }
+}
+
+fn loader<T>(source: T, batching: bool) -> DataLoader<T, HashMapCache> {
+    let loader = DataLoader::with_cache(source, tokio::spawn, HashMapCache::default());
+    if batching {
+        loader
+    } else {
+        let loader = loader.max_batch_size(1);
+        loader.enable_all_cache(false);
+        loader
+    }
+}
+
+/// What every loader reads through: the data layer, routed and recorded in the request's scope.
+struct Source {
+    app: AppState,
+    scope: Scope,
+}
+
+struct UsersById(Source);
+
+impl Loader<i64> for UsersById {
+    type Value = User;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, User>, Self::Error> {
+        let Source { app, scope } = &self.0;
+        Ok(app.db.users_by_ids(scope, ids).await.map_err(Error::from)?)
+    }
+}
+
+struct PostsById(Source);
+
+impl Loader<i64> for PostsById {
+    type Value = Post;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Post>, Self::Error> {
+        let Source { app, scope } = &self.0;
+        Ok(app.db.posts_by_ids(scope, ids).await.map_err(Error::from)?)
+    }
+}
+
+/// The key of one user's newest posts: the page size is part of it, since `posts(first: 5)`
+/// and `posts(first: 10)` of the same user are different answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct UserPosts {
+    user_id: i64,
+    first: i64,
+}
+
+struct NewestPostsOfUsers(Source);
+
+impl Loader<UserPosts> for NewestPostsOfUsers {
+    type Value = Vec<Post>;
+    type Error = async_graphql::Error;
+
+    /// One batch call per distinct page size (a query normally has one), each one statement
+    /// per shard. Users without posts get an empty list, so the cache remembers them too.
+    async fn load(&self, keys: &[UserPosts]) -> Result<HashMap<UserPosts, Vec<Post>>, Self::Error> {
+        let Source { app, scope } = &self.0;
+        let mut by_page_size: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for key in keys {
+            by_page_size.entry(key.first).or_default().push(key.user_id);
+        }
+        let mut found = HashMap::with_capacity(keys.len());
+        for (first, user_ids) in by_page_size {
+            let mut posts = app
+                .db
+                .posts_of_users(scope, &user_ids, first)
+                .await
+                .map_err(Error::from)?;
+            for user_id in user_ids {
+                let key = UserPosts { user_id, first };
+                found.insert(key, posts.remove(&user_id).unwrap_or_default());
+            }
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,92 @@
+//! GraphQL: the schema, its per-request DataLoaders, and the limits a public endpoint needs.
+//!
+//! The schema is a library ([`build_schema`]); `src/http/graphql.rs` wires it to `/graphql`
+//! in a few lines. Reads and writes go through the same data layer and the same
+//! [`operations`](crate::operations) as REST v1, so the rules and error meanings are the same;
+//! only the representation differs (string `ID`s, Relay connections, `extensions.code`).
+//!
+//! - [`types`]: `User`, `Post`, the access token.
+//! - [`query`] and [`mutation`]: the roots.
+//! - [`loaders`]: DataLoaders, built for each request (never on the schema), batching by shard.
+//! - [`limits`]: depth, cost and page-size limits, checked before any resolver runs.
+
+pub mod limits;
+pub mod loaders;
+pub mod mutation;
+pub mod query;
+pub mod types;
+
+use async_graphql::{Context, EmptySubscription, Schema};
+
+use crate::{AppState, Config, auth::AuthUser, db::Scope, error::Error};
+use limits::Limits;
+use loaders::Loaders;
+use mutation::MutationRoot;
+use query::QueryRoot;
+
+pub type ApiSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Builds the schema once at start-up. It holds no data: everything a request needs is
+/// attached to that request as a [`RequestData`], so nothing (above all no DataLoader cache)
+/// is shared between requests or users.
+pub fn build_schema(config: &Config) -> ApiSchema {
+    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .extension(Limits::new(&config.graphql, config.api.max_page_size));
+    if !config.graphql.introspection {
+        // "Did you mean ...?" suggestions would reveal field names that introspection hides.
+        builder = builder.disable_introspection().disable_suggestions();
+    }
+    builder.finish()
+}
+
+/// What the resolvers of one request share, built by the HTTP handler for that request.
+///
+/// The DataLoaders live here, not on the schema: async-graphql's examples register one loader
+/// with `Schema::build(..).data(loader)`, which makes its cache global, so one user's request
+/// is answered from rows another request loaded (stale after a write, and across viewers).
+/// Per request, a loader's cache lives exactly as long as the request that filled it.
+pub struct RequestData {
+    pub app: AppState,
+    pub scope: Scope,
+    /// The user of the request's access token, if it carried one.
+    pub viewer: Option<AuthUser>,
+    pub loaders: Loaders,
+}
+
+impl RequestData {
+    pub fn new(app: AppState, scope: Scope, viewer: Option<AuthUser>) -> Self {
+        let loaders = Loaders::new(&app, &scope, app.config.graphql.dataloaders);
+        Self {
+            app,
+            scope,
+            viewer,
+            loaders,
+        }
+    }
+
+    /// This request's data. Missing only if the handler forgot it: a bug, reported as an
+    /// internal error (never with the type name in the client's message).
+    pub(crate) fn of<'a>(ctx: &Context<'a>) -> Result<&'a Self, Error> {
+        ctx.data_opt::<Self>().ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "the GraphQL request was executed without its RequestData"
+            ))
+        })
+    }
+
+    pub(crate) fn viewer_id(&self) -> Option<i64> {
+        self.viewer.map(|viewer| viewer.id)
+    }
+
+    /// The signed-in user, for operations that need one.
+    pub(crate) fn me(&self) -> Result<AuthUser, Error> {
+        self.viewer.ok_or(Error::Unauthorized(
+            "this operation needs an access token: Authorization: Bearer <token>",
+        ))
+    }
+
+    /// A `first` argument as a row count, within `api.max_page_size`.
+    pub(crate) fn page_size(&self, first: i32) -> Result<i64, Error> {
+        limits::page_size(i64::from(first), self.app.config.api.max_page_size)
+    }
+}

@@ -1,0 +1,110 @@
+//! `/graphql`: POST runs a query or mutation, GET serves the GraphiQL page.
+//!
+//! The transport is a few lines on purpose: the schema, loaders and limits are in
+//! `src/graphql/`. What is decided here is what a GraphQL request is over HTTP:
+//!
+//! - the body goes through the same JSON extractor as REST, so `http.body_limit_bytes` bounds
+//!   it (async-graphql-axum's own extractor streams the body past axum's limit), and one
+//!   operation per request: a batch (a JSON array) would multiply the cost past the per-query
+//!   limits;
+//! - the access token is read by the same extractor as REST; a bad token is refused, not
+//!   treated as anonymous;
+//! - errors before execution (bad JSON, a bad token, a body too large) keep their HTTP status
+//!   but come as a GraphQL `errors` array with `extensions.code`, which GraphQL clients read;
+//!   everything after (parse, validation, limits, resolver errors) is a 200 with `errors`.
+
+use async_graphql::{Request, ServerError, http::GraphiQLSource};
+use async_graphql_axum::GraphQLResponse;
+use axum::{
+    Router,
+    extract::State,
+    http::StatusCode,
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+
+use crate::{
+    AppState,
+    auth::MaybeAuthUser,
+    db::Scope,
+    error::{Error, InternalErrorReport},
+    graphql::{ApiSchema, RequestData, build_schema},
+    http::extract::Json,
+};
+
+pub fn router(app: &AppState) -> Router<AppState> {
+    let schema = build_schema(&app.config);
+    Router::new().route(
+        "/graphql",
+        get(graphiql).post(
+            move |State(app): State<AppState>,
+                  scope: Scope,
+                  viewer: Result<MaybeAuthUser, Error>,
+                  body: Result<Json<Request>, Error>| {
+                execute(schema.clone(), app, scope, viewer, body)
+            },
+        ),
+    )
+}
+
+/// Runs one GraphQL request with its own [`RequestData`] (viewer, scope, DataLoaders).
+async fn execute(
+    schema: ApiSchema,
+    app: AppState,
+    scope: Scope,
+    viewer: Result<MaybeAuthUser, Error>,
+    body: Result<Json<Request>, Error>,
+) -> Response {
+    let (viewer, request) = match (viewer, body) {
+        (Ok(MaybeAuthUser(viewer)), Ok(Json(request))) => (viewer, request),
+        (Err(err), _) | (_, Err(err)) => return transport_error(err),
+    };
+    let request = request.data(RequestData::new(app, scope, viewer));
+    let response = schema.execute(request).await;
+    // Internal errors reach the client as a generic message; their chain rides in the error's
+    // source, and goes to the logging middleware like a REST 500's.
+    let internal: Vec<&str> = response
+        .errors
+        .iter()
+        .filter_map(|err| err.source::<InternalErrorReport>())
+        .map(|report| &*report.0)
+        .collect();
+    let report = (!internal.is_empty()).then(|| InternalErrorReport(internal.join("; ").into()));
+    let mut http = GraphQLResponse::from(response).into_response();
+    if let Some(report) = report {
+        http.extensions_mut().insert(report);
+    }
+    http
+}
+
+/// A request that never reached the schema, as a GraphQL response with the error's status.
+/// Malformed bodies are 400 (the GraphQL-over-HTTP spec's answer), not REST's 422.
+fn transport_error(err: Error) -> Response {
+    let status = match &err {
+        Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
+        other => other.status(),
+    };
+    let mut headers = axum::http::HeaderMap::new();
+    err.add_headers(&mut headers);
+    let report = err.internal_report();
+    let error = async_graphql::Error::from(err);
+    let mut error_at_no_location = ServerError::new(error.message, None);
+    error_at_no_location.extensions = error.extensions;
+    let mut response = (
+        status,
+        headers,
+        GraphQLResponse::from(async_graphql::Response::from_errors(vec![
+            error_at_no_location,
+        ])),
+    )
+        .into_response();
+    if let Some(report) = report {
+        response.extensions_mut().insert(report);
+    }
+    response
+}
+
+/// The GraphiQL IDE, to try queries in a browser (it loads its scripts from a CDN).
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}

@@ -1,0 +1,105 @@
+//! Registration, login, and changes to one's own account.
+
+use secrecy::SecretString;
+
+use crate::{
+    App,
+    auth::{AuthUser, IssuedToken, password},
+    db::{Scope, UserUpdate},
+    domain::{Email, NewUser, Tier, User, UserPatch},
+    error::{Error, Result},
+};
+
+/// The answer for a user id that nothing has: REST and GraphQL say it the same way.
+pub const NO_USER: Error = Error::NotFound("no user has this id");
+
+/// Registers a user: validates every field at once, hashes the password (on the blocking
+/// pool), and lets the data layer place the user on a shard and claim the email in the
+/// directory. A taken email is a `Conflict`, on whichever shard it lives.
+pub async fn register(
+    app: &App,
+    scope: &Scope,
+    email: &str,
+    name: &str,
+    password: &str,
+) -> Result<User> {
+    let new = NewUser::parse(email, name, password)?;
+    let hash = password::hash(&new.password.0).await?;
+    let user = app.db.register_user(scope, &new, &hash).await?;
+    // A "not found" for this new id may be cached (someone asked for it before): drop it.
+    app.cache.user_written(scope, user.id).await;
+    Ok(user)
+}
+
+/// Checks an email and password and issues an access token. Unknown email, malformed email
+/// and wrong password get the same `Unauthorized`, in about the same time: a decoy hash is
+/// checked when there is no user (see [`password::verify`]), so neither the answer nor its
+/// timing tells an attacker which emails are registered.
+pub async fn login(
+    app: &App,
+    scope: &Scope,
+    email: &str,
+    password: SecretString,
+) -> Result<IssuedToken> {
+    const REFUSED: Error = Error::Unauthorized("the email or password is wrong");
+    let user = match Email::parse(email) {
+        Ok(email) => app.db.user_by_email(scope, &email).await?,
+        Err(_) => None,
+    };
+    let (stored, tier, id) = match user {
+        Some(user) => (Some(user.password_hash), user.tier, user.id),
+        None => (None, Tier::Free, 0),
+    };
+    if !password::verify(&password, stored).await? {
+        return Err(REFUSED);
+    }
+    Ok(app.jwt.issue(id, tier)?)
+}
+
+/// Changes account `id`: the user themself only (checked before the input, so a stranger
+/// learns nothing from validation messages); a new password is hashed, a new email is
+/// re-claimed in the directory by the data layer.
+pub async fn update(
+    app: &App,
+    scope: &Scope,
+    me: AuthUser,
+    id: i64,
+    email: Option<&str>,
+    name: Option<&str>,
+    password: Option<&str>,
+) -> Result<User> {
+    if me.id != id {
+        return Err(Error::Forbidden(
+            "only the user themself may change their account",
+        ));
+    }
+    let patch = UserPatch::parse(email, name, password)?;
+    let password_hash = match &patch.password {
+        Some(p) => Some(password::hash(&p.0).await?),
+        None => None,
+    };
+    let update = UserUpdate {
+        email: patch.email,
+        name: patch.name,
+        password_hash,
+    };
+    let user = app
+        .db
+        .update_user(scope, id, update)
+        .await?
+        .ok_or(NO_USER)?;
+    app.cache.user_written(scope, id).await;
+    Ok(user)
+}
+
+/// Deletes account `id` and, with it, the user's posts: the user themself only.
+pub async fn delete(app: &App, scope: &Scope, me: AuthUser, id: i64) -> Result<()> {
+    if me.id != id {
+        return Err(Error::Forbidden(
+            "only the user themself may delete their account",
+        ));
+    }
+    let posts = app.db.delete_user(scope, id).await?.ok_or(NO_USER)?;
+    app.cache.user_deleted(scope, id, &posts).await;
+    Ok(())
+}
