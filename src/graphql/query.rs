@@ -60,6 +60,7 @@ impl QueryRoot {
             .users_after(&rq.scope, after.as_ref().map(|c| c.id), first + 1)
             .await
             .map_err(Error::from)?;
+        rq.loaders.know_users(&users).await;
         let viewer = rq.viewer_id();
         Ok(connection(users, first, after.is_some(), |user| {
             let cursor = UserCursor { id: user.id };
