@@ -31,6 +31,10 @@
 //! login, to a stale `pending` entry. So after any crash there is no duplicate email, the
 //! user can log in (or cleanly does not exist), and the address can be registered again.
 //!
+//! Known gap: a registration slower than the grace period whose reservation the repair
+//! already removed, *and* whose process then dies before undoing its row, leaves an
+//! unreachable row that blocks that email on that one shard (its local unique index).
+//!
 //! # Why not two-phase commit
 //!
 //! `PREPARE TRANSACTION` on both databases would make each step atomic, but a coordinator
