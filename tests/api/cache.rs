@@ -15,8 +15,8 @@ use scalable_api::{
 use serde_json::{Value, json};
 
 use crate::{
-    chaos::{Chaos, eventually, readyz},
-    helpers::{TestApp, TestUser, route_of, statement_calls},
+    chaos::{Chaos, eventually, readyz, rename},
+    helpers::{TestApp, route_of, statement_calls},
 };
 
 const USER_BY_ID: &str =
@@ -37,18 +37,6 @@ async fn read(app: &TestApp, path: &str) -> (String, StatusCode, Value) {
     let (cache, status) = (x_cache(&response), response.status());
     let body = response.json().await.unwrap_or(Value::Null);
     (cache, status, body)
-}
-
-async fn rename(app: &TestApp, user: &TestUser, name: &str) {
-    let response = app
-        .request(
-            Method::PATCH,
-            &format!("/v1/users/{}", user.id),
-            Some(&user.token),
-            Some(&json!({ "name": name })),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK, "rename to {name}");
 }
 
 #[tokio::test]

@@ -144,7 +144,8 @@ async fn get_with_token(app: &TestApp, path: &str, token: Option<&str>) -> Respo
     request.send().await.expect("request")
 }
 
-async fn rename(app: &TestApp, user: &TestUser, name: &str) -> Response {
+/// Renames `user` (a write on their shard), asserting it succeeded.
+pub async fn rename(app: &TestApp, user: &TestUser, name: &str) -> Response {
     let response = app
         .request(
             Method::PATCH,
