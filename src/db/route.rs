@@ -1,7 +1,7 @@
 //! Where a statement went, and the request-scoped state of routing.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fmt,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -46,6 +46,9 @@ pub struct Scope(Arc<ScopeState>);
 struct ScopeState {
     required: ConsistencyToken,
     written: Arc<Mutex<BTreeSet<u16>>>,
+    /// Commit positions already read for written shards, so the cache's fences and the
+    /// response's token share one query per shard (a new write on the shard forgets it).
+    commit_lsns: Arc<Mutex<BTreeMap<u16, Lsn>>>,
     routes: Option<Arc<Mutex<Vec<Route>>>>,
     /// Cache outcomes (`hit`, `miss`, `bypass`) for the `X-Cache` header.
     cache: Option<Arc<Mutex<Vec<&'static str>>>>,
@@ -58,6 +61,7 @@ impl Scope {
         Self(Arc::new(ScopeState {
             required,
             written: Arc::default(),
+            commit_lsns: Arc::default(),
             routes: record_routes.then(Arc::default),
             cache: record_routes.then(Arc::default),
         }))
@@ -71,6 +75,7 @@ impl Scope {
         Self(Arc::new(ScopeState {
             required,
             written: self.0.written.clone(),
+            commit_lsns: self.0.commit_lsns.clone(),
             routes: self.0.routes.clone(),
             cache: self.0.cache.clone(),
         }))
@@ -126,6 +131,16 @@ impl Scope {
 
     pub(crate) fn mark_written(&self, shard: u16) {
         lock(&self.0.written).insert(shard);
+        lock(&self.0.commit_lsns).remove(&shard);
+    }
+
+    /// The commit position read for `shard` since this request's last write there.
+    pub(crate) fn known_commit_lsn(&self, shard: u16) -> Option<Lsn> {
+        lock(&self.0.commit_lsns).get(&shard).copied()
+    }
+
+    pub(crate) fn remember_commit_lsn(&self, shard: u16, lsn: Lsn) {
+        lock(&self.0.commit_lsns).insert(shard, lsn);
     }
 
     /// Whether this request wrote to `shard`: its later reads of that shard go to the primary.
@@ -144,4 +159,34 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remembered_commit_position_lasts_until_the_next_write_on_its_shard() {
+        let scope = Scope::new(ConsistencyToken::default(), false);
+        scope.mark_written(0);
+        scope.remember_commit_lsn(0, Lsn(10));
+        let fenced = scope.at_least(1, Lsn(5));
+        assert_eq!(
+            fenced.known_commit_lsn(0),
+            Some(Lsn(10)),
+            "shared with derived scopes"
+        );
+        scope.mark_written(1);
+        assert_eq!(
+            scope.known_commit_lsn(0),
+            Some(Lsn(10)),
+            "another shard's write keeps it"
+        );
+        scope.mark_written(0);
+        assert_eq!(
+            scope.known_commit_lsn(0),
+            None,
+            "a new write needs a new position"
+        );
+    }
 }

@@ -181,6 +181,9 @@ impl Shard {
     /// or below it. (The insert position, not `pg_current_wal_lsn()`: with asynchronous
     /// commit a commit record can still be in WAL buffers past the flushed position.)
     pub(crate) async fn commit_lsn(&self, scope: &Scope) -> Result<Lsn, Error> {
+        if let Some(lsn) = scope.known_commit_lsn(self.id) {
+            return Ok(lsn);
+        }
         let text: String = self
             .on_primary(scope, Op::CommitLsn, |db| async move {
                 sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
@@ -188,8 +191,11 @@ impl Shard {
                     .await
             })
             .await?;
-        text.parse()
-            .map_err(|()| Error::Query(sqlx::Error::Decode(format!("bad LSN {text}").into())))
+        let lsn: Lsn = text
+            .parse()
+            .map_err(|()| Error::Query(sqlx::Error::Decode(format!("bad LSN {text}").into())))?;
+        scope.remember_commit_lsn(self.id, lsn);
+        Ok(lsn)
     }
 
     async fn on_primary<T, F, Fut>(&self, scope: &Scope, op: Op, query: F) -> Result<T, Error>
