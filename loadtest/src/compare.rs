@@ -1,0 +1,249 @@
+//! One measured run ([`measure`]), and the comparison of a knob's settings ([`compare`]).
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context, ensure};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{
+    engine::{self, Plan, Progress},
+    metrics::Counters,
+    process::{self, Launch},
+    report::{Machine, Report, RunReport},
+    target::Target,
+    workload::{DataOptions, DataSet, Generator, Workload},
+};
+
+/// Runs `workload` against `target` under `plan`. With `metrics_path`, the service's
+/// counters are read at the start and the end of the measured window.
+pub async fn measure(
+    target: &Target,
+    metrics_path: Option<&str>,
+    workload: Workload,
+    data: &DataSet,
+    plan: &Plan,
+    setting: &str,
+    show_progress: bool,
+) -> anyhow::Result<RunReport> {
+    let generator = Arc::new(Generator::new(workload, data.clone())?);
+    let progress = Arc::new(Progress::default());
+    let bar = progress_bar(show_progress, plan, &format!("{workload} {setting}"));
+    let ticker = {
+        let (bar, progress) = (bar.clone(), progress.clone());
+        let started = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            let mut last = (0u64, started);
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let now = tokio::time::Instant::now();
+                let answered = progress.answered.load(Ordering::Relaxed);
+                let rate = (answered - last.0) as f64 / (now - last.1).as_secs_f64();
+                last = (answered, now);
+                bar.set_position((now - started).as_millis() as u64);
+                bar.set_message(format!("{answered} answers, {rate:.0}/s"));
+            }
+        })
+    };
+    let scrape = || async {
+        match metrics_path {
+            Some(path) => Counters::scrape(target, path).await,
+            None => None,
+        }
+    };
+    let result = engine::run(target, generator, plan, progress, scrape).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let (outcome, before) = result?;
+    let after = scrape().await;
+    let counters = before.zip(after).map(|(before, after)| after.since(before));
+    Ok(RunReport::new(workload.name(), setting, &outcome, counters))
+}
+
+fn progress_bar(show: bool, plan: &Plan, label: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let total = (plan.warmup + plan.duration).as_millis() as u64;
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template("{prefix:>28} [{bar:30}] {elapsed:>4} {msg}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+/// A comparison: every workload against the service once per value of `knob`.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    pub workloads: Vec<Workload>,
+    /// A config key of the service, `section.field` (`cache.strategy`): set per run through
+    /// its environment variable (`SCALABLE_API_CACHE__STRATEGY`).
+    pub knob: String,
+    pub values: Vec<String>,
+    /// The service binary (`target/release/scalable-api`); started as `serve`.
+    pub service_bin: PathBuf,
+    /// Extra environment for every service run (after the defaults, before the knob).
+    pub service_env: BTreeMap<String, String>,
+    /// The Redis the service caches in: every run gets its own key prefix there, deleted
+    /// after the run.
+    pub redis_url: String,
+    /// The binary that serves the hello-world baseline (`loadtest hello`); `None`: no baseline.
+    pub hello_bin: Option<PathBuf>,
+    pub plan: Plan,
+    pub data: DataOptions,
+    /// Report folder; service logs go to `logs/` in it.
+    pub out: PathBuf,
+    pub title: String,
+    pub command: String,
+    pub show_progress: bool,
+}
+
+/// The environment variable of a config key: `cache.strategy` -> `SCALABLE_API_CACHE__STRATEGY`.
+pub fn env_var_of(knob: &str) -> String {
+    format!(
+        "SCALABLE_API_{}",
+        knob.replace('.', "__").replace('-', "_").to_uppercase()
+    )
+}
+
+pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
+    ensure!(!options.workloads.is_empty(), "no workloads to run");
+    ensure!(!options.values.is_empty(), "no settings to compare");
+    let logs = options.out.join("logs");
+    let mut report = Report {
+        title: options.title.clone(),
+        command: options.command.clone(),
+        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        machine: Machine::this(),
+        plan: options.plan.clone(),
+        data: options.data.clone(),
+        knob: Some(options.knob.clone()),
+        service_env: BTreeMap::new(),
+        user_count: 0,
+        baseline: None,
+        runs: Vec::new(),
+    };
+
+    if let Some(hello) = &options.hello_bin {
+        let launch = Launch {
+            program: hello.clone(),
+            args: vec!["hello".into(), "--addr".into(), "{addr}".into()],
+            env: BTreeMap::new(),
+            ready_path: "/".into(),
+            log: logs.join("baseline.log"),
+        };
+        let mut server = launch.start(Duration::from_secs(30)).await?;
+        let result = measure(
+            &server.target,
+            None,
+            Workload::Hello,
+            &DataSet::default(),
+            &options.plan,
+            "baseline",
+            options.show_progress,
+        )
+        .await;
+        server.stop().await?;
+        report.baseline = Some(result?);
+    }
+
+    // The service's settings in every run: its address and a cache namespace of its own;
+    // warnings-only logs, so the runs measure the patterns rather than log writing (pass
+    // --service-env SCALABLE_API_TELEMETRY__LOG_FILTER=info to measure with access logs).
+    let mut env = BTreeMap::from([(
+        "SCALABLE_API_TELEMETRY__LOG_FILTER".to_owned(),
+        "warn".to_owned(),
+    )]);
+    env.extend(options.service_env.clone());
+    report.service_env = env.clone();
+    env.insert("SCALABLE_API_HTTP__ADDR".into(), "{addr}".into());
+    env.insert(
+        "SCALABLE_API_CACHE__REDIS_URL".into(),
+        options.redis_url.clone(),
+    );
+
+    let knob_var = env_var_of(&options.knob);
+    let mut data: Option<DataSet> = None;
+    let mut n = 0;
+    for &workload in &options.workloads {
+        for value in &options.values {
+            n += 1;
+            let prefix = format!("loadtest-{}-{n}", std::process::id());
+            let mut env = env.clone();
+            env.insert("SCALABLE_API_CACHE__KEY_PREFIX".into(), prefix.clone());
+            env.insert(knob_var.clone(), value.clone());
+            let launch = Launch {
+                program: options.service_bin.clone(),
+                args: vec!["serve".into()],
+                env,
+                ready_path: "/readyz".into(),
+                log: logs.join(format!("{workload}-{value}.log")),
+            };
+            let mut service = launch
+                .start(Duration::from_secs(60))
+                .await
+                .with_context(|| format!("starting the service with {knob_var}={value}"))?;
+            let result = async {
+                if data.is_none() {
+                    let loaded =
+                        DataSet::load(&service.target, &options.workloads, &options.data).await?;
+                    report.user_count = loaded.ids.len();
+                    data = Some(loaded);
+                }
+                measure(
+                    &service.target,
+                    Some("/metrics"),
+                    workload,
+                    data.as_ref().context("data loaded above")?,
+                    &options.plan,
+                    value,
+                    options.show_progress,
+                )
+                .await
+            }
+            .await;
+            service.stop().await?;
+            process::delete_keys(&options.redis_url, &prefix).await?;
+            let run = result.with_context(|| {
+                format!(
+                    "{workload} with {knob_var}={value} (service log: {})",
+                    service.log().display()
+                )
+            })?;
+            if options.show_progress {
+                eprintln!(
+                    "{workload} {value}: {:.0} req/s, p99 {:.2} ms",
+                    run.requests_per_sec, run.p99_ms
+                );
+            }
+            report.runs.push(run);
+        }
+    }
+    report.relate_to_baseline();
+    report.write(&options.out)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_knob_becomes_the_services_environment_variable() {
+        assert_eq!(env_var_of("cache.strategy"), "SCALABLE_API_CACHE__STRATEGY");
+        assert_eq!(
+            env_var_of("graphql.dataloaders"),
+            "SCALABLE_API_GRAPHQL__DATALOADERS"
+        );
+        assert_eq!(
+            env_var_of("db.replicas.max-lag-ms"),
+            "SCALABLE_API_DB__REPLICAS__MAX_LAG_MS"
+        );
+    }
+}

@@ -1,0 +1,517 @@
+//! The load loop: `connections` simulated clients, each with one keep-alive HTTP/1.1
+//! connection and one request in flight, for a warm-up and then a measured window.
+//!
+//! Why a hand-written loop on hyper's client connection rather than goose: goose drives
+//! each user through reqwest's pooled client and a per-request metrics channel, and records
+//! whole milliseconds; on a 2-core machine that shares its cores with the service, every
+//! microsecond the generator spends is one the service does not get. Here a request is one
+//! `send_request` on a connection the client owns, and a latency is one histogram record in
+//! microseconds on the client's own histogram (merged at the end), so the generator reaches
+//! the machine's ceiling that wrk reaches (the README quotes both against the hello-world
+//! server). Its cost: only what this file does (no ramp-up curves, no scenarios language).
+//!
+//! Closed loop, like wrk: a client sends its next request when the previous answer arrived.
+//! When the server saturates, clients wait instead of piling up requests, so the latencies
+//! are those of the requests that were sent ("coordinated omission"): read p99 together with
+//! requests/s, and compare runs at the same connection count.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::BodyExt;
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::target::Target;
+
+/// One request a workload wants sent.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    /// Path and query, relative to the target's base URL.
+    pub path: String,
+    pub body: Option<Bytes>,
+    pub token: Option<Arc<str>>,
+    /// A GraphQL answer: a 200 whose body has `"errors":` is counted as an error.
+    pub graphql: bool,
+}
+
+impl Call {
+    pub fn get(path: impl Into<String>) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.into(),
+            body: None,
+            token: None,
+            graphql: false,
+        }
+    }
+}
+
+/// What to send next. `client` is the simulated client's index; `rng` is its own stream.
+pub trait Source: Send + Sync + 'static {
+    fn next(&self, client: usize, rng: &mut Rng) -> Call;
+}
+
+/// How long and how hard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub connections: usize,
+    #[serde(with = "millis")]
+    pub warmup: Duration,
+    /// The measured window; with `requests`, its upper bound.
+    #[serde(with = "millis")]
+    pub duration: Duration,
+    /// Stop after this many measured requests (each counted once sent).
+    pub requests: Option<u64>,
+    /// A request unanswered this long is an error (`timeout`) and its connection is dropped.
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// Seeds every client's random stream: client i uses `seed` mixed with i.
+    pub seed: u64,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            connections: 64,
+            warmup: Duration::from_secs(3),
+            duration: Duration::from_secs(15),
+            requests: None,
+            timeout: Duration::from_secs(5),
+            seed: 42,
+        }
+    }
+}
+
+/// The raw figures of one measured window.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Length of the measured window: from its start to the deadline, or to the last
+    /// answer when a request count ended it first.
+    pub elapsed: Duration,
+    /// Answers in the window, any status.
+    pub responses: u64,
+    /// Answers with a status outside 200..=299, by status.
+    pub non_2xx: BTreeMap<u16, u64>,
+    /// Requests without a usable answer, by kind (`connect`, `timeout`, `io`, `graphql`).
+    pub errors: BTreeMap<String, u64>,
+    /// The first few distinct error messages, so a failing run says why.
+    pub error_samples: Vec<String>,
+    /// Requests still in flight at the deadline: abandoned, counted nowhere else.
+    pub unfinished: u64,
+    /// Latency of every answer in the window (any status), microseconds.
+    pub latency_us: Histogram<u64>,
+    pub stopped_by: StopReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Duration,
+    Requests,
+}
+
+impl Outcome {
+    pub fn requests_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.responses as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn non_2xx_count(&self) -> u64 {
+        self.non_2xx.values().sum()
+    }
+
+    /// Latency at `quantile` (0..=1) in milliseconds; 0 without answers.
+    pub fn latency_ms(&self, quantile: f64) -> f64 {
+        if self.latency_us.is_empty() {
+            return 0.0;
+        }
+        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        if self.latency_us.is_empty() {
+            return 0.0;
+        }
+        self.latency_us.max() as f64 / 1000.0
+    }
+}
+
+/// Progress the caller may watch while a run goes on (answers so far, measured or not).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub answered: AtomicU64,
+}
+
+/// Runs `plan` against `target`. `on_window_start` is called once when the warm-up ends
+/// (the caller scrapes the service's metrics there) while the load goes on; its result is
+/// returned with the outcome.
+pub async fn run<F, Fut, T>(
+    target: &Target,
+    source: Arc<dyn Source>,
+    plan: &Plan,
+    progress: Arc<Progress>,
+    on_window_start: F,
+) -> anyhow::Result<(Outcome, T)>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    anyhow::ensure!(plan.connections > 0, "at least one connection");
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        target: target.clone(),
+        source,
+        measure_from: start + plan.warmup,
+        deadline: start + plan.warmup + plan.duration,
+        requests: plan.requests,
+        timeout: plan.timeout,
+        tickets: AtomicU64::new(0),
+        progress,
+    });
+    let clients: Vec<_> = (0..plan.connections)
+        .map(|i| {
+            let shared = shared.clone();
+            let rng = Rng::new(plan.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            Ok(tokio::spawn(client(i, shared, rng, new_histogram()?)))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    tokio::time::sleep_until(shared.measure_from).await;
+    let at_start = on_window_start().await;
+
+    let mut outcome = Outcome {
+        elapsed: Duration::ZERO,
+        responses: 0,
+        non_2xx: BTreeMap::new(),
+        errors: BTreeMap::new(),
+        error_samples: Vec::new(),
+        unfinished: 0,
+        latency_us: new_histogram()?,
+        stopped_by: StopReason::Duration,
+    };
+    let mut last_answer = shared.measure_from;
+    for handle in clients {
+        let tally = handle.await?;
+        outcome.responses += tally.responses;
+        outcome.unfinished += tally.unfinished;
+        for (status, n) in tally.non_2xx {
+            *outcome.non_2xx.entry(status).or_default() += n;
+        }
+        for (kind, n) in tally.errors {
+            *outcome.errors.entry(kind.to_owned()).or_default() += n;
+        }
+        for sample in tally.error_samples {
+            if outcome.error_samples.len() < 5 && !outcome.error_samples.contains(&sample) {
+                outcome.error_samples.push(sample);
+            }
+        }
+        outcome.latency_us.add(&tally.latency_us)?;
+        last_answer = last_answer.max(tally.last_answer);
+    }
+    let exhausted = plan
+        .requests
+        .is_some_and(|limit| shared.tickets.load(Ordering::Relaxed) >= limit);
+    if exhausted {
+        outcome.stopped_by = StopReason::Requests;
+        outcome.elapsed = last_answer.min(shared.deadline) - shared.measure_from;
+    } else {
+        outcome.elapsed = shared.deadline - shared.measure_from;
+    }
+    Ok((outcome, at_start))
+}
+
+/// Microseconds from 1 µs to 10 minutes, 3 significant digits: at most 0.1 % off, in a
+/// few tens of kilobytes per client.
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 600_000_000, 3)?)
+}
+
+struct Shared {
+    target: Target,
+    source: Arc<dyn Source>,
+    measure_from: Instant,
+    deadline: Instant,
+    requests: Option<u64>,
+    timeout: Duration,
+    tickets: AtomicU64,
+    progress: Arc<Progress>,
+}
+
+struct Tally {
+    responses: u64,
+    non_2xx: BTreeMap<u16, u64>,
+    errors: BTreeMap<&'static str, u64>,
+    error_samples: Vec<String>,
+    unfinished: u64,
+    latency_us: Histogram<u64>,
+    last_answer: Instant,
+}
+
+impl Tally {
+    fn error(&mut self, kind: &'static str, message: String) {
+        *self.errors.entry(kind).or_default() += 1;
+        if self.error_samples.len() < 5 && !self.error_samples.contains(&message) {
+            self.error_samples.push(message);
+        }
+    }
+}
+
+/// What one exchange ended with.
+enum Exchange {
+    Answer { status: u16, graphql_errors: bool },
+    Failed(anyhow::Error),
+    TimedOut,
+}
+
+async fn client(
+    index: usize,
+    shared: Arc<Shared>,
+    mut rng: Rng,
+    latency_us: Histogram<u64>,
+) -> Tally {
+    let mut tally = Tally {
+        responses: 0,
+        non_2xx: BTreeMap::new(),
+        errors: BTreeMap::new(),
+        error_samples: Vec::new(),
+        unfinished: 0,
+        latency_us,
+        last_answer: shared.measure_from,
+    };
+    let deadline = shared.deadline;
+    let mut connection = None;
+    loop {
+        let sent_at = Instant::now();
+        if sent_at >= deadline {
+            break;
+        }
+        let measured = sent_at >= shared.measure_from;
+        if measured
+            && let Some(limit) = shared.requests
+            && shared.tickets.fetch_add(1, Ordering::Relaxed) >= limit
+        {
+            break;
+        }
+        let sender = match &mut connection {
+            Some(sender) if !hyper::client::conn::http1::SendRequest::is_closed(sender) => sender,
+            _ => match shared.target.connect(shared.timeout).await {
+                Ok(sender) => connection.insert(sender),
+                Err(err) => {
+                    if measured {
+                        tally.error("connect", format!("{err:#}"));
+                    }
+                    // A refused connection fails in microseconds: without a pause, the
+                    // loop would spin a core that the service needs.
+                    tokio::time::sleep_until(
+                        (Instant::now() + Duration::from_millis(10)).min(deadline),
+                    )
+                    .await;
+                    continue;
+                }
+            },
+        };
+        let call = shared.source.next(index, &mut rng);
+        let request =
+            match shared
+                .target
+                .request(call.method, &call.path, call.body, call.token.as_deref())
+            {
+                Ok(request) => request,
+                Err(err) => {
+                    tally.error("request", format!("{err:#}"));
+                    break;
+                }
+            };
+        let exchange = async {
+            if let Err(err) = sender.ready().await {
+                return Exchange::Failed(err.into());
+            }
+            let response = match sender.send_request(request).await {
+                Ok(response) => response,
+                Err(err) => return Exchange::Failed(err.into()),
+            };
+            let status = response.status().as_u16();
+            match response.into_body().collect().await {
+                Ok(body) => {
+                    let body = body.to_bytes();
+                    Exchange::Answer {
+                        status,
+                        graphql_errors: call.graphql && contains(&body, b"\"errors\":"),
+                    }
+                }
+                Err(err) => Exchange::Failed(err.into()),
+            }
+        };
+        let result = tokio::select! {
+            result = tokio::time::timeout(shared.timeout, exchange) => result.unwrap_or(Exchange::TimedOut),
+            () = tokio::time::sleep_until(deadline) => {
+                if measured {
+                    tally.unfinished += 1;
+                }
+                break;
+            }
+        };
+        let answered_at = Instant::now();
+        shared.progress.answered.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Exchange::Answer {
+                status,
+                graphql_errors,
+            } => {
+                if !measured {
+                    continue;
+                }
+                tally.responses += 1;
+                tally.last_answer = answered_at;
+                let micros = (answered_at - sent_at).as_micros().max(1) as u64;
+                tally.latency_us.saturating_record(micros);
+                if !(200..300).contains(&status) {
+                    *tally.non_2xx.entry(status).or_default() += 1;
+                } else if graphql_errors {
+                    tally.error("graphql", "a 200 GraphQL answer with errors".to_owned());
+                }
+            }
+            Exchange::Failed(err) => {
+                connection = None;
+                if measured {
+                    tally.error("io", format!("{err:#}"));
+                }
+            }
+            Exchange::TimedOut => {
+                connection = None;
+                if measured {
+                    tally.error("timeout", format!("no answer within {:?}", shared.timeout));
+                }
+            }
+        }
+    }
+    tally
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// SplitMix64: a seeded, reproducible stream of ids, written out rather than taken from
+/// `rand` so that the same `--seed` picks the same ids whatever `rand`'s version does to
+/// its algorithms.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0), by Lemire's multiply-shift (bias below 2^-32 for n < 2^32).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// A seeded Fisher-Yates shuffle.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rng_is_reproducible_and_covers_its_range() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        let xs: Vec<usize> = (0..1000).map(|_| a.below(10)).collect();
+        let ys: Vec<usize> = (0..1000).map(|_| b.below(10)).collect();
+        assert_eq!(xs, ys);
+        for v in 0..10 {
+            let n = xs.iter().filter(|&&x| x == v).count();
+            assert!((50..150).contains(&n), "{v} drawn {n} times of 1000");
+        }
+        let mut items: Vec<u32> = (0..100).collect();
+        Rng::new(1).shuffle(&mut items);
+        assert_ne!(items, (0..100).collect::<Vec<_>>());
+        items.sort_unstable();
+        assert_eq!(items, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        // 1..=10_000 µs, once each: p50 = 5 ms, p99 = 9.9 ms, within hdrhistogram's 0.1 %.
+        let mut h = new_histogram().expect("histogram");
+        for us in 1..=10_000u64 {
+            h.record(us).expect("in range");
+        }
+        let outcome = Outcome {
+            elapsed: Duration::from_secs(2),
+            responses: 10_000,
+            non_2xx: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            error_samples: Vec::new(),
+            unfinished: 0,
+            latency_us: h,
+            stopped_by: StopReason::Duration,
+        };
+        let near = |got: f64, want: f64| (got - want).abs() <= want * 0.001 + 0.001;
+        assert!(
+            near(outcome.latency_ms(0.5), 5.0),
+            "{}",
+            outcome.latency_ms(0.5)
+        );
+        assert!(
+            near(outcome.latency_ms(0.95), 9.5),
+            "{}",
+            outcome.latency_ms(0.95)
+        );
+        assert!(
+            near(outcome.latency_ms(0.99), 9.9),
+            "{}",
+            outcome.latency_ms(0.99)
+        );
+        assert!(near(outcome.max_ms(), 10.0), "{}", outcome.max_ms());
+        assert!((outcome.requests_per_sec() - 5000.0).abs() < 1e-9);
+    }
+}

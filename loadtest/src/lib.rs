@@ -1,0 +1,21 @@
+//! Load generator for scalable-api: the standard workloads of DESIGN.md §8, one run or a
+//! comparison across the settings of a knob (the cache strategy), against a hello-world
+//! baseline, with a report (Markdown table, JSON, SVG chart).
+//!
+//! - [`target`]: the one address a test may hit (loopback unless allowed) and its client;
+//! - [`engine`]: the closed-loop load and its raw figures;
+//! - [`workload`]: what each standard workload sends, and the ids it draws from;
+//! - [`metrics`]: SQL statements and cache hits from the service's `/metrics`;
+//! - [`process`]: starting and stopping the service and the baseline per run;
+//! - [`compare`]: one measured run, and the comparison loop;
+//! - [`report`]: the table, JSON and chart;
+//! - [`hello`]: the hello-world axum server that sets the ceiling.
+
+pub mod compare;
+pub mod engine;
+pub mod hello;
+pub mod metrics;
+pub mod process;
+pub mod report;
+pub mod target;
+pub mod workload;
