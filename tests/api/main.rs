@@ -10,6 +10,7 @@ mod cache;
 mod chaos;
 mod directory;
 mod graphql;
+mod loadtest;
 mod observability;
 mod pagination;
 mod routing;

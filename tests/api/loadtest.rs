@@ -1,0 +1,126 @@
+//! The load-test tool's `compare` against the real service binary on the real stack: each
+//! setting reaches a freshly started service, its SQL and cache figures come from that
+//! service's own metrics, and each run's cache keys are gone afterwards.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use loadtest::{
+    compare::{CompareOptions, compare},
+    engine::Plan,
+    process::count_keys,
+    workload::{DataOptions, Workload},
+};
+
+use crate::helpers::TestApp;
+
+/// The service's config file for the test's own databases (the child process cannot take
+/// the in-memory config `TestApp` built).
+fn config_file(app: &TestApp) -> String {
+    let config = &app.state.config;
+    let mut toml = format!(
+        "[db]\ndirectory_url = \"{}\"\npool_max_connections = 5\n\n\
+         [db.replicas]\nmax_lag_bytes = {max}\nmax_lag_ms = {max}\n",
+        config.db.directory_url,
+        max = i64::MAX
+    );
+    for shard in &config.db.shards {
+        toml.push_str(&format!(
+            "\n[[db.shards]]\nid = {}\nfirst_id = {}\nlast_id = {}\nprimary = \"{}\"\nreplicas = {:?}\naccepts_new_users = true\n",
+            shard.id, shard.first_id, shard.last_id, shard.primary, shard.replicas
+        ));
+    }
+    toml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cache_figures() {
+    let app = TestApp::spawn_seeded(200, 1_000, |_| {}).await;
+    let dir = std::env::temp_dir().join(format!("loadtest-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("service.toml");
+    std::fs::write(&config, config_file(&app)).expect("config written");
+    let options = CompareOptions {
+        workloads: vec![Workload::UserHot, Workload::WriteMix],
+        knob: "cache.strategy".to_owned(),
+        values: vec!["none".to_owned(), "cache-aside".to_owned()],
+        service_bin: env!("CARGO_BIN_EXE_scalable-api").into(),
+        service_env: BTreeMap::from([(
+            "SCALABLE_API_CONFIG".to_owned(),
+            config.display().to_string(),
+        )]),
+        redis_url: app.stack.redis.clone(),
+        hello_bin: None,
+        plan: Plan {
+            connections: 8,
+            warmup: Duration::from_millis(500),
+            duration: Duration::from_millis(1500),
+            requests: None,
+            timeout: Duration::from_secs(5),
+            seed: 7,
+        },
+        data: DataOptions {
+            writers: 2,
+            ..DataOptions::default()
+        },
+        out: dir.join("report"),
+        title: "test".to_owned(),
+        command: "test".to_owned(),
+        show_progress: false,
+    };
+
+    let report = compare(&options).await.expect("the comparison runs");
+
+    assert_eq!(report.user_count, 200, "ids come from the service");
+    assert_eq!(report.runs.len(), 4);
+    for run in &report.runs {
+        assert!(
+            run.responses > 50,
+            "{}/{}: {} answers",
+            run.workload,
+            run.setting,
+            run.responses
+        );
+        assert_eq!(run.error_count() + run.non_2xx_count(), 0, "{run:?}");
+    }
+    let figure = |workload: &str, setting: &str| {
+        report
+            .runs
+            .iter()
+            .find(|r| r.workload == workload && r.setting == setting)
+            .expect("run present")
+    };
+    // Without a cache every GET /v1/users/{id} is one SQL statement (plus the monitor's
+    // few checks a second); with cache-aside the 200 hot users are read once each.
+    let none = figure("user_hot", "none");
+    let sql = none.sql_per_request.expect("the service has metrics");
+    assert!((0.95..1.2).contains(&sql), "none: {sql} SQL per request");
+    assert_eq!(none.cache_hit_ratio, None, "no cache, no lookups");
+    let cached = figure("user_hot", "cache-aside");
+    let sql = cached.sql_per_request.expect("metrics");
+    let hits = cached.cache_hit_ratio.expect("cache lookups");
+    assert!(sql < 0.5, "cache-aside: {sql} SQL per request");
+    assert!(hits > 0.5, "cache-aside: hit ratio {hits}");
+    // Writes really happened, as the logged-in demo users: posts grew.
+    let posts: i64 = {
+        let mut total = 0;
+        for i in 0..2 {
+            total += sqlx::query_scalar::<_, i64>("SELECT count(*) FROM posts")
+                .fetch_one(&app.primary(i).await)
+                .await
+                .expect("count");
+        }
+        total
+    };
+    assert!(posts > 1_000, "write_mix created posts: {posts}");
+    for n in 1..=4 {
+        let prefix = format!("loadtest-{}-{n}", std::process::id());
+        assert_eq!(
+            count_keys(&app.stack.redis, &prefix).await.expect("Redis"),
+            0,
+            "run {n}'s keys are deleted"
+        );
+    }
+    let json = std::fs::read_to_string(options.out.join("report.json")).expect("report.json");
+    assert!(json.contains("\"cache-aside\""));
+    let _ = std::fs::remove_dir_all(dir);
+}
