@@ -77,6 +77,11 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// Re-render report.md and chart.svg of a report folder from its report.json.
+    Render {
+        /// The report folder.
+        dir: PathBuf,
+    },
     /// Serve the hello-world baseline (used by `compare`).
     Hello {
         #[arg(long, default_value = "127.0.0.1:8079")]
@@ -163,9 +168,27 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let command_line = std::env::args()
+        .map(|a| {
+            if a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let report = match cli.command {
         Command::Hello { addr } => return hello::serve(addr).await,
+        Command::Render { dir } => {
+            let path = dir.join("report.json");
+            let json = std::fs::read_to_string(&path)
+                .with_context(|| format!("read {}", path.display()))?;
+            let report: Report = serde_json::from_str(&json)
+                .with_context(|| format!("{} is not a report", path.display()))?;
+            report.write(&dir)?;
+            report
+        }
         Command::Run {
             base_url,
             allow_remote,

@@ -245,8 +245,8 @@ impl Report {
                 .unwrap_or_default(),
             plan.timeout.as_secs_f64(),
             plan.seed,
-            self.data.hot,
-            self.user_count,
+            thousands(self.data.hot as f64),
+            thousands(self.user_count as f64),
             self.data.writers,
         );
         if !self.service_env.is_empty() {
@@ -335,11 +335,16 @@ impl Report {
                     .margin(8)
                     .x_label_area_size(28)
                     .y_label_area_size(52)
-                    .build_cartesian_2d((0..settings.len()).into_segmented(), 0.0..top)
+                    // `a..b` segments include `b`: one segment per setting is `0..n - 1`.
+                    .build_cartesian_2d(
+                        (0..settings.len().saturating_sub(1)).into_segmented(),
+                        0.0..top,
+                    )
                     .map_err(plot_error)?;
                 chart
                     .configure_mesh()
                     .disable_x_mesh()
+                    .max_light_lines(1)
                     .x_labels(settings.len())
                     .x_label_formatter(&|v| match v {
                         SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => settings
