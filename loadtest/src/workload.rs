@@ -193,16 +193,12 @@ async fn user_ids(target: &Target) -> anyhow::Result<Vec<i64>> {
 
 /// Logs in and returns `(user id, token)`; the id comes from `viewer`.
 async fn login(target: &Target, email: &str, password: &str) -> anyhow::Result<(i64, Arc<str>)> {
-    let body = json!({ "email": email, "password": password }).to_string();
-    let (status, answer) = target
-        .fetch(Method::POST, "/v1/auth/login", Some(body.into()), None)
-        .await?;
-    ensure!(
-        status == StatusCode::OK,
-        "login as {email} answered {status}: {} (write_mix logs in as the seeded demo users)",
-        String::from_utf8_lossy(&answer)
-    );
-    let answer: Value = serde_json::from_slice(&answer).context("login answer is not JSON")?;
+    let body = json!({ "email": email, "password": password });
+    let answer = post_json(target, "/v1/auth/login", &body, None)
+        .await
+        .with_context(|| {
+            format!("login as {email} (write_mix logs in as the seeded demo users)")
+        })?;
     let token = answer["access_token"]
         .as_str()
         .context("login answer without access_token")?;
@@ -216,24 +212,30 @@ async fn login(target: &Target, email: &str, password: &str) -> anyhow::Result<(
 }
 
 async fn graphql(target: &Target, body: &Value, token: Option<&str>) -> anyhow::Result<Value> {
-    let (status, answer) = target
-        .fetch(
-            Method::POST,
-            "/graphql",
-            Some(body.to_string().into()),
-            token,
-        )
-        .await?;
-    ensure!(
-        status == StatusCode::OK,
-        "POST /graphql answered {status}: {}",
-        String::from_utf8_lossy(&answer)
-    );
-    let answer: Value = serde_json::from_slice(&answer).context("GraphQL answer is not JSON")?;
+    let answer = post_json(target, "/graphql", body, token).await?;
     if let Some(errors) = answer.get("errors") {
         bail!("GraphQL errors: {errors}");
     }
     Ok(answer)
+}
+
+/// POSTs `body` and returns the JSON answer, which must be a 200.
+async fn post_json(
+    target: &Target,
+    path: &str,
+    body: &Value,
+    token: Option<&str>,
+) -> anyhow::Result<Value> {
+    let (status, answer) = target
+        .fetch(Method::POST, path, Some(body.to_string().into()), token)
+        .await?;
+    ensure!(
+        status == StatusCode::OK,
+        "POST {path} answered {status}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    serde_json::from_slice(&answer)
+        .with_context(|| format!("the answer of POST {path} is not JSON"))
 }
 
 /// GraphQL `ID`s are strings; accept numbers too.

@@ -57,6 +57,17 @@ where
     Server { hits, addr }
 }
 
+/// Answers every even request at once and lets every odd one hang for a minute.
+async fn hanging_every_other_request() -> Server {
+    serve(|n| async move {
+        if n % 2 == 1 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        "ok"
+    })
+    .await
+}
+
 /// GET `/` (the same request every time), optionally read as a GraphQL answer.
 struct Get {
     graphql: bool,
@@ -188,14 +199,7 @@ async fn percentiles_match_a_known_latency_distribution() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stops_at_its_deadline_even_when_the_server_hangs() {
-    // Every other request hangs for a minute.
-    let server = serve(|n| async move {
-        if n % 2 == 1 {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-        }
-        "ok"
-    })
-    .await;
+    let server = hanging_every_other_request().await;
     let started = Instant::now();
 
     let outcome = load(server.addr, plan(4, 1_000, None)).await;
@@ -213,13 +217,7 @@ async fn a_run_stops_at_its_deadline_even_when_the_server_hangs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_timeout_is_an_error_and_the_run_goes_on() {
-    let server = serve(|n| async move {
-        if n % 2 == 1 {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-        }
-        "ok"
-    })
-    .await;
+    let server = hanging_every_other_request().await;
     let mut plan = plan(2, 1_500, None);
     plan.timeout = Duration::from_millis(200);
 

@@ -69,6 +69,7 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
     };
 
     let report = compare(&options).await.expect("the comparison runs");
+    eprintln!("{}", report.table());
 
     assert_eq!(report.user_count, 200, "ids come from the service");
     assert_eq!(report.runs.len(), 4);
@@ -89,17 +90,30 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
             .find(|r| r.workload == workload && r.setting == setting)
             .expect("run present")
     };
-    // Without a cache every GET /v1/users/{id} is one SQL statement (plus the monitor's
-    // few checks a second); with cache-aside the 200 hot users are read once each.
+    // Without a cache every GET /v1/users/{id} is one SQL statement; with cache-aside each
+    // of the 200 users is read at most once (single flight), the rest are hits. Requests in
+    // flight at either metrics scrape (at most one per connection each) blur the edges.
+    let edges = 2.0 * options.plan.connections as f64;
     let none = figure("user_hot", "none");
-    let sql = none.sql_per_request.expect("the service has metrics");
-    assert!((0.95..1.2).contains(&sql), "none: {sql} SQL per request");
+    let answers = none.responses as f64;
+    let sql = none.sql_per_request.expect("the service has metrics") * answers;
+    assert!(
+        (sql - answers).abs() <= edges,
+        "none: {sql} SQL for {answers} answers"
+    );
     assert_eq!(none.cache_hit_ratio, None, "no cache, no lookups");
     let cached = figure("user_hot", "cache-aside");
-    let sql = cached.sql_per_request.expect("metrics");
-    let hits = cached.cache_hit_ratio.expect("cache lookups");
-    assert!(sql < 0.5, "cache-aside: {sql} SQL per request");
-    assert!(hits > 0.5, "cache-aside: hit ratio {hits}");
+    let answers = cached.responses as f64;
+    let sql = cached.sql_per_request.expect("metrics") * answers;
+    let hits = cached.cache_hit_ratio.expect("cache lookups") * answers;
+    assert!(
+        sql <= 200.0 + edges,
+        "cache-aside: {sql} SQL for {answers} answers"
+    );
+    assert!(
+        hits >= answers - 200.0 - edges,
+        "cache-aside: {hits} hits of {answers}"
+    );
     // Writes really happened, as the logged-in demo users: posts grew.
     let posts: i64 = {
         let mut total = 0;
