@@ -283,6 +283,12 @@ pub struct GraphqlConfig {
     /// every parent costs its own statement: the N+1 the loaders remove, kept switchable so it
     /// can be measured.
     pub dataloaders: bool,
+    /// How long a DataLoader collects the keys of one level before it loads them. Longer
+    /// windows keep a level in one batch when a busy machine polls its resolvers slowly; every
+    /// level of every query waits this long, which is most of a nested query's latency at
+    /// low load. Compare with `scripts/loadtest --vary graphql.batch_window_ms=1,5,20
+    /// --workloads graphql_nested`.
+    pub batch_window_ms: u64,
 }
 
 fn yes() -> bool {
@@ -414,6 +420,7 @@ impl Default for GraphqlConfig {
             max_complexity: 20_000,
             introspection: true,
             dataloaders: true,
+            batch_window_ms: 20,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! `posts` once per user and `author` once per post, each its own statement: 1 + 50 + 250.
 //! A DataLoader instead collects the keys every resolver of a level asks for while they are
 //! polled together (async-graphql resolves a list's items concurrently), waits a moment
-//! (`delay`, [`BATCH_WINDOW_MS`]), and loads them with one call of a batch function from the data
+//! (`delay`, `graphql.batch_window_ms`), and loads them with one call of a batch function from the data
 //! layer (`src/db/batch.rs`), which sends one statement per shard involved. The nested query
 //! then costs one statement per shard per level, whatever the page size.
 //!
@@ -37,16 +37,20 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    /// `batching = false` is the N+1 switch (`graphql.dataloaders`).
-    pub fn new(app: &AppState, scope: &Scope, batching: bool) -> Self {
+    /// `graphql.dataloaders = false` is the N+1 switch; `graphql.batch_window_ms` the window.
+    pub fn new(app: &AppState, scope: &Scope) -> Self {
+        let config = &app.config.graphql;
+        let window = config
+            .dataloaders
+            .then(|| std::time::Duration::from_millis(config.batch_window_ms));
         let source = || Source {
             app: app.clone(),
             scope: scope.clone(),
         };
         Self {
-            users: loader(UsersById(source()), batching),
-            posts: loader(PostsById(source()), batching),
-            newest_posts: loader(NewestPostsOfUsers(source()), batching),
+            users: loader(UsersById(source()), window),
+            posts: loader(PostsById(source()), window),
+            newest_posts: loader(NewestPostsOfUsers(source()), window),
         }
     }
 
@@ -73,25 +77,24 @@ impl Loaders {
     }
 }
 
-/// The batching window: keys asked for within it share one load. async-graphql's default
-/// (1 ms) split batches here: polling the `author` resolvers of 2,500 posts takes longer than
-/// that (more so in a debug build on a busy 2-core machine), and the late ones started a
-/// second batch. Each level pays up to this much latency for its one statement per shard.
-const BATCH_WINDOW_MS: u64 = 20;
-
-fn loader<T>(source: T, batching: bool) -> DataLoader<T, HashMapCache> {
+/// A loader that batches the keys asked for within `window` (no window: one key per load,
+/// the N+1). The default window (`graphql.batch_window_ms`, 20 ms) is far above
+/// async-graphql's 1 ms because 1 ms split batches here: polling the `author` resolvers of
+/// 2,500 posts takes longer than that (more so in a debug build on a busy 2-core machine),
+/// and the late ones started a second batch. Each level pays up to the window in latency for
+/// its one statement per shard; `loadtest/reports/` measures the trade-off.
+fn loader<T>(source: T, window: Option<std::time::Duration>) -> DataLoader<T, HashMapCache> {
     let loader = DataLoader::with_cache(source, tokio::spawn, HashMapCache::default());
-    if batching {
+    match window {
         // No batch-size cap: a level's keys are bounded by the complexity limit already, and
         // the default cap (1,000 requested keys, duplicates included) split the authors of
         // 50 x 50 posts into three statements.
-        loader
-            .delay(std::time::Duration::from_millis(BATCH_WINDOW_MS))
-            .max_batch_size(usize::MAX)
-    } else {
-        let loader = loader.max_batch_size(1);
-        loader.enable_all_cache(false);
-        loader
+        Some(window) => loader.delay(window).max_batch_size(usize::MAX),
+        None => {
+            let loader = loader.max_batch_size(1);
+            loader.enable_all_cache(false);
+            loader
+        }
     }
 }
 

@@ -55,7 +55,7 @@ pub struct RequestData {
 
 impl RequestData {
     pub fn new(app: AppState, scope: Scope, viewer: Option<AuthUser>) -> Self {
-        let loaders = Loaders::new(&app, &scope, app.config.graphql.dataloaders);
+        let loaders = Loaders::new(&app, &scope);
         Self {
             app,
             scope,
