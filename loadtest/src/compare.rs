@@ -115,7 +115,6 @@ pub fn env_var_of(knob: &str) -> String {
 pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
     ensure!(!options.workloads.is_empty(), "no workloads to run");
     ensure!(!options.values.is_empty(), "no settings to compare");
-    let logs = options.out.join("logs");
     let mut report = Report {
         title: options.title.clone(),
         command: options.command.clone(),
@@ -136,7 +135,7 @@ pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
             args: vec!["hello".into(), "--addr".into(), "{addr}".into()],
             env: BTreeMap::new(),
             ready_path: "/".into(),
-            log: logs.join("baseline.log"),
+            log: options.out.join("logs").join("baseline.log"),
         };
         let mut server = launch.start(Duration::from_secs(30)).await?;
         let result = measure(
@@ -174,48 +173,28 @@ pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
     for &workload in &options.workloads {
         for value in &options.values {
             n += 1;
-            let prefix = format!("loadtest-{}-{n}", std::process::id());
             let mut env = env.clone();
-            env.insert("SCALABLE_API_CACHE__KEY_PREFIX".into(), prefix.clone());
             env.insert(knob_var.clone(), value.clone());
-            let launch = Launch {
-                program: options.service_bin.clone(),
-                args: vec!["serve".into()],
-                env,
-                ready_path: "/readyz".into(),
-                log: logs.join(format!("{workload}-{value}.log")),
-            };
-            let mut service = launch
-                .start(Duration::from_secs(60))
-                .await
-                .with_context(|| format!("starting the service with {knob_var}={value}"))?;
-            let result = async {
-                if data.is_none() {
-                    let loaded =
-                        DataSet::load(&service.target, &options.workloads, &options.data).await?;
-                    report.user_count = loaded.ids.len();
-                    data = Some(loaded);
+            let outcome = run_setting(options, workload, value, env, n, &mut data).await;
+            report.user_count = data.as_ref().map_or(0, |d| d.ids.len());
+            let run = match outcome {
+                Ok(run) => run,
+                // Minutes of runs are not thrown away with the one that failed: what was
+                // measured is written, marked incomplete, and the error says where.
+                Err(err) if report.baseline.is_some() || !report.runs.is_empty() => {
+                    report.title = format!(
+                        "{} (incomplete: stopped at {workload} with {knob_var}={value})",
+                        report.title
+                    );
+                    report.relate_to_baseline();
+                    report.write(&options.out)?;
+                    return Err(err.context(format!(
+                        "the runs before it are in {}",
+                        options.out.display()
+                    )));
                 }
-                measure(
-                    &service.target,
-                    Some("/metrics"),
-                    workload,
-                    data.as_ref().context("data loaded above")?,
-                    &options.plan,
-                    value,
-                    options.show_progress,
-                )
-                .await
-            }
-            .await;
-            service.stop().await?;
-            process::delete_keys(&options.redis_url, &prefix).await?;
-            let run = result.with_context(|| {
-                format!(
-                    "{workload} with {knob_var}={value} (service log: {})",
-                    service.log().display()
-                )
-            })?;
+                Err(err) => return Err(err),
+            };
             if options.show_progress {
                 eprintln!(
                     "{workload} {value}: {:.0} req/s, p99 {:.2} ms",
@@ -228,6 +207,60 @@ pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
     report.relate_to_baseline();
     report.write(&options.out)?;
     Ok(report)
+}
+
+/// One run: a fresh service with `env` (and cache key prefix number `n`), the workload's
+/// data read from it the first time, the measurement, then the service stopped and its keys
+/// deleted.
+async fn run_setting(
+    options: &CompareOptions,
+    workload: Workload,
+    value: &str,
+    mut env: BTreeMap<String, String>,
+    n: usize,
+    data: &mut Option<DataSet>,
+) -> anyhow::Result<RunReport> {
+    let prefix = format!("loadtest-{}-{n}", std::process::id());
+    env.insert("SCALABLE_API_CACHE__KEY_PREFIX".into(), prefix.clone());
+    let launch = Launch {
+        program: options.service_bin.clone(),
+        args: vec!["serve".into()],
+        env,
+        ready_path: "/readyz".into(),
+        log: options
+            .out
+            .join("logs")
+            .join(format!("{workload}-{value}.log")),
+    };
+    let setting = format!("{}={value}", options.knob);
+    let mut service = launch
+        .start(Duration::from_secs(60))
+        .await
+        .with_context(|| format!("starting the service with {setting}"))?;
+    let result = async {
+        if data.is_none() {
+            *data = Some(DataSet::load(&service.target, &options.workloads, &options.data).await?);
+        }
+        measure(
+            &service.target,
+            Some("/metrics"),
+            workload,
+            data.as_ref().context("data loaded above")?,
+            &options.plan,
+            value,
+            options.show_progress,
+        )
+        .await
+    }
+    .await;
+    service.stop().await?;
+    process::delete_keys(&options.redis_url, &prefix).await?;
+    result.with_context(|| {
+        format!(
+            "{workload} with {setting} (service log: {})",
+            service.log().display()
+        )
+    })
 }
 
 #[cfg(test)]

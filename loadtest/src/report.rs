@@ -269,7 +269,9 @@ impl Report {
             out.push_str("\n**Runs with errors:**\n\n");
             out.push_str(&warnings);
         }
-        out.push_str("\n![throughput and p99 per setting](chart.svg)\n");
+        if !self.runs.is_empty() {
+            out.push_str("\n![throughput and p99 per setting](chart.svg)\n");
+        }
         out
     }
 
@@ -298,7 +300,10 @@ impl Report {
                 settings.push(&run.setting);
             }
         }
-        anyhow::ensure!(!workloads.is_empty(), "no runs to chart");
+        if workloads.is_empty() {
+            // A report that stopped before its first run: the baseline alone has no chart.
+            return Ok(());
+        }
         let width = 300 * workloads.len() as u32;
         let root = SVGBackend::new(path, (width.max(600), 640)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
