@@ -9,12 +9,13 @@
 //! microseconds on the client's own histogram (merged at the end). Against the hello-world
 //! server on the 2-core box it matched wrk within noise and served twice the requests/s of
 //! goose 0.17 (figures in the README). Its cost: only what this file does (no ramp-up
-//! curves, no scenario language, no open-loop arrival rate).
+//! curves, no scenario language).
 //!
-//! Closed loop, like wrk: a client sends its next request when the previous answer arrived.
-//! When the server saturates, clients wait instead of piling up requests, so the latencies
-//! are those of the requests that were sent ("coordinated omission"): read p99 together with
-//! requests/s, and compare runs at the same connection count.
+//! Closed loop by default, like wrk: a client sends its next request when the previous
+//! answer arrived. When the server saturates, clients wait instead of piling up requests, so
+//! the latencies are those of the requests that were sent ("coordinated omission"): read p99
+//! together with requests/s, and compare runs at the same connection count. `Plan::rate`
+//! makes it an open loop that measures from each request's due time instead.
 
 use std::{
     collections::BTreeMap,
@@ -79,6 +80,12 @@ pub struct Plan {
     pub timeout: Duration,
     /// Seeds every client's random stream: client i uses `seed` mixed with i.
     pub seed: u64,
+    /// Open loop: this many requests per second in all, spread evenly over the clients, and
+    /// each latency measured from when its request was *due*, not from when a busy client got
+    /// round to sending it. Past saturation the queueing shows in the percentiles, as it
+    /// would for real users who do not wait for each other (wrk2's correction for
+    /// coordinated omission). `None`: closed loop.
+    pub rate: Option<f64>,
 }
 
 impl Default for Plan {
@@ -90,6 +97,7 @@ impl Default for Plan {
             requests: None,
             timeout: Duration::from_secs(5),
             seed: 42,
+            rate: None,
         }
     }
 }
@@ -177,8 +185,18 @@ where
     Fut: Future<Output = T>,
 {
     anyhow::ensure!(plan.connections > 0, "at least one connection");
+    anyhow::ensure!(
+        plan.rate.is_none_or(|r| r.is_finite() && r > 0.0),
+        "a rate is a positive number of requests per second"
+    );
     let start = Instant::now();
     let shared = Arc::new(Shared {
+        start,
+        // Each client's requests are due this far apart; clients are staggered over it.
+        interval: plan
+            .rate
+            .map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate)),
+        connections: plan.connections,
         target: target.clone(),
         source,
         measure_from: start + plan.warmup,
@@ -246,6 +264,9 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
 }
 
 struct Shared {
+    start: Instant,
+    interval: Option<Duration>,
+    connections: usize,
     target: Target,
     source: Arc<dyn Source>,
     measure_from: Instant,
@@ -299,8 +320,28 @@ async fn client(
     };
     let deadline = shared.deadline;
     let mut connection = None;
+    let mut due = shared
+        .interval
+        .map(|every| shared.start + every.mul_f64(index as f64 / shared.connections as f64));
     loop {
-        let sent_at = Instant::now();
+        // Closed loop: now. Open loop: when this request is due (waiting for it if early);
+        // a late start then counts in the latency, as a waiting user would see it.
+        let sent_at = match (&mut due, shared.interval) {
+            (Some(at), Some(every)) => {
+                let intended = *at;
+                *at += every;
+                if intended >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(intended).await;
+                if Instant::now() >= deadline {
+                    tally.unfinished += backlog(&shared, intended);
+                    break;
+                }
+                intended
+            }
+            _ => Instant::now(),
+        };
         if sent_at >= deadline {
             break;
         }
@@ -367,6 +408,9 @@ async fn client(
                 if measured {
                     tally.unfinished += 1;
                 }
+                if let Some(next) = due {
+                    tally.unfinished += backlog(&shared, next);
+                }
                 break;
             }
         };
@@ -405,6 +449,17 @@ async fn client(
         }
     }
     tally
+}
+
+/// Open loop, behind schedule at the deadline: the requests due in the measured window from
+/// `from` on that were never sent. They are reported as unfinished: an overloaded open loop's
+/// backlog is the queue its users would be standing in.
+fn backlog(shared: &Shared, from: Instant) -> u64 {
+    let (Some(every), true) = (shared.interval, from < shared.deadline) else {
+        return 0;
+    };
+    let from = from.max(shared.measure_from);
+    ((shared.deadline - from).as_secs_f64() / every.as_secs_f64()).ceil() as u64
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -107,6 +107,10 @@ struct LoadArgs {
     /// A request unanswered this long is an error.
     #[arg(long, default_value = "5s", value_parser = duration)]
     timeout: Duration,
+    /// Open loop at this many requests/s in all (latency from when each request was due);
+    /// without it, closed loop (each client sends when its previous answer arrived).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Seeds the id choices and the hot set.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -133,6 +137,7 @@ impl LoadArgs {
             requests: self.requests,
             timeout: self.timeout,
             seed: self.seed,
+            rate: self.rate,
         }
     }
 

@@ -233,11 +233,18 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "**Load:** {} connections, closed loop (one request in flight per connection), \
+            "**Load:** {} connections, {}, \
              {:.0} s warm-up then {:.0} s measured{}, request timeout {:.1} s, seed {}. \
              Hot set {} of {} users; write_mix logs in {} demo users. Every service run starts \
              with a fresh process and an empty cache (its own Redis key prefix).\n",
             plan.connections,
+            match plan.rate {
+                Some(rate) => format!(
+                    "open loop at {} req/s (latency from when each request was due)",
+                    thousands(rate)
+                ),
+                None => "closed loop (one request in flight per connection)".to_owned(),
+            },
             plan.warmup.as_secs_f64(),
             plan.duration.as_secs_f64(),
             plan.requests

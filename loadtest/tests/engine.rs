@@ -110,6 +110,7 @@ fn plan(connections: usize, duration_ms: u64, requests: Option<u64>) -> Plan {
         requests,
         timeout: Duration::from_secs(10),
         seed: 1,
+        rate: None,
     }
 }
 
@@ -411,4 +412,46 @@ async fn the_cli_measures_its_own_hello_world_baseline_and_writes_a_report() {
     assert_eq!(json["runs"][0]["responses"], 300);
     assert!(out.join("chart.svg").exists() && out.join("report.md").exists());
     let _ = std::fs::remove_dir_all(out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_keeps_its_rate_below_capacity_and_shows_the_queue_above_it() {
+    // One connection to a server that takes 10 ms: at most about 100 answers a second.
+    let server = serve(|_| async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        "ok"
+    })
+    .await;
+
+    let mut below = plan(1, 1_000, None);
+    below.rate = Some(50.0);
+    let below = load(server.addr, below).await;
+    assert!(
+        (48..=51).contains(&below.responses),
+        "50/s for 1 s: {} answers",
+        below.responses
+    );
+    assert!(
+        below.latency_ms(0.5) < 40.0,
+        "no queue below capacity: p50 {}",
+        below.latency_ms(0.5)
+    );
+
+    let closed = load(server.addr, plan(1, 1_000, None)).await;
+    let mut above = plan(1, 1_000, None);
+    above.rate = Some(400.0);
+    let above = load(server.addr, above).await;
+    // The closed loop never has more than one request waiting, so its p99 stays near the
+    // server's 10 ms; the open loop's requests fall ever further behind their due times.
+    assert!(
+        above.latency_ms(0.99) > 3.0 * closed.latency_ms(0.99),
+        "open p99 {} ms, closed p99 {} ms",
+        above.latency_ms(0.99),
+        closed.latency_ms(0.99)
+    );
+    assert!(
+        above.unfinished > 100,
+        "the backlog at the deadline is reported: {}",
+        above.unfinished
+    );
 }

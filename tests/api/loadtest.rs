@@ -57,6 +57,7 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
             requests: None,
             timeout: Duration::from_secs(5),
             seed: 7,
+            rate: None,
         },
         data: DataOptions {
             writers: 2,
