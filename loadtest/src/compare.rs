@@ -14,7 +14,7 @@ use crate::{
     engine::{self, Plan, Progress},
     metrics::Counters,
     process::{self, Launch},
-    report::{Machine, Report, RunReport},
+    report::{Report, RunReport},
     target::Target,
     workload::{DataOptions, DataSet, Generator, Workload},
 };
@@ -115,19 +115,13 @@ pub fn env_var_of(knob: &str) -> String {
 pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
     ensure!(!options.workloads.is_empty(), "no workloads to run");
     ensure!(!options.values.is_empty(), "no settings to compare");
-    let mut report = Report {
-        title: options.title.clone(),
-        command: options.command.clone(),
-        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        machine: Machine::this(),
-        plan: options.plan.clone(),
-        data: options.data.clone(),
-        knob: Some(options.knob.clone()),
-        service_env: BTreeMap::new(),
-        user_count: 0,
-        baseline: None,
-        runs: Vec::new(),
-    };
+    let mut report = Report::new(
+        options.title.clone(),
+        options.command.clone(),
+        options.plan.clone(),
+        options.data.clone(),
+        options.knob.clone(),
+    );
 
     if let Some(hello) = &options.hello_bin {
         let launch = Launch {

@@ -1,6 +1,6 @@
 //! `loadtest run | compare | hello`: see the README's "Compare caching strategies".
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -8,7 +8,7 @@ use loadtest::{
     compare::{self, CompareOptions},
     engine::Plan,
     hello,
-    report::{Machine, Report},
+    report::Report,
     target::Target,
     workload::{DataOptions, DataSet, STANDARD, Workload},
 };
@@ -215,19 +215,15 @@ async fn main() -> anyhow::Result<()> {
                 !load.quiet,
             )
             .await?;
-            let report = Report {
-                title: format!("{workload} against {}", target.base()),
-                command: command_line,
-                generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-                machine: Machine::this(),
-                plan: load.plan(),
-                data: load.data(),
-                knob: Some("target".to_owned()),
-                service_env: BTreeMap::new(),
-                user_count: data.ids.len(),
-                baseline: None,
-                runs: vec![run],
-            };
+            let mut report = Report::new(
+                format!("{workload} against {}", target.base()),
+                command_line,
+                load.plan(),
+                load.data(),
+                "target".to_owned(),
+            );
+            report.user_count = data.ids.len();
+            report.runs.push(run);
             if let Some(out) = out {
                 report.write(&out)?;
             }

@@ -138,6 +138,29 @@ pub struct Report {
 }
 
 impl Report {
+    /// An empty report stamped with this machine and the current time.
+    pub fn new(
+        title: String,
+        command: String,
+        plan: Plan,
+        data: DataOptions,
+        knob: String,
+    ) -> Self {
+        Self {
+            title,
+            command,
+            generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            machine: Machine::this(),
+            plan,
+            data,
+            knob: Some(knob),
+            service_env: BTreeMap::new(),
+            user_count: 0,
+            baseline: None,
+            runs: Vec::new(),
+        }
+    }
+
     /// Fills `vs_baseline` of every run.
     pub fn relate_to_baseline(&mut self) {
         let Some(ceiling) = self
