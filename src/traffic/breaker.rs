@@ -76,10 +76,20 @@ pub struct CircuitBreaker {
     gauge: Option<metrics::Gauge>,
     state: AtomicU8,
     failures: AtomicU32,
-    /// When the breaker last opened, in ms since `epoch`.
+    /// When the breaker last opened, or (half-open) when the trial started, in ms since
+    /// `epoch`.
     opened_at_ms: AtomicU64,
+    /// How long a half-open trial may go unreported before it is presumed lost.
+    trial_lease_ms: u64,
     epoch: Instant,
 }
+
+/// A trial whose caller was cancelled (a request timeout, a client that went away) or took a
+/// path that records nothing never reports, and a breaker waiting for it would stay
+/// half-open, rejecting every call, for good: Redis has no health probe to close it. After
+/// this long the next caller becomes the trial. It is longer than any bounded call here (a
+/// statement times out after 5 s), so a slow live trial is not doubled.
+const TRIAL_LEASE_MS: u64 = 10_000;
 
 impl CircuitBreaker {
     pub fn new(config: BreakerConfig) -> Self {
@@ -89,8 +99,15 @@ impl CircuitBreaker {
             state: AtomicU8::new(CLOSED),
             failures: AtomicU32::new(0),
             opened_at_ms: AtomicU64::new(0),
+            trial_lease_ms: TRIAL_LEASE_MS,
             epoch: Instant::now(),
         }
+    }
+
+    #[cfg(test)]
+    fn with_trial_lease(mut self, lease: Duration) -> Self {
+        self.trial_lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     /// Names the breaker (`shard0-primary`, `redis`) and exports its state under that name.
@@ -117,7 +134,8 @@ impl CircuitBreaker {
                         .compare_exchange(OPEN, TRIAL, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
-                    // This caller is the half-open trial.
+                    // This caller is the half-open trial; the stamp starts its lease.
+                    self.opened_at_ms.store(self.now_ms(), Ordering::Release);
                     self.publish(TRIAL);
                     return Ok(());
                 }
@@ -125,9 +143,22 @@ impl CircuitBreaker {
                     retry_after: remaining.max(Duration::from_secs(1)),
                 })
             }
-            _ => Err(Rejected {
-                retry_after: Duration::from_secs(1),
-            }),
+            _ => {
+                let started = self.opened_at_ms.load(Ordering::Acquire);
+                let now = self.now_ms();
+                if now.saturating_sub(started) >= self.trial_lease_ms
+                    && self
+                        .opened_at_ms
+                        .compare_exchange(started, now, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    // The trial's lease ran out without a verdict: this caller replaces it.
+                    return Ok(());
+                }
+                Err(Rejected {
+                    retry_after: Duration::from_secs(1),
+                })
+            }
         }
     }
 
@@ -254,6 +285,24 @@ mod tests {
         assert_eq!(state().as_deref(), Some("2"), "half-open");
         b.record_success();
         assert_eq!(state().as_deref(), Some("0"), "closed again");
+    }
+
+    #[test]
+    fn a_trial_that_never_reports_is_replaced_after_its_lease() {
+        let b = breaker(0).with_trial_lease(Duration::from_millis(30));
+        for _ in 0..3 {
+            b.record_failure();
+        }
+        assert!(
+            b.admit().is_ok(),
+            "the trial, whose caller is then cancelled"
+        );
+        assert!(b.admit().is_err(), "its lease is still running");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit().is_ok(), "a new trial after the lease");
+        assert!(b.admit().is_err(), "and again only one");
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]
