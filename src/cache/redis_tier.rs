@@ -100,7 +100,8 @@ pub struct RedisTier {
     fill: Script,
     invalidate: Script,
     pending: Mutex<Vec<(Vec<Key>, u64)>>,
-    /// `pending.len()`, readable without the lock on every lookup.
+    /// Invalidations not yet applied (queued, or being replayed), readable without the lock
+    /// on every lookup.
     pending_count: AtomicUsize,
     pub(crate) channel: String,
 }
@@ -203,10 +204,12 @@ impl RedisTier {
                 tracing::error!(
                     "cache invalidation queue full: dropped entries may be served stale until their TTL"
                 );
+                // One out, one in: the count stays.
                 pending.remove(0);
+            } else {
+                self.pending_count.fetch_add(1, Ordering::AcqRel);
             }
             pending.push((keys.to_vec(), lsn));
-            self.pending_count.store(pending.len(), Ordering::Release);
             return;
         }
         self.replay_pending().await;
@@ -238,10 +241,13 @@ impl RedisTier {
     }
 
     /// Replays invalidations that failed while Redis was unreachable.
+    ///
+    /// The count drops one invalidation at a time, as each is applied, never when the queue
+    /// is taken: a lookup running meanwhile still sees the ones being replayed and bypasses,
+    /// instead of reading entries they have not deleted yet.
     async fn replay_pending(&self) {
         let queued = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            self.pending_count.store(0, Ordering::Release);
             std::mem::take(&mut *pending)
         };
         if queued.is_empty() {
@@ -253,11 +259,12 @@ impl RedisTier {
         );
         for (i, (keys, lsn)) in queued.iter().enumerate() {
             if self.invalidate_now(keys, *lsn).await.is_err() {
+                // Back in the queue, still counted.
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                 pending.extend(queued.into_iter().skip(i));
-                self.pending_count.store(pending.len(), Ordering::Release);
                 return;
             }
+            self.pending_count.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
