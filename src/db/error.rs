@@ -10,6 +10,9 @@ const UNIQUE_VIOLATION: &str = "23505";
 const FOREIGN_KEY_VIOLATION: &str = "23503";
 /// SQLSTATE 57014: `statement_timeout` (or a cancel) stopped the statement.
 const QUERY_CANCELED: &str = "57014";
+/// `serialization_failure`: on a hot standby, a read cancelled because it conflicted with
+/// WAL being replayed (a vacuum removing rows it could still see).
+const SERIALIZATION_FAILURE: &str = "40001";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,6 +46,12 @@ impl Error {
     /// breaker and replica health count.
     pub(crate) fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable(_))
+    }
+
+    /// A replica cancelled the read to keep replaying WAL: the read is fine, the replica
+    /// is healthy, and the primary can answer it.
+    pub(crate) fn is_replay_conflict(&self) -> bool {
+        matches!(self, Error::Query(sqlx::Error::Database(db)) if db.code().as_deref() == Some(SERIALIZATION_FAILURE))
     }
 
     /// Sorts a driver error into what it means for the request.

@@ -108,8 +108,9 @@ impl Shard {
         self.on_primary(scope, Op::Read, query).await
     }
 
-    /// Runs `query` on `replica`. `None` when the replica cannot be reached: it leaves
-    /// rotation at once and the caller retries on the primary.
+    /// Runs `query` on `replica`. `None` when the caller should retry on the primary: the
+    /// replica cannot be reached (it leaves rotation at once), or it cancelled the read in a
+    /// recovery conflict (it stays: it is replaying, which is its job).
     async fn on_replica<T, F, Fut>(
         &self,
         scope: &Scope,
@@ -131,6 +132,11 @@ impl Shard {
                 replica.health.mark_down();
                 tracing::warn!(shard = self.id, replica = replica.index, error = %err, "replica failed; read retried on the primary");
                 fallback(self.id, "replica_failed");
+                None
+            }
+            // Without this a recovery conflict on a busy replica would be a 500.
+            Err(err) if err.is_replay_conflict() => {
+                fallback(self.id, "replay_conflict");
                 None
             }
             result => Some(result),
