@@ -54,6 +54,8 @@ pub struct Db {
     directory: PgPool,
     placement: Placement,
     config: DbConfig,
+    /// The health monitor's connections (primary, replicas) per shard, in config order.
+    monitor_pools: Vec<(PgPool, Vec<PgPool>)>,
     /// Crash injection for the saga tests.
     #[cfg(feature = "failpoints")]
     pub failpoints: failpoints::FailPoints,
@@ -89,7 +91,21 @@ impl Db {
                 ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let check_timeout = monitor::check_timeout(&config.replicas);
+        let monitor_pools = config
+            .shards
+            .iter()
+            .map(|s| {
+                let replicas = s
+                    .replicas
+                    .iter()
+                    .map(|url| monitor_pool(url, check_timeout))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok((monitor_pool(&s.primary, check_timeout)?, replicas))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
+            monitor_pools,
             shards: ShardMap::new(shards),
             directory,
             placement: Placement::default(),
@@ -102,7 +118,7 @@ impl Db {
     /// Starts the background work of a serving instance: the per-shard health monitors and
     /// the directory repair pass. Abort the handles to stop it.
     pub fn spawn_background(self: &std::sync::Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = monitor::spawn(&self.shards, &self.config.replicas);
+        let mut tasks = monitor::spawn(&self.shards, &self.monitor_pools, &self.config.replicas);
         tasks.push(directory::spawn_repair(self.clone()));
         tasks
     }
@@ -151,7 +167,26 @@ impl Db {
         for shard in self.shards.iter() {
             shard.close().await;
         }
+        for (primary, replicas) in &self.monitor_pools {
+            primary.close().await;
+            for replica in replicas {
+                replica.close().await;
+            }
+        }
     }
+}
+
+/// The health monitor's own connection to a server (see `monitor.rs`): one connection,
+/// waited for no longer than a check may take.
+fn monitor_pool(url: &str, check_timeout: Duration) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .context("Failed to parse a database URL")?
+        .application_name("scalable-api/monitor");
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(check_timeout)
+        .connect_lazy_with(options))
 }
 
 /// One pool per server. Every connection carries `application_name` (visible in

@@ -11,6 +11,10 @@
 //!   transactions it grows for ever and would evict a replica that is fully caught up.)
 //! - While the primary is unreachable the byte lag is unknown: replicas stay in rotation on
 //!   liveness alone, since they are then the only thing that can serve the shard's reads.
+//! - The checks use a connection of their own per server, not the request pools: with every
+//!   request connection busy, a check waiting for one would time out and trip a healthy
+//!   primary's breaker (or evict a healthy replica) because of load, not failure. Costs one
+//!   more server connection per server per instance.
 
 use std::{
     collections::VecDeque,
@@ -27,7 +31,7 @@ use crate::{config::ReplicaHealthConfig, traffic::CircuitBreaker};
 /// Bound on one check: twice the interval, within 100 ms..1 s. It is also how long a dead
 /// primary goes unnoticed when nothing else calls it: the driver keeps retrying a refused
 /// connection until its deadline, so a check fails only when its bound runs out.
-fn check_timeout(config: &ReplicaHealthConfig) -> Duration {
+pub(crate) fn check_timeout(config: &ReplicaHealthConfig) -> Duration {
     Duration::from_millis((config.check_interval_ms * 2).clamp(100, 1_000))
 }
 /// Samples of the primary's position kept for the lag-in-time estimate.
@@ -43,20 +47,28 @@ struct ShardProbe {
     samples: VecDeque<(Lsn, Instant)>,
 }
 
-/// Starts one monitor task per shard. Abort the handles to stop them.
-pub(crate) fn spawn(shards: &ShardMap, config: &ReplicaHealthConfig) -> Vec<JoinHandle<()>> {
+/// Starts one monitor task per shard, on its own connections: `pools[i]` are the primary
+/// and replica pools of the i-th shard of `shards` (config order). Abort the handles to stop
+/// them.
+pub(crate) fn spawn(
+    shards: &ShardMap,
+    pools: &[(PgPool, Vec<PgPool>)],
+    config: &ReplicaHealthConfig,
+) -> Vec<JoinHandle<()>> {
     shards
         .iter()
-        .map(|shard| {
+        .zip(pools)
+        .map(|(shard, (primary, replicas))| {
             let probe = ShardProbe {
                 shard: shard.id(),
-                primary: shard.primary_pool().clone(),
+                primary: primary.clone(),
                 breaker: shard.breaker.clone(),
                 primary_lsn: shard.primary_lsn.clone(),
                 replicas: shard
                     .replicas()
                     .iter()
-                    .map(|r| (r.index, r.pool.clone(), r.health.clone()))
+                    .zip(replicas)
+                    .map(|(r, pool)| (r.index, pool.clone(), r.health.clone()))
                     .collect(),
                 samples: VecDeque::with_capacity(SAMPLES),
             };

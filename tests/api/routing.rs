@@ -83,3 +83,27 @@ async fn the_cross_shard_feed_reads_every_shard_from_its_replica() {
         "shard=0;role=replica, shard=1;role=replica"
     );
 }
+
+#[tokio::test]
+async fn a_primary_whose_request_pool_is_exhausted_keeps_its_breaker_closed() {
+    // Arrange: one request connection per pool, checked every 50 ms.
+    let app = TestApp::spawn_with(|config| {
+        config.db.pool_max_connections = 1;
+        config.db.replicas.check_interval_ms = 50;
+    })
+    .await;
+    let shard = app.state.db.shards().iter().next().expect("shard 0");
+
+    // Act: every request connection of shard 0's primary is taken, for well past several
+    // health checks and their timeout (2 x 50 ms, at least 100 ms).
+    let held = shard.primary_pool().acquire().await.expect("a connection");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+
+    // Assert: busy is not down. The monitor checks on a connection of its own, so it does
+    // not wait for the request pool, time out and trip the breaker of a healthy primary.
+    assert_eq!(
+        shard.breaker_state(),
+        scalable_api::traffic::BreakerState::Closed
+    );
+    drop(held);
+}
