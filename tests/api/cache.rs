@@ -401,10 +401,12 @@ async fn an_invalidation_that_missed_a_paused_redis_is_replayed_before_stale_dat
         .get_multiplexed_async_connection()
         .await
         .expect("connect");
+    // Writes (the invalidation script) wait; reads and this connection's UNPAUSE do not, so
+    // the test ends the pause itself instead of racing a fixed one on a loaded machine.
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(1500)
-        .arg("ALL")
+        .arg(10_000)
+        .arg("WRITE")
         .query_async(&mut admin)
         .await
         .expect("pause");
@@ -440,6 +442,13 @@ async fn an_invalidation_that_missed_a_paused_redis_is_replayed_before_stale_dat
             response.json::<Value>().await.expect("JSON")["name"].clone(),
         )
     };
+    let (cache, name) = read_with_token().await;
+    assert_eq!((cache.as_str(), &name), ("bypass", &json!("After")));
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin)
+        .await
+        .expect("unpause");
     eventually(
         "the queued invalidation is replayed",
         Duration::from_secs(10),
