@@ -16,7 +16,9 @@ use crate::target::Target;
 /// Counter totals at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
-    /// `db_queries_total`, every shard, role and op.
+    /// `db_queries_total`, every shard, role and op: data-layer calls, one statement each
+    /// except a few rare paths (see the service's `src/db/instrument.rs`); the directory's
+    /// statements (login, registration) are not in it.
     pub sql: f64,
     /// `cache_requests_total` lookups that found the entry (`result="hit"`, any tier).
     pub cache_hits: f64,

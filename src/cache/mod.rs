@@ -219,7 +219,10 @@ impl Cache {
         let lookup = match redis.lookup(&key).await {
             Ok(Lookup::Hit(bytes)) => match decode(&bytes) {
                 Some(value) => {
-                    self.keep_in_l1(&key, bytes.as_slice().into()).await;
+                    if self.l1.is_some() {
+                        // Copied only for an L1 to keep: cache-aside hits skip it.
+                        self.keep_in_l1(&key, bytes.as_slice().into()).await;
+                    }
                     count("redis", "hit");
                     scope.record_cache("hit");
                     return Ok(value);

@@ -4,9 +4,12 @@
 //! The `op` label is fixed by the routing entry point (`read`, `read_primary` -> `read`;
 //! `write` -> `write`; the commit position after a write -> `commit_lsn`; the live check of
 //! a replica's replay position -> `replay_lsn`), never passed by a caller, so it cannot be
-//! mislabelled. One call is one closure given to the shard,
-//! which in this code base is one SQL statement; a read retried on the primary after its
-//! replica failed counts once on each.
+//! mislabelled. One call is one closure given to the shard, which is one SQL statement
+//! except in a few paths that need a second one on the same shard: an empty page of a
+//! user's posts (does the user exist?), a refused post change (missing or not yours?), the
+//! user list's count, and a user's deletion (a transaction). So `db_queries_total` counts
+//! round trips through the routing, a slight undercount of statements on those paths; a
+//! read retried on the primary after its replica failed counts once on each.
 //!
 //! The duration covers what the caller waits for: the pool checkout (a saturated pool shows
 //! up here) and the statement's round trip.
