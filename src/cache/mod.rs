@@ -241,10 +241,19 @@ impl Cache {
             }
         };
         // Misses and bypasses alike go through the single flight: a burst on one key costs
-        // one database read even while Redis is unavailable. A waiter with a stricter
-        // consistency requirement must not take a value loaded under a looser one, so the
-        // requirement is part of the flight's identity.
-        let flight = format!("{key}@{}", scope.required(shard).unwrap_or_default().0);
+        // one database read even while Redis is unavailable. A waiter must not take a value
+        // loaded under an older view than its own, so the flight's identity holds both its
+        // consistency requirement and the entry's version it saw: a miss looked up after a
+        // write's invalidation (a newer version) starts its own load past that write's
+        // fence instead of joining one that began before the write.
+        let version = match &lookup {
+            Some(Lookup::Miss { version, .. }) => version.as_str(),
+            _ => "",
+        };
+        let flight = format!(
+            "{key}@{}@{version}",
+            scope.required(shard).unwrap_or_default().0
+        );
         let (loaded, _) = self
             .flights
             .run(&flight, || {
