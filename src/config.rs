@@ -100,7 +100,7 @@ pub struct DbConfig {
     pub replicas: ReplicaHealthConfig,
     /// The circuit breaker in front of each shard's primary.
     pub primary_breaker: BreakerConfig,
-    /// Repair of directory entries a crash left half-done (see `src/db/directory.rs`).
+    /// Repair of directory entries a crash left half-done (see `src/db/repo/directory.rs`).
     pub directory_repair: DirectoryRepairConfig,
 }
 

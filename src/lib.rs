@@ -4,6 +4,7 @@
 //! `Router`, and [`serve`] runs it with graceful shutdown. The binary (`main.rs`) and the
 //! integration tests both go through these, so the tests exercise the real wiring.
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod config;
@@ -84,7 +85,7 @@ pub async fn serve(
     // Health monitors and the directory repair pass run while this instance serves.
     let mut background = app.db.spawn_background();
     background.extend(app.cache.spawn_background());
-    if let Some(admin) = telemetry::metrics::admin_server(&app).await? {
+    if let Some(admin) = http::metrics::admin_server(&app).await? {
         background.push(admin);
     }
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

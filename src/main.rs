@@ -7,7 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use scalable_api::{App, Config, db::seed, serve, shutdown_signal, telemetry};
+use scalable_api::{
+    App, Config,
+    admin::{migrate, seed},
+    serve, shutdown_signal, telemetry,
+};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -58,9 +62,9 @@ async fn main() -> anyhow::Result<()> {
             serve(listener, app, shutdown_signal()).await?;
         }
         Command::Migrate => {
-            scalable_api::db::migrate::run(&app.db, &app.config.db).await?;
+            migrate::run(&app.db, &app.config.db).await?;
             tracing::info!(
-                shards = app.db.shards().len(),
+                shards = app.db.cluster().len(),
                 "migrated the directory and every shard"
             );
         }

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use moka::future::Cache as Moka;
 use tokio::task::JoinHandle;
 
+use super::keys::Key;
 use crate::config::CacheConfig;
 
 #[derive(Clone)]
@@ -38,6 +39,8 @@ impl L1 {
             entries: Moka::builder()
                 .max_capacity(config.l1_max_entries)
                 .time_to_live(Duration::from_millis(config.l1_ttl_ms))
+                // For families: one invalidation retires every page of the user list.
+                .support_invalidation_closures()
                 .build(),
         }
     }
@@ -52,6 +55,26 @@ impl L1 {
 
     pub async fn remove(&self, key: &str) {
         self.entries.invalidate(key).await;
+    }
+
+    /// Drops what one line of an invalidation message names: an entry, or with a leading
+    /// `*` every entry of a family (see [`line`]).
+    pub async fn apply(&self, line: &str) {
+        match line.strip_prefix('*') {
+            Some(base) => {
+                let base = base.to_owned();
+                // Registered as a predicate that moka applies lazily: cheap to ask for, and
+                // only registrations and deletions (not every write) invalidate a family.
+                if let Err(err) = self
+                    .entries
+                    .invalidate_entries_if(move |key, _| key.starts_with(&base))
+                {
+                    tracing::warn!(error = %err, "L1 family invalidation refused; clearing the L1");
+                    self.entries.invalidate_all();
+                }
+            }
+            None => self.remove(line).await,
+        }
     }
 
     /// Follows the invalidation channel until aborted, reconnecting with a pause when Redis
@@ -77,10 +100,19 @@ impl L1 {
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let keys: String = message.get_payload()?;
-            for key in keys.lines() {
-                self.remove(key).await;
+            for line in keys.lines() {
+                self.apply(line).await;
             }
         }
         Ok(())
+    }
+}
+
+/// The line of an invalidation message that names `key` (`*{base}` for a whole family).
+pub fn line(key: &Key) -> String {
+    if key.is_family() {
+        format!("*{key}")
+    } else {
+        key.to_string()
     }
 }

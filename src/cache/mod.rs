@@ -1,6 +1,11 @@
-//! The cache layer: between the handlers and the data layer, caching data (a user, a post, a
-//! user's first page of posts), never HTTP responses, so REST and GraphQL share entries and
-//! each renders them for its viewer.
+//! The cache layer: between the operations and the data layer, caching data (a user, a post,
+//! a user's first page of posts, the ids of a page of the user list), never HTTP responses,
+//! so REST and GraphQL share entries and each renders them for its viewer.
+//!
+//! Every read takes one path ([`read`]), for one key or many: the L1, then one Redis round
+//! trip for every key, then one single-flighted database read per shard for the misses,
+//! filled back under the same fences. REST's single reads and lists and GraphQL's
+//! DataLoaders all read through it, so the strategy matters to every transport.
 //!
 //! Strategies (`cache.strategy`, no rebuild needed, so load tests can compare them):
 //! - `none`: every read goes to the database. The baseline.
@@ -12,8 +17,8 @@
 //!
 //! Write-through (writing the new row into the cache on every write) is left out on purpose:
 //! with several writers, the cache updates can arrive in another order than the commits, and
-//! the older value wins until its TTL; invalidating (deleting) is order-independent. See the
-//! README.
+//! the older value wins until its TTL; invalidating (deleting) is order-independent. See
+//! `docs/decisions/0002-fenced-cache-fills.md`.
 //!
 //! Every miss is [single-flighted](single_flight), fills are fenced against stale reads (see
 //! [`redis_tier`]), TTLs are jittered, "not found" is cached briefly, and Redis trouble turns
@@ -21,11 +26,12 @@
 
 pub mod keys;
 mod l1;
+mod read;
 pub mod redis_tier;
 mod single_flight;
 
 use std::{
-    future::Future,
+    collections::{HashMap, HashSet},
     hash::{BuildHasher, RandomState},
     sync::{
         Arc,
@@ -34,23 +40,38 @@ use std::{
     time::Duration,
 };
 
-use serde::{Serialize, de::DeserializeOwned};
 use tokio::task::JoinHandle;
 
 use crate::{
     config::{CacheConfig, CacheStrategy},
-    db::{self, Db, Lsn, Page, Scope},
-    domain::{Post, UserProfile},
-    error::Error,
+    db::{self, Db, Page, Session, UserList},
+    domain::{Post, User},
+    telemetry::names,
     traffic::BreakerState,
 };
 use keys::Key;
 use l1::L1;
-use redis_tier::{Lookup, RedisTier};
+use read::Loaded;
+use redis_tier::{Invalidation, RedisTier};
 use single_flight::SingleFlight;
 
-/// What a flight shares with its waiters: the encoded value, or the load's error.
-type Loaded = Result<Arc<[u8]>, Arc<db::Error>>;
+/// A read that failed: the database's error, shared by every request that waited on the
+/// same load.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct Error(pub Arc<db::Error>);
+
+impl From<db::Error> for Error {
+    fn from(err: db::Error) -> Self {
+        Self(Arc::new(err))
+    }
+}
+
+impl From<Error> for crate::error::Error {
+    fn from(err: Error) -> Self {
+        crate::error::Error::from(err.0.as_ref())
+    }
+}
 
 #[derive(Debug)]
 pub struct Cache {
@@ -105,239 +126,217 @@ impl Cache {
             .map_or(0, RedisTier::pending_invalidations)
     }
 
-    pub async fn user(&self, scope: &Scope, id: i64) -> Result<Option<UserProfile>, Error> {
+    pub async fn user(&self, session: &Session, id: i64) -> Result<Option<User>, Error> {
+        Ok(self.users(session, &[id]).await?.remove(&id))
+    }
+
+    /// Users by id, each its own entry: hits cost no SQL, the misses of all of them one
+    /// statement per shard. Ids with no user are absent (and cached as such, briefly).
+    pub async fn users(&self, session: &Session, ids: &[i64]) -> Result<HashMap<i64, User>, Error> {
         let db = &self.db;
         self.read(
-            scope,
-            Key::user(&self.config.key_prefix, id),
-            shard_of(db, id),
-            |scope| async move { Ok(db.user(&scope, id).await?.map(UserProfile::from)) },
+            session,
+            self.rows(ids, Key::user),
+            |session, ids| async move { db.users().by_ids(&session, &ids).await },
         )
         .await
     }
 
-    pub async fn post(&self, scope: &Scope, id: i64) -> Result<Option<Post>, Error> {
+    pub async fn post(&self, session: &Session, id: i64) -> Result<Option<Post>, Error> {
+        Ok(self.posts(session, &[id]).await?.remove(&id))
+    }
+
+    /// Posts by id, each its own entry (see [`Cache::users`]).
+    pub async fn posts(&self, session: &Session, ids: &[i64]) -> Result<HashMap<i64, Post>, Error> {
         let db = &self.db;
         self.read(
-            scope,
-            Key::post(&self.config.key_prefix, id),
-            shard_of(db, id),
-            |scope| async move { db.post(&scope, id).await },
+            session,
+            self.rows(ids, Key::post),
+            |session, ids| async move { db.posts().by_ids(&session, &ids).await },
         )
         .await
     }
 
-    /// A user's posts, newest first. Pages within the first `cache.page_size` posts come
-    /// from one cached entry per user; deeper pages go to the database.
+    /// A user's posts, newest first; `None` when the user does not exist. Pages within the
+    /// first `cache.page_size` posts come from one cached entry per user; deeper pages go to
+    /// the database.
     pub async fn user_posts(
         &self,
-        scope: &Scope,
+        session: &Session,
         user_id: i64,
         page: Page,
     ) -> Result<Option<Vec<Post>>, Error> {
-        let cached = i64::from(self.config.page_size);
-        if page.offset + page.limit > cached {
-            if self.config.strategy != CacheStrategy::None {
-                scope.record_cache("bypass");
-            }
-            return Ok(self.db.user_posts(scope, user_id, page).await?);
+        if self.redis.is_none() || page.offset + page.limit > i64::from(self.config.page_size) {
+            self.record_bypass(session);
+            return Ok(self.db.posts().of_user(session, user_id, page).await?);
         }
-        let db = &self.db;
-        let first = Page {
-            limit: cached,
-            offset: 0,
-        };
-        let key = Key::posts_page(&self.config.key_prefix, user_id);
-        let posts: Option<Vec<Post>> = self
-            .read(scope, key, shard_of(db, user_id), |scope| async move {
-                db.user_posts(&scope, user_id, first).await
-            })
-            .await?;
-        Ok(posts.map(|posts| {
-            posts
-                .into_iter()
-                .skip(page.offset as usize)
-                .take(page.limit as usize)
-                .collect()
+        let mut pages = self.first_pages(session, &[user_id]).await?;
+        Ok(pages.remove(&user_id).map(|posts| {
+            let skip = usize::try_from(page.offset).unwrap_or(0);
+            let take = usize::try_from(page.limit).unwrap_or(0);
+            posts.into_iter().skip(skip).take(take).collect()
         }))
     }
 
-    /// After a user was created or changed: their entry (and a cached "not found" for a new id).
-    pub async fn user_written(&self, scope: &Scope, id: i64) {
-        let prefix = &self.config.key_prefix;
-        self.invalidate(
-            scope,
-            id,
-            vec![Key::user(prefix, id), Key::posts_page(prefix, id)],
+    /// The newest `first` posts of each user, newest first (a user without posts maps to an
+    /// empty list; one that does not exist is absent). Within the cached page size, from each
+    /// user's first-page entry; past it, one statement per shard.
+    pub async fn newest_posts(
+        &self,
+        session: &Session,
+        user_ids: &[i64],
+        first: i64,
+    ) -> Result<HashMap<i64, Vec<Post>>, Error> {
+        if self.redis.is_none() || first > i64::from(self.config.page_size) {
+            self.record_bypass(session);
+            return Ok(self
+                .db
+                .posts()
+                .newest_of_users(session, user_ids, first)
+                .await?);
+        }
+        let mut pages = self.first_pages(session, user_ids).await?;
+        let first = usize::try_from(first).unwrap_or(0);
+        for posts in pages.values_mut() {
+            posts.truncate(first);
+        }
+        Ok(pages)
+    }
+
+    async fn first_pages(
+        &self,
+        session: &Session,
+        user_ids: &[i64],
+    ) -> Result<HashMap<i64, Vec<Post>>, Error> {
+        let (db, per_user) = (&self.db, i64::from(self.config.page_size));
+        self.read(
+            session,
+            self.rows(user_ids, Key::posts_page),
+            |session, ids| async move { db.posts().first_pages(&session, &ids, per_user).await },
         )
-        .await;
+        .await
+    }
+
+    /// A page of the user list, in id order. The cache keeps the page's ids (one entry per
+    /// page shape, in the `{users}` family that registrations and deletions retire) and each
+    /// user's own entry, so a warm page costs no SQL and a renamed user is not stale in any
+    /// page that holds them.
+    pub async fn user_list(&self, session: &Session, list: UserList) -> Result<Vec<User>, Error> {
+        if self.redis.is_none() {
+            return Ok(self.db.users().list(session, list).await?);
+        }
+        let shape = match list {
+            UserList::Offset(page) => format!("o{}l{}", page.offset, page.limit),
+            UserList::After { after, limit } => format!("a{after}l{limit}"),
+        };
+        let key = Key::users_page(&self.config.key_prefix, &shape, self.shard_ids());
+        let db = &self.db;
+        let mut ids = self
+            .read(session, vec![(list, key)], |session, lists| async move {
+                let mut pages = HashMap::with_capacity(lists.len());
+                for list in lists {
+                    pages.insert(list, db.users().list_ids(&session, list).await?);
+                }
+                Ok(pages)
+            })
+            .await?;
+        let ids = ids.remove(&list).unwrap_or_default();
+        let mut users = self.users(session, &ids).await?;
+        // A user deleted since the page was cached is absent: the page is one short, never
+        // wrong (the deletion retired the page too; this only happens within the race).
+        Ok(ids.iter().filter_map(|id| users.remove(id)).collect())
+    }
+
+    /// After a user registered: their entry and posts page (a cached "not found" for the new
+    /// id), and every page of the user list.
+    pub async fn user_created(&self, session: &Session, id: i64) {
+        let keys = vec![
+            self.key(Key::user, id),
+            self.key(Key::posts_page, id),
+            self.users_family(),
+        ];
+        self.invalidate(session, id, keys).await;
+    }
+
+    /// After a user's own fields changed: their entry (lists hold ids only).
+    pub async fn user_changed(&self, session: &Session, id: i64) {
+        self.invalidate(session, id, vec![self.key(Key::user, id)])
+            .await;
     }
 
     /// After a user and their posts were deleted.
-    pub async fn user_deleted(&self, scope: &Scope, id: i64, posts: &[i64]) {
-        let prefix = &self.config.key_prefix;
-        let mut keys = vec![Key::user(prefix, id), Key::posts_page(prefix, id)];
-        keys.extend(posts.iter().map(|&post| Key::post(prefix, post)));
-        self.invalidate(scope, id, keys).await;
+    pub async fn user_deleted(&self, session: &Session, id: i64, posts: &[i64]) {
+        let mut keys = vec![
+            self.key(Key::user, id),
+            self.key(Key::posts_page, id),
+            self.users_family(),
+        ];
+        keys.extend(posts.iter().map(|&post| self.key(Key::post, post)));
+        self.invalidate(session, id, keys).await;
     }
 
     /// After a post was created, changed or deleted: the post and its author's page.
-    pub async fn post_written(&self, scope: &Scope, post: i64, author: i64) {
-        let prefix = &self.config.key_prefix;
-        self.invalidate(
-            scope,
-            author,
-            vec![Key::post(prefix, post), Key::posts_page(prefix, author)],
-        )
-        .await;
+    pub async fn post_written(&self, session: &Session, post: i64, author: i64) {
+        let keys = vec![self.key(Key::post, post), self.key(Key::posts_page, author)];
+        self.invalidate(session, author, keys).await;
     }
 
-    /// The read path shared by every cached type; see the module doc.
-    async fn read<T, F, Fut>(
-        &self,
-        scope: &Scope,
-        key: Key,
-        shard: u16,
-        load: F,
-    ) -> Result<Option<T>, Error>
-    where
-        T: Serialize + DeserializeOwned,
-        F: Fn(Scope) -> Fut,
-        Fut: Future<Output = Result<Option<T>, db::Error>>,
-    {
-        let Some(redis) = &self.redis else {
-            return Ok(load(scope.clone()).await?);
-        };
-        if let Some(l1) = &self.l1
-            && let Some(bytes) = l1.get(key.as_str()).await
-            && let Some(value) = decode(&bytes)
-        {
-            count("l1", "hit");
-            scope.record_cache("hit");
-            return Ok(value);
-        }
-        let lookup = match redis.lookup(&key).await {
-            Ok(Lookup::Hit(bytes)) => match decode(&bytes) {
-                Some(value) => {
-                    if self.l1.is_some() {
-                        // Copied only for an L1 to keep: cache-aside hits skip it.
-                        self.keep_in_l1(&key, bytes.as_slice().into()).await;
-                    }
-                    count("redis", "hit");
-                    scope.record_cache("hit");
-                    return Ok(value);
-                }
-                None => None,
-            },
-            Ok(miss) => {
-                count("redis", "miss");
-                scope.record_cache("miss");
-                Some(miss)
-            }
-            Err(_) => {
-                count("redis", "bypass");
-                scope.record_cache("bypass");
-                None
-            }
-        };
-        // Misses and bypasses alike go through the single flight: a burst on one key costs
-        // one database read even while Redis is unavailable. A waiter must not take a value
-        // loaded under an older view than its own, so the flight's identity holds both its
-        // consistency requirement and the entry's version it saw: a miss looked up after a
-        // write's invalidation (a newer version) starts its own load past that write's
-        // fence instead of joining one that began before the write.
-        let version = match &lookup {
-            Some(Lookup::Miss { version, .. }) => version.as_str(),
-            _ => "",
-        };
-        let flight = format!(
-            "{key}@{}@{version}",
-            scope.required(shard).unwrap_or_default().0
-        );
-        let (loaded, _) = self
-            .flights
-            .run(&flight, || {
-                self.load_and_fill(redis, scope, &key, shard, lookup, &load)
+    /// The entries of `ids` (distinct; ids no shard owns are left out: nothing can exist
+    /// there, so they cost neither a lookup nor a query).
+    fn rows(&self, ids: &[i64], key: fn(&str, i64, u16) -> Key) -> Vec<(i64, Key)> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        ids.iter()
+            .filter(|id| seen.insert(**id))
+            .filter_map(|&id| {
+                let shard = self.db.cluster().owner(id)?.id();
+                Some((id, key(&self.config.key_prefix, id, shard)))
             })
-            .await;
-        match loaded {
-            Ok(bytes) => Ok(decode(&bytes).flatten()),
-            Err(err) => Err(Error::from(err.as_ref())),
-        }
+            .collect()
     }
 
-    /// The flight's work. With Redis usable (`lookup` is a miss): look again (a previous
-    /// flight may have filled the entry while this request queued), read the database past
-    /// the entry's fence, fill under its version. With Redis unusable: just read.
-    async fn load_and_fill<T, F, Fut>(
-        &self,
-        redis: &RedisTier,
-        scope: &Scope,
-        key: &Key,
-        shard: u16,
-        lookup: Option<Lookup>,
-        load: &F,
-    ) -> Loaded
-    where
-        T: Serialize,
-        F: Fn(Scope) -> Fut,
-        Fut: Future<Output = Result<Option<T>, db::Error>>,
-    {
-        let miss = match lookup {
-            None => None,
-            Some(first) => match redis.lookup(key).await {
-                Ok(Lookup::Hit(bytes)) => return Ok(bytes.into()),
-                Ok(again) => Some(again),
-                Err(_) => Some(first),
-            },
-        };
-        let (version, fence) = match miss {
-            Some(Lookup::Miss { version, fence }) => (Some(version), fence),
-            _ => (None, None),
-        };
-        let fenced = match fence {
-            Some(lsn) => scope.at_least(shard, Lsn(lsn)),
-            None => scope.clone(),
-        };
-        let value = load(fenced).await.map_err(Arc::new)?;
-        let bytes: Arc<[u8]> = match serde_json::to_vec(&value) {
-            Ok(bytes) => bytes.into(),
-            Err(err) => return Err(Arc::new(db::Error::Query(sqlx::Error::Decode(err.into())))),
-        };
-        if let Some(version) = version
-            && redis
-                .fill(key, &version, &bytes, self.ttl(value.is_none()))
-                .await
+    /// The entry of `id` (on its owner's shard; `u16::MAX` for an id no shard owns, which no
+    /// read ever caches).
+    fn key(&self, key: fn(&str, i64, u16) -> Key, id: i64) -> Key {
+        let shard = self.db.cluster().owner(id).map_or(u16::MAX, db::Shard::id);
+        key(&self.config.key_prefix, id, shard)
+    }
+
+    fn users_family(&self) -> Key {
+        Key::users_family(&self.config.key_prefix, self.shard_ids())
+    }
+
+    fn shard_ids(&self) -> Vec<u16> {
+        self.db.cluster().iter().map(db::Shard::id).collect()
+    }
+
+    /// A read the cache does not serve (with a cache configured): shown as `bypass`.
+    fn record_bypass(&self, session: &Session) {
+        if self.redis.is_some()
+            && let Some(trace) = session.trace()
         {
-            count("redis", "fill");
-            self.keep_in_l1(key, bytes.clone()).await;
-        }
-        Ok(bytes)
-    }
-
-    async fn keep_in_l1(&self, key: &Key, bytes: Arc<[u8]>) {
-        if let Some(l1) = &self.l1 {
-            l1.insert(key.as_str(), bytes).await;
+            trace.cache_outcome("bypass");
         }
     }
 
     /// Runs after the write has committed: drops the entries here and in Redis, bumps their
     /// versions and fences them at the write's commit LSN (read from the shard that owns
-    /// `owner_id`).
-    async fn invalidate(&self, scope: &Scope, owner_id: i64, keys: Vec<Key>) {
+    /// `owner_id`, which is the shard the write went to).
+    async fn invalidate(&self, session: &Session, owner_id: i64, keys: Vec<Key>) {
         let Some(redis) = &self.redis else {
             return;
         };
+        let lines: Vec<String> = keys.iter().map(l1::line).collect();
         if let Some(l1) = &self.l1 {
-            for key in &keys {
-                l1.remove(key.as_str()).await;
+            for line in &lines {
+                l1.apply(line).await;
             }
         }
-        let lsn = match self
+        let shard = self
             .db
-            .commit_lsn(scope, shard_of(&self.db, owner_id))
-            .await
-        {
+            .cluster()
+            .owner(owner_id)
+            .map_or(u16::MAX, db::Shard::id);
+        let lsn = match self.db.cluster().commit_lsn(session, shard).await {
             Ok(lsn) => lsn.0,
             // Without the LSN the fence cannot be raised; the version bump and delete still
             // stop fills that raced the write. Fills that start later read replicas as usual.
@@ -346,9 +345,15 @@ impl Cache {
                 0
             }
         };
-        redis.invalidate(&keys, lsn).await;
-        metrics::counter!(crate::telemetry::metrics::names::CACHE_INVALIDATIONS)
-            .increment(keys.len() as u64);
+        metrics::counter!(names::CACHE_INVALIDATIONS).increment(keys.len() as u64);
+        redis
+            .invalidate(Invalidation {
+                keys,
+                shard,
+                lsn,
+                message: lines.join("\n"),
+            })
+            .await;
     }
 
     /// The TTL of an entry: negative entries short, positive ones jittered by
@@ -365,25 +370,6 @@ impl Cache {
             (RandomState::new().hash_one(seed) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
         Duration::from_secs_f64((base * (1.0 + self.config.ttl_jitter * unit)).max(1.0))
     }
-}
-
-fn shard_of(db: &Db, id: i64) -> u16 {
-    db.shards().owner(id).map_or(u16::MAX, db::Shard::id)
-}
-
-/// `None` when the bytes do not decode (an entry of another schema): treated as a miss.
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {
-    match serde_json::from_slice(bytes) {
-        Ok(value) => Some(value),
-        Err(err) => {
-            tracing::warn!(error = %err, "undecodable cache entry; treated as a miss");
-            None
-        }
-    }
-}
-
-fn count(tier: &'static str, result: &'static str) {
-    metrics::counter!(crate::telemetry::metrics::names::CACHE_REQUESTS, "tier" => tier, "result" => result).increment(1);
 }
 
 #[cfg(test)]

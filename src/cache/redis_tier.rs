@@ -9,10 +9,20 @@
 //! - **Version (a lease).** Every invalidation bumps `key:ver`. A miss remembers the version
 //!   it saw; the fill's Lua script writes only if the version is still the same. A fill that
 //!   raced an invalidation is dropped.
-//! - **LSN fence.** Every invalidation records the commit LSN of its write in `key:lsn`. A
-//!   miss reads the fence and loads with that LSN as a read-your-writes requirement (a
-//!   replica that has replayed it, else the primary), so the value it fills is never older
-//!   than the last invalidated write, even when the write's own client sends no token.
+//! - **LSN fence.** Every invalidation records the commit LSN of its write in
+//!   `key:lsn:{shard}`. A miss reads the fences and loads with those LSNs as a
+//!   read-your-writes requirement (a replica that has replayed them, else the primary), so
+//!   the value it fills is never older than the last invalidated write, even when the
+//!   write's own client sends no token. A list page depends on every shard and reads every
+//!   shard's fence of its family (see `keys.rs`).
+//!
+//! A stored value carries the version it was filled under (`{version}\n{json}`), and a
+//! lookup counts it as a hit only while that is still the entry's version: a page of a list
+//! family is retired by one version bump, without deleting every page that may exist.
+//!
+//! Many keys travel together: one `MGET` looks up a whole batch (values, versions, fences),
+//! one script fills every miss a batch loaded. (On Redis Cluster the keys of one batch live
+//! in several slots; there a batch must be split by slot, one round trip each.)
 //!
 //! Guarantee: once a write's response has been sent, no cache tier holds or fills a value
 //! older than that write (two-tier: except an L1 entry on another instance, for at most
@@ -50,15 +60,23 @@ const POOL_WAIT: Duration = Duration::from_millis(500);
 const PENDING_BOUND: usize = 10_000;
 
 const FILL: &str = r"
--- KEYS: value, version. ARGV: expected version ('' = none yet), value, ttl ms.
-local current = redis.call('GET', KEYS[2]) or ''
-if current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
+-- KEYS: (value, version) per entry.
+-- ARGV: (expected version ('' = none yet), value to store, ttl ms) per entry.
+local stored = {}
+for i = 1, #KEYS / 2 do
+  local current = redis.call('GET', KEYS[2 * i]) or ''
+  if current == ARGV[3 * i - 2] then
+    redis.call('SET', KEYS[2 * i - 1], ARGV[3 * i - 1], 'PX', ARGV[3 * i])
+    stored[i] = 1
+  else
+    stored[i] = 0
+  end
+end
+return stored
 ";
 
 const INVALIDATE: &str = r"
--- KEYS: (value, version, fence) per invalidated entry.
+-- KEYS: (value, version, fence of the written shard) per invalidated entry.
 -- ARGV: commit LSN, fence ttl ms, channel, message for the other instances' L1s.
 for i = 1, #KEYS, 3 do
   redis.call('DEL', KEYS[i])
@@ -78,12 +96,32 @@ return 1
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Lookup {
+    /// The value's JSON.
     Hit(Vec<u8>),
-    /// A miss, with the version to fill under and the fence to read past.
+    /// A miss, with the version to fill under and the fences to read past, per shard.
     Miss {
         version: String,
-        fence: Option<u64>,
+        fences: Vec<(u16, u64)>,
     },
+}
+
+/// One entry a batch loaded, to store unless it was invalidated since its lookup.
+pub struct Fill<'a> {
+    pub key: &'a Key,
+    /// The version the lookup saw.
+    pub version: &'a str,
+    pub json: &'a [u8],
+    pub ttl: Duration,
+}
+
+/// An invalidation: the entries a write changed, and the write's shard and commit position.
+#[derive(Debug, Clone)]
+pub struct Invalidation {
+    pub keys: Vec<Key>,
+    pub shard: u16,
+    pub lsn: u64,
+    /// What the other instances' L1s drop, one name a line.
+    pub message: String,
 }
 
 /// Redis could not be used for this call (breaker open, timeout, error): go to the database.
@@ -99,7 +137,7 @@ pub struct RedisTier {
     fence_ttl_ms: u64,
     fill: Script,
     invalidate: Script,
-    pending: Mutex<Vec<(Vec<Key>, u64)>>,
+    pending: Mutex<Vec<Invalidation>>,
     /// Invalidations not yet applied (queued, or being replayed), readable without the lock
     /// on every lookup.
     pending_count: AtomicUsize,
@@ -144,61 +182,87 @@ impl RedisTier {
         self.breaker.state()
     }
 
-    /// Value, version and fence of `key` in one round trip.
+    /// Values, versions and fences of `keys` in one round trip (`MGET`).
     ///
     /// While invalidations wait for replay, nothing is read from Redis: the entries they name
     /// may still be there, stale. The replay comes first; if it cannot run, the read bypasses.
-    pub async fn lookup(&self, key: &Key) -> Result<Lookup, Bypass> {
+    pub async fn lookup(&self, keys: &[&Key]) -> Result<Vec<Lookup>, Bypass> {
         if self.pending_invalidations() > 0 {
             self.replay_pending().await;
             if self.pending_invalidations() > 0 {
                 return Err(Bypass);
             }
         }
-        let (value, version, fence): (Option<Vec<u8>>, Option<String>, Option<u64>) = self
+        let replies: Vec<Option<Vec<u8>>> = self
             .call(|mut conn| async move {
-                redis::cmd("MGET")
-                    .arg(key.as_str())
-                    .arg(key.version())
-                    .arg(key.fence())
-                    .query_async(&mut conn)
-                    .await
+                let mut mget = redis::cmd("MGET");
+                for key in keys {
+                    mget.arg(key.as_str()).arg(key.version());
+                    for &shard in key.shards() {
+                        mget.arg(key.fence(shard));
+                    }
+                }
+                mget.query_async(&mut conn).await
             })
             .instrument(telemetry::cache_span("redis", "lookup"))
             .await?;
-        Ok(match value {
-            Some(value) => Lookup::Hit(value),
-            None => Lookup::Miss {
-                version: version.unwrap_or_default(),
-                fence,
-            },
-        })
+        let mut replies = replies.into_iter();
+        let mut lookups = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (value, version) = (
+                replies.next().flatten(),
+                replies.next().flatten().unwrap_or_default(),
+            );
+            let version = String::from_utf8(version).unwrap_or_default();
+            let fences = key
+                .shards()
+                .iter()
+                .filter_map(|&shard| {
+                    let fence = replies.next().flatten()?;
+                    Some((shard, std::str::from_utf8(&fence).ok()?.parse().ok()?))
+                })
+                .collect();
+            lookups.push(match value.and_then(|stored| current(stored, &version)) {
+                Some(json) => Lookup::Hit(json),
+                None => Lookup::Miss { version, fences },
+            });
+        }
+        Ok(lookups)
     }
 
-    /// Stores `value` unless `key` was invalidated since the lookup that saw `version`.
-    /// Returns whether it was stored.
-    pub async fn fill(&self, key: &Key, version: &str, value: &[u8], ttl: Duration) -> bool {
-        let ttl_ms = ttl.as_millis().max(1) as u64;
-        let stored: Result<i32, Bypass> = self
+    /// Stores each entry unless its key was invalidated since the lookup that saw its
+    /// version, in one round trip. Returns, per entry, whether it was stored.
+    pub async fn fill(&self, fills: &[Fill<'_>]) -> Vec<bool> {
+        let stored: Result<Vec<i32>, Bypass> = self
             .call(|mut conn| async move {
-                self.fill
-                    .key(key.as_str())
-                    .key(key.version())
-                    .arg(version)
-                    .arg(value)
-                    .arg(ttl_ms)
-                    .invoke_async(&mut conn)
-                    .await
+                let mut invocation = self.fill.prepare_invoke();
+                for fill in fills {
+                    let mut stored = Vec::with_capacity(fill.version.len() + 1 + fill.json.len());
+                    stored.extend_from_slice(fill.version.as_bytes());
+                    stored.push(b'\n');
+                    stored.extend_from_slice(fill.json);
+                    invocation
+                        .key(fill.key.as_str())
+                        .key(fill.key.version())
+                        .arg(fill.version)
+                        .arg(stored)
+                        .arg(fill.ttl.as_millis().max(1) as u64);
+                }
+                invocation.invoke_async(&mut conn).await
             })
             .instrument(telemetry::cache_span("redis", "fill"))
             .await;
-        matches!(stored, Ok(1))
+        let stored = stored.unwrap_or_default();
+        (0..fills.len())
+            .map(|i| stored.get(i) == Some(&1))
+            .collect()
     }
 
-    /// Deletes `keys`, bumps their versions and raises their fences to `lsn`, then tells the
-    /// other instances' L1s. Queued for replay if Redis cannot be reached.
-    pub async fn invalidate(&self, keys: &[Key], lsn: u64) {
-        if self.invalidate_now(keys, lsn).await.is_err() {
+    /// Deletes the entries, bumps their versions and raises their fences on the written shard
+    /// to its commit position, then tells the other instances' L1s. Queued for replay if
+    /// Redis cannot be reached.
+    pub async fn invalidate(&self, invalidation: Invalidation) {
+        if self.invalidate_now(&invalidation).await.is_err() {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() >= PENDING_BOUND {
                 tracing::error!(
@@ -209,7 +273,7 @@ impl RedisTier {
             } else {
                 self.pending_count.fetch_add(1, Ordering::AcqRel);
             }
-            pending.push((keys.to_vec(), lsn));
+            pending.push(invalidation);
             return;
         }
         self.replay_pending().await;
@@ -217,22 +281,21 @@ impl RedisTier {
 
     /// One round trip for all of a write's keys. (On Redis Cluster, keys of different rows
     /// live in different slots: send one script per key there.)
-    async fn invalidate_now(&self, keys: &[Key], lsn: u64) -> Result<(), Bypass> {
+    async fn invalidate_now(&self, invalidation: &Invalidation) -> Result<(), Bypass> {
         let fence_ttl = self.fence_ttl_ms;
         self.call(|mut conn| async move {
             let mut invocation = self.invalidate.prepare_invoke();
-            for key in keys {
+            for key in &invalidation.keys {
                 invocation
                     .key(key.as_str())
                     .key(key.version())
-                    .key(key.fence());
+                    .key(key.fence(invalidation.shard));
             }
-            let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
             invocation
-                .arg(lsn)
+                .arg(invalidation.lsn)
                 .arg(fence_ttl)
                 .arg(&self.channel)
-                .arg(names.join("\n"));
+                .arg(&invalidation.message);
             let _: i32 = invocation.invoke_async(&mut conn).await?;
             Ok(())
         })
@@ -257,8 +320,8 @@ impl RedisTier {
             count = queued.len(),
             "replaying cache invalidations queued while Redis was down"
         );
-        for (i, (keys, lsn)) in queued.iter().enumerate() {
-            if self.invalidate_now(keys, *lsn).await.is_err() {
+        for (i, invalidation) in queued.iter().enumerate() {
+            if self.invalidate_now(invalidation).await.is_err() {
                 // Back in the queue, still counted.
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                 pending.extend(queued.into_iter().skip(i));
@@ -313,5 +376,28 @@ impl RedisTier {
     /// Whether queued invalidations wait for Redis (tests and `/readyz`).
     pub fn pending_invalidations(&self) -> usize {
         self.pending_count.load(Ordering::Acquire)
+    }
+}
+
+/// The JSON of a stored value, if it was filled under the entry's current `version`.
+fn current(mut stored: Vec<u8>, version: &str) -> Option<Vec<u8>> {
+    let newline = stored.iter().position(|&b| b == b'\n')?;
+    if stored.get(..newline)? != version.as_bytes() {
+        return None;
+    }
+    stored.drain(..=newline);
+    Some(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::current;
+
+    #[test]
+    fn a_value_counts_only_under_the_version_it_was_filled_under() {
+        assert_eq!(current(b"3\n{}".to_vec(), "3"), Some(b"{}".to_vec()));
+        assert_eq!(current(b"\nnull".to_vec(), ""), Some(b"null".to_vec()));
+        assert_eq!(current(b"3\n{}".to_vec(), "4"), None, "retired by a bump");
+        assert_eq!(current(b"{}".to_vec(), ""), None, "not our format");
     }
 }

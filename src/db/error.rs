@@ -5,9 +5,20 @@ use std::time::Duration;
 /// SQLSTATE 2200H: `nextval` went past the sequence's MAXVALUE, i.e. the shard's id range is
 /// used up. The sequence is `NO CYCLE`, so ids never wrap into another shard's range.
 const SEQUENCE_EXHAUSTED: &str = "2200H";
-/// SQLSTATE 23505 and 23503.
-const UNIQUE_VIOLATION: &str = "23505";
-const FOREIGN_KEY_VIOLATION: &str = "23503";
+/// What a violated constraint means to the request, by the constraint's name. By name, not
+/// by SQLSTATE alone: a unique violation on any other constraint (a new index, a bug) must
+/// surface as the internal error it is, not as "email taken". The names are Postgres'
+/// defaults for the columns in `migrations/shard/`.
+fn constraint_meaning(name: &str) -> Option<Error> {
+    match name {
+        // The directory let an email through that the shard still holds (see the directory's
+        // saga): the address is in use.
+        "users_email_key" => Some(Error::EmailTaken),
+        // A post was written for a user that no longer exists (a token outliving its account).
+        "posts_user_id_fkey" => Some(Error::AuthorMissing),
+        _ => None,
+    }
+}
 /// SQLSTATE 57014: `statement_timeout` (or a cancel) stopped the statement.
 const QUERY_CANCELED: &str = "57014";
 /// `serialization_failure`: on a hot standby, a read cancelled because it conflicted with
@@ -62,13 +73,12 @@ impl Error {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => Error::Unavailable(err),
+            sqlx::Error::Database(db) if db.constraint().is_some() => db
+                .constraint()
+                .and_then(constraint_meaning)
+                .unwrap_or(Error::Query(err)),
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 Some(SEQUENCE_EXHAUSTED) => Error::ShardFull,
-                Some(FOREIGN_KEY_VIOLATION) => Error::AuthorMissing,
-                // The only unique constraint a request can hit is a shard's `users.email`
-                // (primary keys come from sequences): the directory let an email through that
-                // the shard still holds, which means the address is in use.
-                Some(UNIQUE_VIOLATION) => Error::EmailTaken,
                 Some(QUERY_CANCELED) => Error::Timeout(err),
                 // Class 57 (operator intervention: shutdown, crash recovery) and class 08
                 // (connection exceptions): the server is going away, not the query being wrong.
@@ -106,24 +116,20 @@ impl From<&Error> for crate::error::Error {
                 detail: "the shard that owns this data has no ids left; an operator must add capacity",
                 retry_after: Duration::from_secs(60),
             },
-            Error::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                Api::Unavailable {
-                    detail: "a database this request needs is unavailable; try again shortly",
-                    retry_after: Duration::from_secs(1),
-                }
-            }
+            // Logged where it happened (the shard's routing, with the shard and role), not
+            // here: a conversion has no side effects.
+            Error::Unavailable(_) => Api::Unavailable {
+                detail: "a database this request needs is unavailable; try again shortly",
+                retry_after: Duration::from_secs(1),
+            },
             Error::PrimaryDown { retry_after } => Api::Unavailable {
                 detail: "the primary of the shard that owns this data is down; writes to it fail fast until it recovers",
                 retry_after: *retry_after,
             },
-            Error::Timeout(source) => {
-                tracing::warn!(error = %source, "statement timed out");
-                Api::Unavailable {
-                    detail: "the database took too long to answer; try again shortly",
-                    retry_after: Duration::from_secs(1),
-                }
-            }
+            Error::Timeout(_) => Api::Unavailable {
+                detail: "the database took too long to answer; try again shortly",
+                retry_after: Duration::from_secs(1),
+            },
             Error::SagaExpired => Api::Unavailable {
                 detail: "the registration took too long and was rolled back; try again",
                 retry_after: Duration::from_secs(1),

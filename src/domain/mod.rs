@@ -7,7 +7,7 @@ mod post;
 mod user;
 
 pub use post::{NewPost, Post, PostBody, PostPatch, PostTitle};
-pub use user::{Email, NewUser, Password, Tier, User, UserName, UserPatch, UserProfile};
+pub use user::{Credentials, Email, NewUser, Password, Tier, User, UserName, UserPatch};
 
 use crate::error::{Error, FieldError};
 

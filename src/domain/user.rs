@@ -5,49 +5,16 @@ use serde::{Deserialize, Serialize};
 use super::{Checks, text};
 use crate::error::{Error, FieldError};
 
-/// A user row as stored on its shard.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A user as every API shows and the cache keeps it: the row without its password hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct User {
     pub id: i64,
     pub email: String,
     pub name: String,
-    pub password_hash: String,
     #[sqlx(try_from = "String")]
     pub tier: Tier,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-/// What may be shown or cached of a user: everything but the password hash, which never
-/// leaves the shard except for login (read from the primary, never cached).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserProfile {
-    pub id: i64,
-    pub email: String,
-    pub name: String,
-    pub tier: Tier,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<User> for UserProfile {
-    fn from(user: User) -> Self {
-        Self {
-            id: user.id,
-            email: user.email,
-            name: user.name,
-            tier: user.tier,
-            created_at: user.created_at,
-            updated_at: user.updated_at,
-        }
-    }
-}
-
-impl UserProfile {
-    /// The email as `viewer` may see it: see [`User::email_for`].
-    pub fn email_for(&self, viewer: Option<i64>) -> Option<&str> {
-        (viewer == Some(self.id)).then_some(self.email.as_str())
-    }
 }
 
 impl User {
@@ -56,6 +23,27 @@ impl User {
     /// renders it through here.
     pub fn email_for(&self, viewer: Option<i64>) -> Option<&str> {
         (viewer == Some(self.id)).then_some(self.email.as_str())
+    }
+}
+
+/// What login needs of a user: the only type that carries a password hash. Read from the
+/// primary by the login path alone, never cached, never rendered.
+#[derive(Clone, sqlx::FromRow)]
+pub struct Credentials {
+    pub id: i64,
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    #[sqlx(try_from = "String")]
+    pub tier: Tier,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("id", &self.id)
+            .field("tier", &self.tier)
+            .finish_non_exhaustive()
     }
 }
 

@@ -4,14 +4,15 @@
 //! `posts` once per user and `author` once per post, each its own statement: 1 + 50 + 250.
 //! A DataLoader instead collects the keys every resolver of a level asks for while they are
 //! polled together (async-graphql resolves a list's items concurrently), waits a moment
-//! (`delay`, `graphql.batch_window_ms`), and loads them with one call of a batch function from the data
-//! layer (`src/db/batch.rs`), which sends one statement per shard involved. The nested query
-//! then costs one statement per shard per level, whatever the page size.
+//! (`delay`, `graphql.batch_window_ms`), and loads them with one call of a batch operation
+//! (`src/operations/`), which reads them through the cache: every cached key costs nothing,
+//! the misses one statement per shard involved. The nested query then costs at most one
+//! statement per shard per level, whatever the page size, and none when the cache is warm.
 //!
 //! The loaders are built for each request (see [`RequestData`](super::RequestData)): their
 //! cache deduplicates within the request (the same author of twenty posts is loaded once) and
-//! dies with it. A cache on the schema would be shared by every request and every user
-//! (async-graphql issue #1567). Sharing across requests is the cache layer's job, with its
+//! dies with it. A cache on the schema would be shared by every request and every user, and
+//! never invalidated. Sharing across requests is the cache layer's job, with its
 //! invalidation; a DataLoader has none.
 //!
 //! `graphql.dataloaders = false` keeps the same code path but sets the batch size to one and
@@ -24,9 +25,9 @@ use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 
 use crate::{
     AppState,
-    db::Scope,
+    db::Session,
     domain::{Post, User},
-    error::Error,
+    operations::{posts, users},
 };
 
 /// One request's loaders.
@@ -38,14 +39,14 @@ pub struct Loaders {
 
 impl Loaders {
     /// `graphql.dataloaders = false` is the N+1 switch; `graphql.batch_window_ms` the window.
-    pub fn new(app: &AppState, scope: &Scope) -> Self {
+    pub fn new(app: &AppState, session: &Session) -> Self {
         let config = &app.config.graphql;
         let window = config
             .dataloaders
             .then(|| std::time::Duration::from_millis(config.batch_window_ms));
         let source = || Source {
             app: app.clone(),
-            scope: scope.clone(),
+            session: session.clone(),
         };
         Self {
             users: loader(UsersById(source()), window),
@@ -98,10 +99,10 @@ fn loader<T>(source: T, window: Option<std::time::Duration>) -> DataLoader<T, Ha
     }
 }
 
-/// What every loader reads through: the data layer, routed and recorded in the request's scope.
+/// What every loader reads through: the operations, with the request's session.
 struct Source {
     app: AppState,
-    scope: Scope,
+    session: Session,
 }
 
 struct UsersById(Source);
@@ -111,8 +112,8 @@ impl Loader<i64> for UsersById {
     type Error = async_graphql::Error;
 
     async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, User>, Self::Error> {
-        let Source { app, scope } = &self.0;
-        Ok(app.db.users_by_ids(scope, ids).await.map_err(Error::from)?)
+        let Source { app, session } = &self.0;
+        Ok(users::by_ids(app, session, ids).await?)
     }
 }
 
@@ -123,8 +124,8 @@ impl Loader<i64> for PostsById {
     type Error = async_graphql::Error;
 
     async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Post>, Self::Error> {
-        let Source { app, scope } = &self.0;
-        Ok(app.db.posts_by_ids(scope, ids).await.map_err(Error::from)?)
+        let Source { app, session } = &self.0;
+        Ok(posts::by_ids(app, session, ids).await?)
     }
 }
 
@@ -145,18 +146,14 @@ impl Loader<UserPosts> for NewestPostsOfUsers {
     /// One batch call per distinct page size (a query normally has one), each one statement
     /// per shard. Users without posts get an empty list, so the cache remembers them too.
     async fn load(&self, keys: &[UserPosts]) -> Result<HashMap<UserPosts, Vec<Post>>, Self::Error> {
-        let Source { app, scope } = &self.0;
+        let Source { app, session } = &self.0;
         let mut by_page_size: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for key in keys {
             by_page_size.entry(key.first).or_default().push(key.user_id);
         }
         let mut found = HashMap::with_capacity(keys.len());
         for (first, user_ids) in by_page_size {
-            let mut posts = app
-                .db
-                .posts_of_users(scope, &user_ids, first)
-                .await
-                .map_err(Error::from)?;
+            let mut posts = posts::newest_of_users(app, session, &user_ids, first).await?;
             for user_id in user_ids {
                 let key = UserPosts { user_id, first };
                 found.insert(key, posts.remove(&user_id).unwrap_or_default());

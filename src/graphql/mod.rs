@@ -1,9 +1,10 @@
 //! GraphQL: the schema, its per-request DataLoaders, and the limits a public endpoint needs.
 //!
 //! The schema is a library ([`build_schema`]); `src/http/graphql.rs` wires it to `/graphql`
-//! in a few lines. Reads and writes go through the same data layer and the same
-//! [`operations`](crate::operations) as REST v1, so the rules and error meanings are the same;
-//! only the representation differs (string `ID`s, Relay connections, `extensions.code`).
+//! in a few lines. Every read and write goes through the same
+//! [`operations`](crate::operations) as REST v1 (the DataLoaders' batch functions too), so
+//! the rules, the cache and the error meanings are the same; only the representation differs
+//! (string `ID`s, Relay connections, `extensions.code`).
 //!
 //! - [`types`]: `User`, `Post`, the access token.
 //! - [`query`] and [`mutation`]: the roots.
@@ -18,7 +19,7 @@ pub mod types;
 
 use async_graphql::{Context, EmptySubscription, Schema};
 
-use crate::{AppState, Config, auth::AuthUser, db::Scope, error::Error};
+use crate::{AppState, Config, auth::AuthUser, db::Session, error::Error};
 use limits::Limits;
 use loaders::Loaders;
 use mutation::MutationRoot;
@@ -47,18 +48,18 @@ pub fn build_schema(config: &Config) -> ApiSchema {
 /// Per request, a loader's cache lives exactly as long as the request that filled it.
 pub struct RequestData {
     pub app: AppState,
-    pub scope: Scope,
+    pub session: Session,
     /// The user of the request's access token, if it carried one.
     pub viewer: Option<AuthUser>,
     pub loaders: Loaders,
 }
 
 impl RequestData {
-    pub fn new(app: AppState, scope: Scope, viewer: Option<AuthUser>) -> Self {
-        let loaders = Loaders::new(&app, &scope);
+    pub fn new(app: AppState, session: Session, viewer: Option<AuthUser>) -> Self {
+        let loaders = Loaders::new(&app, &session);
         Self {
             app,
-            scope,
+            session,
             viewer,
             loaders,
         }

@@ -30,7 +30,7 @@ impl MutationRoot {
         password: String,
     ) -> Result<UserNode> {
         let rq = RequestData::of(ctx)?;
-        let user = accounts::register(&rq.app, &rq.scope, &email, &name, &password).await?;
+        let user = accounts::register(&rq.app, &rq.session, &email, &name, &password).await?;
         let id = user.id;
         Ok(UserNode::new(user, Some(id)))
     }
@@ -45,7 +45,7 @@ impl MutationRoot {
     ) -> Result<AccessToken> {
         let rq = RequestData::of(ctx)?;
         let token =
-            accounts::login(&rq.app, &rq.scope, &email, SecretString::from(password)).await?;
+            accounts::login(&rq.app, &rq.session, &email, SecretString::from(password)).await?;
         Ok(token.into())
     }
 
@@ -57,7 +57,7 @@ impl MutationRoot {
         body: String,
     ) -> Result<PostNode> {
         let rq = RequestData::of(ctx)?;
-        let post = posts::create(&rq.app, &rq.scope, rq.me()?, &title, &body).await?;
+        let post = posts::create(&rq.app, &rq.session, rq.me()?, &title, &body).await?;
         Ok(PostNode(post))
     }
 
@@ -74,7 +74,7 @@ impl MutationRoot {
         let id = domain::parse_id(&id)?;
         let post = posts::update(
             &rq.app,
-            &rq.scope,
+            &rq.session,
             me,
             id,
             title.as_deref(),
@@ -88,7 +88,7 @@ impl MutationRoot {
     async fn delete_post(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
         let rq = RequestData::of(ctx)?;
         let me = rq.me()?;
-        posts::delete(&rq.app, &rq.scope, me, domain::parse_id(&id)?).await?;
+        posts::delete(&rq.app, &rq.session, me, domain::parse_id(&id)?).await?;
         Ok(id)
     }
 
@@ -105,7 +105,7 @@ impl MutationRoot {
         let me = rq.me()?;
         let user = accounts::update(
             &rq.app,
-            &rq.scope,
+            &rq.session,
             me,
             domain::parse_id(&id)?,
             email.as_deref(),
@@ -120,7 +120,7 @@ impl MutationRoot {
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
         let rq = RequestData::of(ctx)?;
         let me = rq.me()?;
-        accounts::delete(&rq.app, &rq.scope, me, domain::parse_id(&id)?).await?;
+        accounts::delete(&rq.app, &rq.session, me, domain::parse_id(&id)?).await?;
         Ok(id)
     }
 }

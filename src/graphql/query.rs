@@ -11,7 +11,11 @@ use super::{
     RequestData, limits,
     types::{PostNode, UserNode},
 };
-use crate::{domain, error::Error};
+use crate::{
+    domain,
+    error::Error,
+    operations::{posts as post_ops, users as user_ops},
+};
 
 pub struct QueryRoot;
 
@@ -54,12 +58,13 @@ impl QueryRoot {
         let rq = RequestData::of(ctx)?;
         let first = rq.page_size(first)?;
         let after = after.as_deref().map(decode::<UserCursor>).transpose()?;
-        let users = rq
-            .app
-            .db
-            .users_after(&rq.scope, after.as_ref().map(|c| c.id), first + 1)
-            .await
-            .map_err(Error::from)?;
+        let users = user_ops::after(
+            &rq.app,
+            &rq.session,
+            after.as_ref().map(|c| c.id),
+            first + 1,
+        )
+        .await?;
         rq.loaders.know_users(&users).await;
         let viewer = rq.viewer_id();
         Ok(connection(users, first, after.is_some(), |user| {
@@ -88,12 +93,8 @@ impl QueryRoot {
         let rq = RequestData::of(ctx)?;
         let first = rq.page_size(first)?;
         let after = after.as_deref().map(decode::<PostCursor>).transpose()?;
-        let posts = rq
-            .app
-            .db
-            .posts_before(&rq.scope, after.as_ref().map(|c| (c.at, c.id)), first + 1)
-            .await
-            .map_err(Error::from)?;
+        let cursor = after.as_ref().map(|c| (c.at, c.id));
+        let posts = post_ops::before(&rq.app, &rq.session, cursor, first + 1).await?;
         Ok(connection(posts, first, after.is_some(), |post| {
             let cursor = PostCursor {
                 at: post.created_at,

@@ -76,20 +76,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
-/// The request's data-layer scope, as set up by the route-header middleware (dev profile),
-/// else a non-recording one.
-impl<S: Send + Sync> FromRequestParts<S> for db::Scope {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<db::Scope>()
-            .cloned()
-            .unwrap_or_default())
-    }
-}
-
 /// `?limit&offset` offset pagination.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

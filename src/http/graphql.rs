@@ -26,7 +26,7 @@ use axum::{
 use crate::{
     AppState,
     auth::MaybeAuthUser,
-    db::Scope,
+    db::Session,
     error::{Error, InternalErrorReport},
     graphql::{ApiSchema, RequestData, build_schema},
     http::extract::Json,
@@ -38,20 +38,20 @@ pub fn router(app: &AppState) -> Router<AppState> {
         "/graphql",
         get(graphiql).post(
             move |State(app): State<AppState>,
-                  scope: Scope,
+                  session: Session,
                   viewer: Result<MaybeAuthUser, Error>,
                   body: Result<Json<Request>, Error>| {
-                execute(schema.clone(), app, scope, viewer, body)
+                execute(schema.clone(), app, session, viewer, body)
             },
         ),
     )
 }
 
-/// Runs one GraphQL request with its own [`RequestData`] (viewer, scope, DataLoaders).
+/// Runs one GraphQL request with its own [`RequestData`] (viewer, session, DataLoaders).
 async fn execute(
     schema: ApiSchema,
     app: AppState,
-    scope: Scope,
+    session: Session,
     viewer: Result<MaybeAuthUser, Error>,
     body: Result<Json<Request>, Error>,
 ) -> Response {
@@ -59,7 +59,7 @@ async fn execute(
         (Ok(MaybeAuthUser(viewer)), Ok(Json(request))) => (viewer, request),
         (Err(err), _) | (_, Err(err)) => return transport_error(err),
     };
-    let request = request.data(RequestData::new(app, scope, viewer));
+    let request = request.data(RequestData::new(app, session, viewer));
     let response = schema.execute(request).await;
     // Internal errors reach the client as a generic message; their chain rides in the error's
     // source, and goes to the logging middleware like a REST 500's.

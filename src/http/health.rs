@@ -61,7 +61,7 @@ struct ShardReadiness {
 
 async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let directory = check(app.db.directory_pool());
-    let shards = futures_util::future::join_all(app.db.shards().iter().map(|shard| async move {
+    let shards = futures_util::future::join_all(app.db.cluster().iter().map(|shard| async move {
         ShardReadiness {
             id: shard.id(),
             primary: match shard.breaker_state() {

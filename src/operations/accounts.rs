@@ -2,32 +2,30 @@
 
 use secrecy::SecretString;
 
+use super::users::NO_USER;
 use crate::{
     App,
     auth::{AuthUser, IssuedToken, password},
-    db::{Scope, UserUpdate},
+    db::{Session, UserUpdate},
     domain::{Email, NewUser, Tier, User, UserPatch},
     error::{Error, Result},
 };
-
-/// The answer for a user id that nothing has: REST and GraphQL say it the same way.
-pub const NO_USER: Error = Error::NotFound("no user has this id");
 
 /// Registers a user: validates every field at once, hashes the password (on the blocking
 /// pool), and lets the data layer place the user on a shard and claim the email in the
 /// directory. A taken email is a `Conflict`, on whichever shard it lives.
 pub async fn register(
     app: &App,
-    scope: &Scope,
+    session: &Session,
     email: &str,
     name: &str,
     password: &str,
 ) -> Result<User> {
     let new = NewUser::parse(email, name, password)?;
     let hash = password::hash(&new.password.0).await?;
-    let user = app.db.register_user(scope, &new, &hash).await?;
+    let user = app.db.directory().register(session, &new, &hash).await?;
     // A "not found" for this new id may be cached (someone asked for it before): drop it.
-    app.cache.user_written(scope, user.id).await;
+    app.cache.user_created(session, user.id).await;
     Ok(user)
 }
 
@@ -37,17 +35,17 @@ pub async fn register(
 /// timing tells an attacker which emails are registered.
 pub async fn login(
     app: &App,
-    scope: &Scope,
+    session: &Session,
     email: &str,
     password: SecretString,
 ) -> Result<IssuedToken> {
     const REFUSED: Error = Error::Unauthorized("the email or password is wrong");
     let user = match Email::parse(email) {
-        Ok(email) => app.db.user_by_email(scope, &email).await?,
+        Ok(email) => app.db.directory().credentials(session, &email).await?,
         Err(_) => None,
     };
     let (stored, tier, id) = match user {
-        Some(user) => (Some(user.password_hash), user.tier, user.id),
+        Some(found) => (Some(found.password_hash), found.tier, found.id),
         None => (None, Tier::Free, 0),
     };
     if !password::verify(&password, stored).await? {
@@ -61,7 +59,7 @@ pub async fn login(
 /// re-claimed in the directory by the data layer.
 pub async fn update(
     app: &App,
-    scope: &Scope,
+    session: &Session,
     me: AuthUser,
     id: i64,
     email: Option<&str>,
@@ -85,21 +83,27 @@ pub async fn update(
     };
     let user = app
         .db
-        .update_user(scope, id, update)
+        .directory()
+        .update_user(session, id, update)
         .await?
         .ok_or(NO_USER)?;
-    app.cache.user_written(scope, id).await;
+    app.cache.user_changed(session, id).await;
     Ok(user)
 }
 
 /// Deletes account `id` and, with it, the user's posts: the user themself only.
-pub async fn delete(app: &App, scope: &Scope, me: AuthUser, id: i64) -> Result<()> {
+pub async fn delete(app: &App, session: &Session, me: AuthUser, id: i64) -> Result<()> {
     if me.id != id {
         return Err(Error::Forbidden(
             "only the user themself may delete their account",
         ));
     }
-    let posts = app.db.delete_user(scope, id).await?.ok_or(NO_USER)?;
-    app.cache.user_deleted(scope, id, &posts).await;
+    let posts = app
+        .db
+        .directory()
+        .delete_user(session, id)
+        .await?
+        .ok_or(NO_USER)?;
+    app.cache.user_deleted(session, id, &posts).await;
     Ok(())
 }

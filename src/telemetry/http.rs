@@ -15,7 +15,7 @@ use axum::{
 use tower_http::request_id::{MakeRequestId, MakeRequestUuid, RequestId};
 use tracing::{Instrument, field::Empty};
 
-use super::{metrics::names, traces::RequestTrace};
+use super::{names, traces::RequestTrace};
 
 /// `X-Request-Id`: taken from the request when it is usable, generated otherwise, and
 /// returned on the response. It is what a user quotes in a support ticket; the trace id is

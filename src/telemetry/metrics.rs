@@ -1,5 +1,5 @@
 //! Prometheus metrics: one recorder per process behind the `metrics` facade, rendered at
-//! `/metrics`.
+//! `/metrics` (served by `src/http/metrics.rs`).
 //!
 //! Code anywhere emits with the facade (`metrics::counter!(names::CACHE_REQUESTS, ...)`);
 //! nothing is passed around. The recorder is process-wide because the facade is: [`install`]
@@ -17,48 +17,10 @@
 
 use std::{sync::OnceLock, time::Duration};
 
-use anyhow::Context;
-use axum::{
-    Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::get,
-};
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sqlx::PgPool;
 
-use crate::{AppState, db::Db};
-
-/// The metric names (DESIGN.md §6), for every layer to use rather than retyping them.
-pub mod names {
-    /// Histogram; `method`, `route` (the matched template, or `unmatched`), `status`.
-    pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
-    /// Counter; `shard`, `role` (`primary` | `replica`), `op` (`read` | `write` |
-    /// `commit_lsn` | `replay_lsn`; see `src/db/instrument.rs`).
-    pub const DB_QUERIES: &str = "db_queries_total";
-    /// Histogram, same labels as [`DB_QUERIES`]: pool checkout plus the statement's round trip.
-    pub const DB_QUERY_DURATION: &str = "db_query_duration_seconds";
-    /// Gauge; `shard` (or `directory`), `role`, `state` (`idle` | `in_use`), sampled at scrape.
-    pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
-    /// Gauge; `shard`, `replica` (index): WAL bytes the replica is behind its primary.
-    pub const DB_REPLICA_LAG: &str = "db_replica_lag_bytes";
-    /// Gauge; `shard`, `replica`: 1 while the replica takes reads.
-    pub const DB_REPLICA_IN_ROTATION: &str = "db_replica_in_rotation";
-    /// Counter; `shard`, `reason`: reads that wanted a replica and got the primary.
-    pub const DB_READ_FALLBACK: &str = "db_read_fallback_total";
-    /// Gauge; `breaker`: 0 closed, 1 open, 2 half-open (one trial call in flight).
-    pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
-    /// Counter; `tier` (`l1` | `redis`), `result`: `hit`, `miss`, `bypass` (Redis unusable,
-    /// read from the database), one per lookup; and `fill`, one per entry stored after a miss.
-    /// Hit ratio: `hit / (hit + miss)`.
-    pub const CACHE_REQUESTS: &str = "cache_requests_total";
-    /// Counter: cache entries invalidated after writes.
-    pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";
-    /// Counter; `limiter`, `decision` (`allowed` | `limited`). Reserved for the rate limiter.
-    pub const RATELIMIT_DECISIONS: &str = "ratelimit_decisions_total";
-}
+use super::names;
 
 /// Histogram buckets for a millisecond API, in seconds: fine below 10 ms where a cached read
 /// lands, coarse up to the 10 s request timeout. Every histogram gets them (so a layer that
@@ -169,73 +131,5 @@ fn describe() {
     metrics::describe_counter!(
         RATELIMIT_DECISIONS,
         "Rate limiter decisions by limiter and decision"
-    );
-}
-
-/// `/metrics` on the API's own address, unless metrics are off or have their own address.
-pub fn router(app: &AppState) -> Router<AppState> {
-    if app.metrics.is_some() && app.config.telemetry.metrics_addr.is_none() {
-        Router::new().route("/metrics", get(scrape))
-    } else {
-        Router::new()
-    }
-}
-
-/// Serves `/metrics` alone on `telemetry.metrics_addr`, when set: an admin port keeps the
-/// service's internals (routes, shard layout, error rates) off the public address.
-pub async fn admin_server(app: &AppState) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let (Some(addr), Some(_)) = (app.config.telemetry.metrics_addr, &app.metrics) else {
-        return Ok(None);
-    };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("Failed to bind the metrics address {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
-    let router = Router::new()
-        .route("/metrics", get(scrape))
-        .with_state(app.clone());
-    Ok(Some(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, router).await {
-            tracing::error!(error = %err, "the metrics server stopped");
-        }
-    })))
-}
-
-/// `GET /metrics`: the Prometheus text format. Pool gauges are sampled here, at scrape time,
-/// rather than on every checkout: a scrape every 15 s costs one pass over the pools.
-pub async fn scrape(State(app): State<AppState>) -> Response {
-    let Some(handle) = &app.metrics else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    sample_pools(&app.db);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle.render(),
-    )
-        .into_response()
-}
-
-fn sample_pools(db: &Db) {
-    let set = |shard: String, role: &'static str, pools: &mut dyn Iterator<Item = &PgPool>| {
-        let (open, idle) = pools.fold((0u64, 0u64), |(open, idle), pool| {
-            (open + u64::from(pool.size()), idle + pool.num_idle() as u64)
-        });
-        let gauge = |state: &'static str| metrics::gauge!(names::DB_POOL_CONNECTIONS, "shard" => shard.clone(), "role" => role, "state" => state);
-        gauge("idle").set(idle as f64);
-        gauge("in_use").set(open.saturating_sub(idle) as f64);
-    };
-    for shard in db.shards().iter() {
-        let id = shard.id().to_string();
-        set(
-            id.clone(),
-            "primary",
-            &mut std::iter::once(shard.primary_pool()),
-        );
-        set(id, "replica", &mut shard.replicas().iter().map(|r| &r.pool));
-    }
-    set(
-        "directory".into(),
-        "primary",
-        &mut std::iter::once(db.directory_pool()),
     );
 }

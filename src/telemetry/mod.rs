@@ -8,16 +8,18 @@
 //! | traces | the request span, one span per SQL call and per cache call | OTLP/HTTP to a collector such as Jaeger ([`traces`]), when configured |
 //!
 //! For other layers (cache, GraphQL, rate limits): emit metrics with the facade and the names
-//! in [`metrics::names`]; wrap a call to a dependency in a span made by [`cache_span`] (or an
+//! in [`names`]; wrap a call to a dependency in a span made by [`cache_span`] (or an
 //! `info_span!` with the same shape), and it becomes a child of the request in the trace and
 //! tags the log lines written inside it.
 //!
 //! The subscriber is built by [`subscriber`] without installing it: the binary installs it
 //! process-wide ([`init`]); a test can install it for its own thread and writer.
 
+mod debug;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod names;
 pub mod traces;
 
 use std::io::IsTerminal;
@@ -32,6 +34,8 @@ use tracing_subscriber::{
 };
 
 use crate::config::{Config, LogFormat};
+
+pub use debug::DebugTrace;
 
 /// Keeps the trace exporter alive; dropping it flushes the spans still queued (for at most
 /// `telemetry.otlp_timeout_ms`) and stops the export thread.
@@ -122,7 +126,7 @@ pub fn init(config: &Config) -> anyhow::Result<TelemetryGuard> {
 
 /// The span to wrap one cache call in: a child of the request's span in the trace, and the
 /// `tier` and `op` on every log line inside. Count its outcome under
-/// [`metrics::names::CACHE_REQUESTS`] with the same `tier`.
+/// [`names::CACHE_REQUESTS`] with the same `tier`.
 ///
 /// ```ignore
 /// let value = redis.get(&key).instrument(telemetry::cache_span("redis", "get")).await;

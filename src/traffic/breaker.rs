@@ -114,7 +114,7 @@ impl CircuitBreaker {
     /// Name it after the metrics recorder is installed (`App::build` does that first).
     pub fn named(mut self, name: impl Into<String>) -> Self {
         let gauge = metrics::gauge!(
-            crate::telemetry::metrics::names::CIRCUIT_BREAKER_STATE,
+            crate::telemetry::names::CIRCUIT_BREAKER_STATE,
             "breaker" => name.into()
         );
         gauge.set(f64::from(self.state.load(Ordering::Acquire)));

@@ -14,7 +14,7 @@ async fn owning_primary(app: &TestApp, id: i64) -> PgPool {
     let shard = app
         .state
         .db
-        .shards()
+        .cluster()
         .owner(id)
         .unwrap_or_else(|| panic!("id {id} belongs to a shard"));
     app.primary(usize::from(shard.id())).await
@@ -491,13 +491,13 @@ async fn logging_in_reads_the_credentials_on_the_primary_never_a_replica() {
     let shard = usize::from(
         app.state
             .db
-            .shards()
+            .cluster()
             .owner(ada.id)
             .expect("ada's shard")
             .id(),
     );
     let (primary, replica) = (app.primary(shard).await, app.replica(shard).await);
-    let select_user = "SELECT id, email, name, password_hash%FROM users WHERE id = $1";
+    let select_user = "SELECT id, email, password_hash%FROM users WHERE id = $1";
     app.wait_for_replicas().await;
     let before = (
         statement_calls(&primary, select_user).await,

@@ -8,7 +8,7 @@ use scalable_api::{
     Config,
     cache::{
         keys::Key,
-        redis_tier::{Lookup, RedisTier},
+        redis_tier::{Fill, Invalidation, Lookup, RedisTier},
     },
     config::CacheStrategy,
 };
@@ -20,7 +20,7 @@ use crate::{
 };
 
 const USER_BY_ID: &str =
-    "SELECT id, email, name, password_hash, tier, created_at, updated_at FROM users WHERE id = $1";
+    "SELECT id, email, name, tier, created_at, updated_at FROM users WHERE id = ANY($1)";
 
 fn x_cache(response: &Response) -> String {
     response
@@ -313,28 +313,48 @@ async fn a_fill_that_raced_an_invalidation_is_dropped() {
     let chaos = Chaos::acquire().await;
     let app = TestApp::spawn_on(chaos.stack.clone(), on_chaos).await;
     let tier = RedisTier::new(&app.state.config.cache).expect("redis tier");
-    let key = Key::user(&app.state.config.cache.key_prefix, 42);
-
-    let Ok(Lookup::Miss { version, .. }) = tier.lookup(&key).await else {
-        panic!("a cold key misses");
+    let key = Key::user(&app.state.config.cache.key_prefix, 42, 0);
+    let miss = |lookups: Result<Vec<Lookup>, _>| match lookups.map(|mut l| l.pop()) {
+        Ok(Some(Lookup::Miss { version, fences })) => (version, fences),
+        other => panic!("expected a miss, got {other:?}"),
     };
-    tier.invalidate(std::slice::from_ref(&key), 1).await;
+
+    let (version, _) = miss(tier.lookup(&[&key]).await);
+    tier.invalidate(Invalidation {
+        keys: vec![key.clone()],
+        shard: 0,
+        lsn: 1,
+        message: key.to_string(),
+    })
+    .await;
     let stored = tier
-        .fill(&key, &version, b"\"stale\"", Duration::from_secs(60))
+        .fill(&[Fill {
+            key: &key,
+            version: &version,
+            json: b"\"stale\"",
+            ttl: Duration::from_secs(60),
+        }])
         .await;
 
-    assert!(!stored, "a fill under an outdated version is refused");
-    assert!(matches!(
-        tier.lookup(&key).await,
-        Ok(Lookup::Miss { fence: Some(1), .. })
-    ));
-    let Ok(Lookup::Miss { version, .. }) = tier.lookup(&key).await else {
-        panic!("still a miss");
-    };
+    assert_eq!(
+        stored,
+        [false],
+        "a fill under an outdated version is refused"
+    );
+    let (version, fences) = miss(tier.lookup(&[&key]).await);
+    assert_eq!(fences, [(0, 1)], "the invalidation raised the fence");
+    let stored = tier
+        .fill(&[Fill {
+            key: &key,
+            version: &version,
+            json: b"\"fresh\"",
+            ttl: Duration::from_secs(60),
+        }])
+        .await;
+    assert_eq!(stored, [true], "the current version fills");
     assert!(
-        tier.fill(&key, &version, b"\"fresh\"", Duration::from_secs(60))
-            .await,
-        "the current version fills"
+        matches!(tier.lookup(&[&key]).await.as_deref(), Ok([Lookup::Hit(json)]) if json == b"\"fresh\""),
+        "and is found"
     );
 }
 

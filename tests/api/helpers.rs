@@ -8,8 +8,8 @@ use std::{
 use reqwest::{Method, Response, StatusCode};
 use scalable_api::{
     App, AppState, Config,
+    admin::seed::{SeedOptions, seed},
     config::ShardConfig,
-    db::seed::{SeedOptions, seed},
 };
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, PgPool, postgres::PgPoolOptions};
@@ -138,7 +138,7 @@ impl TestApp {
         tweak(&mut config);
 
         let state = App::build(config.clone()).expect("the test config is valid");
-        scalable_api::db::migrate::run(&state.db, &config.db)
+        scalable_api::admin::migrate::run(&state.db, &config.db)
             .await
             .expect("migrations apply");
 

@@ -6,6 +6,7 @@ mod helpers;
 mod telemetry_harness;
 
 mod auth;
+mod batch_reads;
 mod cache;
 mod chaos;
 mod directory;

@@ -497,7 +497,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn the_dashboard_and_the_alert_rules_use_only_series_the_service_exports() {
-    use scalable_api::telemetry::metrics::names::*;
+    use scalable_api::telemetry::names::*;
     let exported = [
         HTTP_SERVER_REQUEST_DURATION,
         DB_QUERIES,

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use reqwest::StatusCode;
-use scalable_api::db::seed::{SeedOptions, seed};
+use scalable_api::admin::seed::{SeedOptions, seed};
 use serde_json::Value;
 
 use crate::helpers::TestApp;

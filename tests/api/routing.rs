@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::helpers::{TestApp, route_of, statement_calls};
 
 const POST_BY_ID: &str =
-    "SELECT id, user_id, title, body, created_at, updated_at FROM posts WHERE id = $1";
+    "SELECT id, user_id, title, body, created_at, updated_at FROM posts WHERE id = ANY($1)";
 
 #[tokio::test]
 async fn reads_are_served_by_the_replica_and_writes_by_the_primary() {
@@ -92,7 +92,7 @@ async fn a_primary_whose_request_pool_is_exhausted_keeps_its_breaker_closed() {
         config.db.replicas.check_interval_ms = 50;
     })
     .await;
-    let shard = app.state.db.shards().iter().next().expect("shard 0");
+    let shard = app.state.db.cluster().iter().next().expect("shard 0");
 
     // Act: every request connection of shard 0's primary is taken, for well past several
     // health checks and their timeout (2 x 50 ms, at least 100 ms).

@@ -112,7 +112,13 @@ async fn the_background_pass_releases_an_abandoned_reservation() {
         StatusCode::INTERNAL_SERVER_ERROR
     );
 
-    let repaired = app.state.db.repair_directory().await.expect("repair pass");
+    let repaired = app
+        .state
+        .db
+        .directory()
+        .repair_pass()
+        .await
+        .expect("repair pass");
 
     assert_eq!(repaired, 1);
     assert_eq!(entry_state(&app, "abandoned@example.com").await, None);

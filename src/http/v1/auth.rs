@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::views::UserView;
 use crate::{
-    AppState, auth::IssuedToken, db::Scope, error::Result, http::extract::Json,
+    AppState, auth::IssuedToken, db::Session, error::Result, http::extract::Json,
     operations::accounts,
 };
 
@@ -34,10 +34,10 @@ struct RegisterBody {
 /// taken on any shard; 422 with every invalid field.
 async fn register(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     Json(body): Json<RegisterBody>,
 ) -> Result<impl IntoResponse> {
-    let user = accounts::register(&app, &scope, &body.email, &body.name, &body.password).await?;
+    let user = accounts::register(&app, &session, &body.email, &body.name, &body.password).await?;
     let location = format!("/v1/users/{}", user.id);
     let id = user.id;
     Ok((
@@ -58,10 +58,15 @@ struct LoginBody {
 /// 401, in about the same time (see [`accounts::login`]).
 async fn login(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     Json(body): Json<LoginBody>,
 ) -> Result<Json<IssuedToken>> {
-    let token =
-        accounts::login(&app, &scope, &body.email, SecretString::from(body.password)).await?;
+    let token = accounts::login(
+        &app,
+        &session,
+        &body.email,
+        SecretString::from(body.password),
+    )
+    .await?;
     Ok(Json(token))
 }

@@ -13,13 +13,13 @@ use super::views::PostView;
 use crate::{
     AppState,
     auth::AuthUser,
-    db::{Page, Scope},
+    db::{Page, Session},
     error::Result,
     http::{
         conditional::{Audience, conditional_json},
         extract::{Id, Json},
     },
-    operations::posts::{self as ops, NO_POST},
+    operations::posts as ops,
 };
 
 pub fn router() -> Router<AppState> {
@@ -38,11 +38,11 @@ struct CreateBody {
 /// `POST /v1/posts`: written on the author's shard.
 async fn create(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     me: AuthUser,
     Json(body): Json<CreateBody>,
 ) -> Result<impl IntoResponse> {
-    let post = ops::create(&app, &scope, me, &body.title, &body.body).await?;
+    let post = ops::create(&app, &session, me, &body.title, &body.body).await?;
     let location = format!("/v1/posts/{}", post.id);
     Ok((
         StatusCode::CREATED,
@@ -53,11 +53,11 @@ async fn create(
 
 async fn show(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     Id(id): Id,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let post = app.cache.post(&scope, id).await?.ok_or(NO_POST)?;
+    let post = ops::get(&app, &session, id).await?;
     conditional_json(&headers, &PostView::from(post), Audience::Public)
 }
 
@@ -70,14 +70,14 @@ struct UpdateBody {
 
 async fn update(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     me: AuthUser,
     Id(id): Id,
     Json(body): Json<UpdateBody>,
 ) -> Result<Json<PostView>> {
     let post = ops::update(
         &app,
-        &scope,
+        &session,
         me,
         id,
         body.title.as_deref(),
@@ -89,20 +89,20 @@ async fn update(
 
 async fn remove(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     me: AuthUser,
     Id(id): Id,
 ) -> Result<StatusCode> {
-    ops::delete(&app, &scope, me, id).await?;
+    ops::delete(&app, &session, me, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/posts?limit&offset`: every shard's posts, newest first.
 async fn feed(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     page: Page,
 ) -> Result<Json<Vec<PostView>>> {
-    let posts = app.db.feed(&scope, page).await?;
+    let posts = ops::feed(&app, &session, page).await?;
     Ok(Json(posts.into_iter().map(PostView::from).collect()))
 }

@@ -13,13 +13,13 @@ use super::views::{PostView, UserView};
 use crate::{
     AppState,
     auth::{AuthUser, MaybeAuthUser},
-    db::{Page, Scope},
+    db::{Page, Session},
     error::Result,
     http::{
         conditional::{Audience, conditional_json},
         extract::{Id, Json},
     },
-    operations::accounts::{self, NO_USER},
+    operations::{accounts, posts as post_ops, users as ops},
 };
 
 pub fn router() -> Router<AppState> {
@@ -32,11 +32,11 @@ pub fn router() -> Router<AppState> {
 /// `GET /v1/users?limit&offset`, ordered by id across shards.
 async fn list(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     viewer: MaybeAuthUser,
     page: Page,
 ) -> Result<Json<Vec<UserView>>> {
-    let users = app.db.list_users(&scope, page).await?;
+    let users = ops::list(&app, &session, page).await?;
     Ok(Json(
         users
             .into_iter()
@@ -47,12 +47,12 @@ async fn list(
 
 async fn show(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     viewer: MaybeAuthUser,
     Id(id): Id,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let user = app.cache.user(&scope, id).await?.ok_or(NO_USER)?;
+    let user = ops::get(&app, &session, id).await?;
     conditional_json(
         &headers,
         &UserView::new(user, viewer.id()),
@@ -71,14 +71,14 @@ struct UpdateBody {
 /// `PATCH /v1/users/{id}`: the user themself only.
 async fn update(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     me: AuthUser,
     Id(id): Id,
     Json(body): Json<UpdateBody>,
 ) -> Result<Json<UserView>> {
     let user = accounts::update(
         &app,
-        &scope,
+        &session,
         me,
         id,
         body.email.as_deref(),
@@ -92,25 +92,21 @@ async fn update(
 /// `DELETE /v1/users/{id}`: the user themself only; their posts go with them.
 async fn remove(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     me: AuthUser,
     Id(id): Id,
 ) -> Result<StatusCode> {
-    accounts::delete(&app, &scope, me, id).await?;
+    accounts::delete(&app, &session, me, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/users/{id}/posts?limit&offset`, newest first.
 async fn posts(
     State(app): State<AppState>,
-    scope: Scope,
+    session: Session,
     Id(id): Id,
     page: Page,
 ) -> Result<Json<Vec<PostView>>> {
-    let posts = app
-        .cache
-        .user_posts(&scope, id, page)
-        .await?
-        .ok_or(NO_USER)?;
+    let posts = post_ops::of_user(&app, &session, id, page).await?;
     Ok(Json(posts.into_iter().map(PostView::from).collect()))
 }

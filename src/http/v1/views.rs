@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Post, UserProfile};
+use crate::domain::{Post, User};
 
 #[derive(Debug, Serialize)]
 pub struct UserView {
@@ -17,8 +17,7 @@ pub struct UserView {
 
 impl UserView {
     /// Renders `user` for `viewer` (the authenticated user's id, if any).
-    pub fn new(user: impl Into<UserProfile>, viewer: Option<i64>) -> Self {
-        let user = user.into();
+    pub fn new(user: User, viewer: Option<i64>) -> Self {
         Self {
             id: user.id,
             email: user.email_for(viewer).map(str::to_owned),

@@ -15,8 +15,8 @@ use anyhow::{Context, bail, ensure};
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::PgPool;
 
-use super::Db;
 use crate::auth::password::{self, DEMO_PASSWORD};
+use crate::db::Db;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SeedOptions {
@@ -38,7 +38,7 @@ pub struct SeedReport {
 
 /// Where the demo data set's users go: shard slot and id of user `n` (1-based).
 struct Layout {
-    /// (index into `db.shards()`, first id) of each shard that takes users.
+    /// (index into `db.cluster()`, first id) of each shard that takes users.
     shards: Vec<(usize, i64)>,
 }
 
@@ -52,7 +52,7 @@ impl Layout {
 
 pub async fn seed(db: &Db, options: SeedOptions) -> anyhow::Result<SeedReport> {
     let started = Instant::now();
-    let shards: Vec<_> = db.shards().iter().collect();
+    let shards: Vec<_> = db.cluster().iter().collect();
     let mut has_data = false;
     for shard in &shards {
         has_data |= sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM users)")

@@ -44,12 +44,15 @@
 //! databases; its intermediate state is an ordinary row that the rule above can judge from
 //! the shard's own data, with no log of its own.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio::task::JoinHandle;
 
-use super::{Db, Error, Scope, Shard, users::UserUpdate};
-use crate::domain::{Email, NewUser, User};
+use super::users::{UserUpdate, select_user, update_user_row, user_columns};
+use crate::{
+    db::{Db, Error, Session, cluster::Shard},
+    domain::{Credentials, Email, NewUser, User},
+};
 
 /// Injects a crash (a panic, which skips every compensating step like a dying process
 /// would) at a named point of a saga when the `failpoints` feature is on and a test armed it.
@@ -60,7 +63,6 @@ macro_rules! fail_point {
         $db.failpoints.hit($name);
     };
 }
-pub(crate) use fail_point;
 
 /// What the repair rule did with an entry.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,21 +75,28 @@ enum Repair {
     InFlight,
 }
 
-impl Db {
+/// The directory repository: `db.directory()`. Everything that keeps the directory and the
+/// shards in step lives here; the users repository only ever changes rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Directory<'a> {
+    pub(crate) db: &'a Db,
+}
+
+impl Directory<'_> {
     /// Registers a user: pick a shard by the placement policy, take an id from that shard's
     /// range, reserve the email, insert the row, confirm.
-    pub async fn register_user(
+    pub async fn register(
         &self,
-        scope: &Scope,
+        session: &Session,
         user: &NewUser,
         password_hash: &str,
     ) -> Result<User, Error> {
         let email = user.email.as_str();
         let mut last_err = Error::ShardFull;
-        for shard in self.placement.candidates(&self.shards) {
+        for shard in self.db.placement.candidates(&self.db.cluster) {
             // Sequences are not transactional: an id taken here and not used is a harmless gap.
             let id = match shard
-                .write(scope, |db| async move {
+                .write(session, |db| async move {
                     sqlx::query_scalar::<_, i64>("SELECT nextval('users_id_seq')")
                         .fetch_one(&db)
                         .await
@@ -105,13 +114,13 @@ impl Db {
                 }
                 Err(err) => return Err(err),
             };
-            self.reserve_email(scope, email, id).await?;
-            fail_point!(self, "register:reserved");
+            self.reserve_email(session, email, id).await?;
+            fail_point!(self.db, "register:reserved");
             let inserted = shard
-                .write(scope, |db| async move {
+                .write(session, |db| async move {
                     sqlx::query_as::<_, User>(concat!(
                         "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) RETURNING ",
-                        super::users::user_columns!()
+                        user_columns!()
                     ))
                     .bind(id)
                     .bind(email)
@@ -128,12 +137,12 @@ impl Db {
                     return Err(err);
                 }
             };
-            fail_point!(self, "register:inserted");
-            if !confirm(&self.directory, email, id).await? {
+            fail_point!(self.db, "register:inserted");
+            if !confirm(&self.db.directory, email, id).await? {
                 // The repair pass judged this reservation abandoned (this saga outlived the
                 // grace period) and may already have given the email to someone else: undo.
                 shard
-                    .write(scope, |db| async move {
+                    .write(session, |db| async move {
                         sqlx::query("DELETE FROM users WHERE id = $1")
                             .bind(id)
                             .execute(&db)
@@ -147,36 +156,43 @@ impl Db {
         Err(last_err)
     }
 
-    /// Finds the user behind an email for login: one directory lookup, then one shard.
+    /// Finds the credentials behind an email for login: one directory lookup, then one shard.
     ///
     /// The shard read goes to the primary, not a replica: a replica that lags behind a
     /// password change still holds the old hash and would let the old password in (and one
     /// that lags behind a registration would refuse the new user). Login is rare next to
     /// other reads and its cost is the argon2 verification, so one primary-key read on the
-    /// primary is cheap insurance.
-    pub async fn user_by_email(&self, scope: &Scope, email: &Email) -> Result<Option<User>, Error> {
+    /// primary is cheap insurance. This is the only read of a password hash.
+    pub async fn credentials(
+        &self,
+        session: &Session,
+        email: &Email,
+    ) -> Result<Option<Credentials>, Error> {
         let Some(entry) = self.entry(email.as_str()).await? else {
             return Ok(None);
         };
-        if entry.state == "pending" && self.repair(scope, &entry).await? != Repair::Kept {
+        if entry.state == "pending" && self.repair(session, &entry).await? != Repair::Kept {
             return Ok(None);
         }
-        let Some(shard) = self.shards.owner(entry.user_id) else {
+        let Some(shard) = self.db.cluster.owner(entry.user_id) else {
             return Ok(None);
         };
         let id = entry.user_id;
-        let user = shard
-            .read_primary(scope, |db| async move {
-                super::users::select_user(&db, id).await
+        let credentials: Option<Credentials> = shard
+            .read_primary(session, |db| async move {
+                sqlx::query_as("SELECT id, email, password_hash, tier FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&db)
+                    .await
             })
             .await?;
-        match user {
-            Some(user) if user.email == entry.email => Ok(Some(user)),
+        match credentials {
+            Some(found) if found.email == entry.email => Ok(Some(found)),
             // The entry outlived its row or its address (a crash mid-delete or mid-change):
             // it must not log anyone in. Repair it on the way out.
             _ => {
                 self.repair(
-                    scope,
+                    session,
                     &Entry {
                         stale: true,
                         ..entry
@@ -188,22 +204,84 @@ impl Db {
         }
     }
 
+    /// Changes a user. A new email is first reserved in the directory (so it stays unique
+    /// across shards), then written to the shard, then confirmed; any other change is a row
+    /// update alone.
+    pub async fn update_user(
+        &self,
+        session: &Session,
+        id: i64,
+        update: UserUpdate,
+    ) -> Result<Option<User>, Error> {
+        let users = self.db.users();
+        let Some(email) = update.email.as_ref() else {
+            return users.update_row(session, id, &update).await;
+        };
+        let Some(shard) = self.db.cluster.owner(id) else {
+            return Ok(None);
+        };
+        let Some(current) = shard
+            .read_primary(session, |db| async move { select_user(&db, id).await })
+            .await?
+        else {
+            return Ok(None);
+        };
+        if current.email == email.as_str() {
+            return users.update_row(session, id, &update).await;
+        }
+        self.change_email(session, shard, &current, email, &update)
+            .await
+    }
+
+    /// Deletes a user and their posts (in one transaction on their shard), then releases
+    /// their email in the directory. Returns the ids of the deleted posts (for cache
+    /// invalidation), or `None` when there was no such user.
+    pub async fn delete_user(&self, session: &Session, id: i64) -> Result<Option<Vec<i64>>, Error> {
+        let Some(shard) = self.db.cluster.owner(id) else {
+            return Ok(None);
+        };
+        let deleted: Option<(String, Vec<i64>)> = shard
+            .write(session, |db| async move {
+                let mut tx = db.begin().await?;
+                // Explicit rather than left to ON DELETE CASCADE: the cache needs the ids.
+                let posts: Vec<i64> =
+                    sqlx::query_scalar("DELETE FROM posts WHERE user_id = $1 RETURNING id")
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let email: Option<String> =
+                    sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                Ok(email.map(|email| (email, posts)))
+            })
+            .await?;
+        let Some((email, posts)) = deleted else {
+            return Ok(None);
+        };
+        fail_point!(self.db, "delete:shard_deleted");
+        self.release_email(&email, id).await?;
+        Ok(Some(posts))
+    }
+
     /// Re-emails a user: reserve the new address, update the row, then in one directory
     /// transaction drop the old entry and confirm the new one.
-    pub(crate) async fn change_email(
+    async fn change_email(
         &self,
-        scope: &Scope,
+        session: &Session,
         shard: &Shard,
         current: &User,
         email: &Email,
         update: &UserUpdate,
     ) -> Result<Option<User>, Error> {
         let id = current.id;
-        self.reserve_email(scope, email.as_str(), id).await?;
-        fail_point!(self, "email:reserved");
+        self.reserve_email(session, email.as_str(), id).await?;
+        fail_point!(self.db, "email:reserved");
         let updated = shard
-            .write(scope, |db| async move {
-                super::users::update_user_row(&db, id, update).await
+            .write(session, |db| async move {
+                update_user_row(&db, id, update).await
             })
             .await;
         let updated = match updated {
@@ -217,8 +295,8 @@ impl Db {
                 return Err(err);
             }
         };
-        fail_point!(self, "email:updated");
-        let mut tx = self.directory.begin().await?;
+        fail_point!(self.db, "email:updated");
+        let mut tx = self.db.directory.begin().await?;
         sqlx::query("DELETE FROM directory_entries WHERE email = $1 AND user_id = $2")
             .bind(&current.email)
             .bind(id)
@@ -230,18 +308,18 @@ impl Db {
     }
 
     /// Removes a deleted user's entry.
-    pub(crate) async fn release_email(&self, email: &str, id: i64) -> Result<(), Error> {
+    async fn release_email(&self, email: &str, id: i64) -> Result<(), Error> {
         sqlx::query("DELETE FROM directory_entries WHERE email = $1 AND user_id = $2")
             .bind(email)
             .bind(id)
-            .execute(&self.directory)
+            .execute(&self.db.directory)
             .await?;
         Ok(())
     }
 
     /// Takes `email` for `id`, or fails with [`Error::EmailTaken`]. When the email is held,
     /// the holding entry is judged by the repair rule first: an orphan does not block.
-    async fn reserve_email(&self, scope: &Scope, email: &str, id: i64) -> Result<(), Error> {
+    async fn reserve_email(&self, session: &Session, email: &str, id: i64) -> Result<(), Error> {
         for _ in 0..3 {
             let reserved = sqlx::query(
                 "INSERT INTO directory_entries (email, user_id, state) VALUES ($1, $2, 'pending') \
@@ -249,7 +327,7 @@ impl Db {
             )
             .bind(email)
             .bind(id)
-            .execute(&self.directory)
+            .execute(&self.db.directory)
             .await?;
             if reserved.rows_affected() == 1 {
                 return Ok(());
@@ -257,7 +335,7 @@ impl Db {
             let Some(holder) = self.entry(email).await? else {
                 continue; // released meanwhile: try again
             };
-            if self.repair(scope, &holder).await? != Repair::Removed {
+            if self.repair(session, &holder).await? != Repair::Removed {
                 return Err(Error::EmailTaken);
             }
         }
@@ -272,7 +350,7 @@ impl Db {
         )
         .bind(email)
         .bind(id)
-        .execute(&self.directory)
+        .execute(&self.db.directory)
         .await;
         if let Err(err) = released {
             tracing::error!(error = %err, user_id = id, "could not release a pending directory entry");
@@ -286,21 +364,21 @@ impl Db {
              FROM directory_entries WHERE email = $1",
         )
         .bind(email)
-        .bind(self.config.directory_repair.grace_ms as f64)
-        .fetch_optional(&self.directory)
+        .bind(self.db.config.directory_repair.grace_ms as f64)
+        .fetch_optional(&self.db.directory)
         .await?)
     }
 
     /// Applies the repair rule (see the module doc) to one entry.
-    async fn repair(&self, scope: &Scope, entry: &Entry) -> Result<Repair, Error> {
+    async fn repair(&self, session: &Session, entry: &Entry) -> Result<Repair, Error> {
         if entry.state == "pending" && !entry.stale {
             return Ok(Repair::InFlight);
         }
         let id = entry.user_id;
-        let row_email: Option<String> = match self.shards.owner(id) {
+        let row_email: Option<String> = match self.db.cluster.owner(id) {
             Some(shard) => {
                 shard
-                    .read_primary(scope, |db| async move {
+                    .read_primary(session, |db| async move {
                         sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
                             .bind(id)
                             .fetch_optional(&db)
@@ -319,7 +397,7 @@ impl Db {
                 )
                 .bind(&entry.email)
                 .bind(id)
-                .execute(&self.directory)
+                .execute(&self.db.directory)
                 .await?;
                 tracing::info!(
                     user_id = id,
@@ -334,7 +412,7 @@ impl Db {
         .bind(&entry.email)
         .bind(id)
         .bind(&entry.state)
-        .execute(&self.directory)
+        .execute(&self.db.directory)
         .await?;
         tracing::info!(user_id = id, state = %entry.state, "directory repair: removed an orphaned entry");
         Ok(Repair::Removed)
@@ -342,18 +420,18 @@ impl Db {
 
     /// One pass of the background repair over stale `pending` entries; returns how many it
     /// looked at.
-    pub async fn repair_directory(&self) -> Result<usize, Error> {
+    pub async fn repair_pass(&self) -> Result<usize, Error> {
         let stale: Vec<Entry> = sqlx::query_as(
             "SELECT email, user_id, state, true AS stale FROM directory_entries \
              WHERE state = 'pending' AND updated_at < now() - make_interval(secs => $1::float8 / 1000) \
              ORDER BY updated_at LIMIT 500",
         )
-        .bind(self.config.directory_repair.grace_ms as f64)
-        .fetch_all(&self.directory)
+        .bind(self.db.config.directory_repair.grace_ms as f64)
+        .fetch_all(&self.db.directory)
         .await?;
-        let scope = Scope::default();
+        let session = Session::background();
         for entry in &stale {
-            self.repair(&scope, entry).await?;
+            self.repair(&session, entry).await?;
         }
         Ok(stale.len())
     }
@@ -382,14 +460,14 @@ async fn confirm(db: impl sqlx::PgExecutor<'_>, email: &str, id: i64) -> Result<
 }
 
 /// The background repair pass: at start-up, then every `db.directory_repair.interval_ms`.
-pub(crate) fn spawn_repair(db: std::sync::Arc<Db>) -> JoinHandle<()> {
+pub(crate) fn spawn_repair(db: Arc<Db>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let every = Duration::from_millis(db.config.directory_repair.interval_ms.max(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            match db.repair_directory().await {
+            match db.directory().repair_pass().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(entries = n, "directory repair pass"),
                 Err(err) => {

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Shard, ShardMap};
+use super::{Cluster, Shard};
 
 #[derive(Debug, Default)]
 pub(crate) struct Placement {
@@ -19,7 +19,7 @@ pub(crate) struct Placement {
 impl Placement {
     /// Shards to try for the next user, in order: the round-robin choice first, then the
     /// other accepting shards after it.
-    pub(crate) fn candidates<'a>(&self, shards: &'a ShardMap) -> Vec<&'a Shard> {
+    pub(crate) fn candidates<'a>(&self, shards: &'a Cluster) -> Vec<&'a Shard> {
         let open: Vec<&Shard> = shards.iter().filter(|s| s.accepts_new_users()).collect();
         if open.is_empty() {
             return open;

@@ -1,4 +1,7 @@
-//! ID-range sharding: which shard owns an id, and how a shard routes reads and writes.
+//! One shard and its routing rules: which server a read or a write goes to.
+//!
+//! A shard is a primary (behind its circuit breaker) plus its [`ReplicaSet`]. Routing decides
+//! *which* server; the pools behind each (`pool.rs`) decide *how* a connection is had.
 
 use std::{
     future::Future,
@@ -12,20 +15,37 @@ use std::{
 use sqlx::PgPool;
 
 use super::{
-    Error, ReplicaSet, Role, Scope,
-    consistency::Lsn,
     instrument::{Op, QueryMetrics},
+    replicas::{Replica, ReplicaSet},
 };
 use crate::{
     config::ShardConfig,
-    traffic::{BreakerConfig, CircuitBreaker},
+    db::{Error, Session, consistency::Lsn},
+    telemetry,
+    traffic::{BreakerConfig, BreakerState, CircuitBreaker},
 };
+
+/// Which server of a shard a statement ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
 
 /// One shard: a closed id range, a primary for writes, replicas for reads.
 ///
 /// Routing rules (the only place they live):
 /// - [`Shard::write`]: the primary, behind its circuit breaker. The shard is marked written
-///   in the request's [`Scope`], so the response's consistency token covers it and the
+///   in the request's [`Session`], so the response's consistency token covers it and the
 ///   request's later reads of this shard see its own write.
 /// - [`Shard::read`]: a replica in rotation that has replayed what the request's token
 ///   requires; else the primary. A replica that fails to connect is taken out of rotation
@@ -82,13 +102,13 @@ impl Shard {
 
     /// Runs `query` where a read of this shard should go (see the type's doc). `query` may run
     /// twice (replica, then primary), so it is `Fn`.
-    pub async fn read<T, F, Fut>(&self, scope: &Scope, query: F) -> Result<T, Error>
+    pub async fn read<T, F, Fut>(&self, session: &Session, query: F) -> Result<T, Error>
     where
         F: Fn(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        if !scope.wrote(self.id) && !self.replicas.is_empty() {
-            let required = scope.required(self.id);
+        if !session.wrote(self.id) && !self.replicas.is_empty() {
+            let required = session.required(self.id);
             let replica = match (self.replicas.pick(required), required) {
                 (Some(replica), _) => Some(replica),
                 // The monitor has not seen any replica past the requirement yet; ask one.
@@ -97,7 +117,7 @@ impl Shard {
             };
             match replica {
                 Some(replica) => {
-                    if let Some(result) = self.on_replica(scope, replica, &query).await {
+                    if let Some(result) = self.on_replica(session, replica, &query).await {
                         return result;
                     }
                 }
@@ -105,7 +125,7 @@ impl Shard {
                 None => fallback(self.id, "no_replica_in_rotation"),
             }
         }
-        self.on_primary(scope, Op::Read, query).await
+        self.on_primary(session, Op::Read, query).await
     }
 
     /// Runs `query` on `replica`. `None` when the caller should retry on the primary: the
@@ -113,15 +133,15 @@ impl Shard {
     /// recovery conflict (it stays: it is replaying, which is its job).
     async fn on_replica<T, F, Fut>(
         &self,
-        scope: &Scope,
-        replica: &super::replicas::Replica,
+        session: &Session,
+        replica: &Replica,
         query: &F,
     ) -> Option<Result<T, Error>>
     where
         F: Fn(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        scope.record(self.id, Role::Replica);
+        self.record(session, Role::Replica);
         let result = self
             .metrics
             .observe(Role::Replica, Op::Read, query(replica.pool.clone()))
@@ -147,7 +167,7 @@ impl Shard {
     /// balancer does the same): the monitor's view is up to one interval old, and without
     /// this a read right after a write would go to the primary even once the replica has it.
     /// Costs one round trip, only for reads whose requirement the monitor cannot vouch for.
-    async fn caught_up_replica(&self, lsn: Lsn) -> Option<&super::replicas::Replica> {
+    async fn caught_up_replica(&self, lsn: Lsn) -> Option<&Replica> {
         let replica = self.replicas.pick(None)?;
         let probe =
             sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text").fetch_one(&replica.pool);
@@ -163,35 +183,35 @@ impl Shard {
 
     /// Runs a read on the primary: for reads that must see the latest commit (the current row
     /// before changing it, a login right after registering).
-    pub async fn read_primary<T, F, Fut>(&self, scope: &Scope, query: F) -> Result<T, Error>
+    pub async fn read_primary<T, F, Fut>(&self, session: &Session, query: F) -> Result<T, Error>
     where
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        self.on_primary(scope, Op::Read, query).await
+        self.on_primary(session, Op::Read, query).await
     }
 
-    /// Runs a write on the primary and marks the shard written in `scope`.
-    pub async fn write<T, F, Fut>(&self, scope: &Scope, query: F) -> Result<T, Error>
+    /// Runs a write on the primary and marks the shard written in `session`.
+    pub async fn write<T, F, Fut>(&self, session: &Session, query: F) -> Result<T, Error>
     where
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         // Marked before running: a write whose outcome is unknown (the connection dropped
         // around the commit) may have committed, and the token must then cover it.
-        scope.mark_written(self.id);
-        self.on_primary(scope, Op::Write, query).await
+        session.mark_written(self.id);
+        self.on_primary(session, Op::Write, query).await
     }
 
     /// The primary's current WAL insert position: every commit made before this call is at
     /// or below it. (The insert position, not `pg_current_wal_lsn()`: with asynchronous
     /// commit a commit record can still be in WAL buffers past the flushed position.)
-    pub(crate) async fn commit_lsn(&self, scope: &Scope) -> Result<Lsn, Error> {
-        if let Some(lsn) = scope.known_commit_lsn(self.id) {
+    pub(crate) async fn commit_lsn(&self, session: &Session) -> Result<Lsn, Error> {
+        if let Some(lsn) = session.known_commit_lsn(self.id) {
             return Ok(lsn);
         }
         let text: String = self
-            .on_primary(scope, Op::CommitLsn, |db| async move {
+            .on_primary(session, Op::CommitLsn, |db| async move {
                 sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
                     .fetch_one(&db)
                     .await
@@ -200,11 +220,11 @@ impl Shard {
         let lsn: Lsn = text
             .parse()
             .map_err(|()| Error::Query(sqlx::Error::Decode(format!("bad LSN {text}").into())))?;
-        scope.remember_commit_lsn(self.id, lsn);
+        session.remember_commit_lsn(self.id, lsn);
         Ok(lsn)
     }
 
-    async fn on_primary<T, F, Fut>(&self, scope: &Scope, op: Op, query: F) -> Result<T, Error>
+    async fn on_primary<T, F, Fut>(&self, session: &Session, op: Op, query: F) -> Result<T, Error>
     where
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -214,30 +234,44 @@ impl Shard {
             .map_err(|rejected| Error::PrimaryDown {
                 retry_after: rejected.retry_after,
             })?;
-        scope.record(self.id, Role::Primary);
+        self.record(session, Role::Primary);
         let result = self
             .metrics
             .observe(Role::Primary, op, query(self.primary.clone()))
             .await
             .map_err(Error::classify);
         match &result {
-            Err(err) if err.is_unavailable() => self.breaker.record_failure(),
+            Err(err) if err.is_unavailable() => {
+                tracing::warn!(shard = self.id, error = %err, "primary unavailable");
+                self.breaker.record_failure();
+            }
+            Err(err @ Error::Timeout(_)) => {
+                tracing::warn!(shard = self.id, error = %err, "statement timed out on the primary");
+                self.breaker.record_success();
+            }
             _ => self.breaker.record_success(),
         }
         result
+    }
+
+    /// Reports the server a statement is about to run on to the request's debug trace.
+    fn record(&self, session: &Session, role: Role) {
+        if let Some(trace) = session.trace() {
+            trace.db_route(self.id, role.as_str());
+        }
     }
 
     pub fn replicas(&self) -> &ReplicaSet {
         &self.replicas
     }
 
-    /// The primary pool without routing, breaker or scope: for administration (migrations,
+    /// The primary pool without routing, breaker or session: for administration (migrations,
     /// seeding, health checks), never for request traffic.
     pub fn primary_pool(&self) -> &PgPool {
         &self.primary
     }
 
-    pub fn breaker_state(&self) -> crate::traffic::BreakerState {
+    pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
     }
 
@@ -256,92 +290,6 @@ impl Shard {
 /// Counts a read that wanted a replica and got the primary, by why (as crates.io does): a
 /// rising rate means replicas are unhealthy or lagging, and the primary is carrying reads.
 fn fallback(shard: u16, reason: &'static str) {
-    metrics::counter!(crate::telemetry::metrics::names::DB_READ_FALLBACK, "shard" => shard.to_string(), "reason" => reason)
+    metrics::counter!(telemetry::names::DB_READ_FALLBACK, "shard" => shard.to_string(), "reason" => reason)
         .increment(1);
-}
-
-/// The shard map: shards ordered by their (disjoint) id ranges.
-#[derive(Debug)]
-pub struct ShardMap {
-    shards: Vec<Shard>,
-}
-
-impl ShardMap {
-    /// `shards` must be sorted by range and disjoint; `Config::validate` guarantees it.
-    pub fn new(shards: Vec<Shard>) -> Self {
-        Self { shards }
-    }
-
-    /// The shard that owns `id`, or `None` when no shard's range holds it (so the row cannot
-    /// exist anywhere: the caller answers 404 without a query).
-    pub fn owner(&self, id: i64) -> Option<&Shard> {
-        // Binary search over ranges: O(log shards), no I/O, no directory lookup.
-        let i = self.shards.partition_point(|s| *s.range.end() < id);
-        self.shards.get(i).filter(|s| s.range.contains(&id))
-    }
-
-    /// Shards in id order.
-    pub fn iter(&self) -> std::slice::Iter<'_, Shard> {
-        self.shards.iter()
-    }
-
-    pub fn len(&self) -> usize {
-        self.shards.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.shards.is_empty()
-    }
-
-    pub fn get(&self, index: usize) -> Option<&Shard> {
-        self.shards.get(index)
-    }
-
-    /// The shard with this shard id (not index).
-    pub fn by_id(&self, id: u16) -> Option<&Shard> {
-        self.shards.iter().find(|s| s.id() == id)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    fn local_map() -> ShardMap {
-        let config = Config::default();
-        let pool = |url: &str| {
-            sqlx::postgres::PgPoolOptions::new()
-                .connect_lazy(url)
-                .expect("the default URLs parse")
-        };
-        ShardMap::new(
-            config
-                .db
-                .shards
-                .iter()
-                .map(|s| {
-                    Shard::new(
-                        s,
-                        pool(&s.primary),
-                        ReplicaSet::new(vec![]),
-                        &Default::default(),
-                    )
-                })
-                .collect(),
-        )
-    }
-
-    #[tokio::test]
-    async fn ids_map_to_the_shard_whose_closed_range_holds_them() {
-        let map = local_map();
-        let owner = |id| map.owner(id).map(Shard::id);
-        assert_eq!(owner(1), Some(0));
-        assert_eq!(owner(1_000_000_000), Some(0));
-        assert_eq!(owner(1_000_000_001), Some(1));
-        assert_eq!(owner(2_000_000_000), Some(1));
-        assert_eq!(owner(2_000_000_001), None);
-        assert_eq!(owner(0), None);
-        assert_eq!(owner(-5), None);
-    }
 }

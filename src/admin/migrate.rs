@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use sqlx::{PgPool, migrate::Migrator};
 
-use super::Db;
 use crate::config::DbConfig;
+use crate::db::Db;
 
 /// Shard schema (`migrations/shard`), embedded in the binary so a deploy cannot run against
 /// a different set of files than it was built with.
@@ -21,7 +21,7 @@ pub async fn run(db: &Db, config: &DbConfig) -> anyhow::Result<()> {
         .run(db.directory_pool())
         .await
         .context("Failed to migrate the directory database")?;
-    for (shard, shard_config) in db.shards().iter().zip(&config.shards) {
+    for (shard, shard_config) in db.cluster().iter().zip(&config.shards) {
         let pool = shard.primary_pool();
         SHARD
             .run(pool)

@@ -8,7 +8,7 @@ use std::sync::{
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::consistency::Lsn;
+use crate::db::Lsn;
 
 /// One replica and what the health monitor last saw of it. Atomics, so the read path
 /// checks rotation and replay position without a lock.

@@ -25,8 +25,13 @@ use std::{
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use super::{ShardMap, consistency::Lsn, replicas::ReplicaHealth};
-use crate::{config::ReplicaHealthConfig, traffic::CircuitBreaker};
+use super::{Shard, replicas::ReplicaHealth};
+use crate::{
+    config::ReplicaHealthConfig,
+    db::Lsn,
+    telemetry::names,
+    traffic::{BreakerState, CircuitBreaker},
+};
 
 /// Bound on one check: twice the interval, within 100 ms..1 s. It is also how long a dead
 /// primary goes unnoticed when nothing else calls it: the driver keeps retrying a refused
@@ -51,7 +56,7 @@ struct ShardProbe {
 /// and replica pools of the i-th shard of `shards` (config order). Abort the handles to stop
 /// them.
 pub(crate) fn spawn(
-    shards: &ShardMap,
+    shards: &[Shard],
     pools: &[(PgPool, Vec<PgPool>)],
     config: &ReplicaHealthConfig,
 ) -> Vec<JoinHandle<()>> {
@@ -116,7 +121,7 @@ async fn check_primary(probe: &mut ShardProbe, timeout: Duration) -> Option<Lsn>
             Some(lsn)
         }
         _ => {
-            if probe.breaker.state() == crate::traffic::BreakerState::Closed {
+            if probe.breaker.state() == BreakerState::Closed {
                 tracing::warn!(
                     shard = probe.shard,
                     "primary check failed: its breaker opens"
@@ -159,7 +164,7 @@ async fn check_replica(
             );
         }
         health.mark_down();
-        metrics::gauge!("db_replica_in_rotation", &labels).set(0.0);
+        metrics::gauge!(names::DB_REPLICA_IN_ROTATION, &labels).set(0.0);
         return;
     };
     let lag_bytes = primary.map_or(0, |p| p.0.saturating_sub(replay.0));
@@ -182,8 +187,8 @@ async fn check_replica(
         ),
         _ => {}
     }
-    metrics::gauge!("db_replica_lag_bytes", &labels).set(lag_bytes as f64);
-    metrics::gauge!("db_replica_in_rotation", &labels).set(if health.in_rotation() {
+    metrics::gauge!(names::DB_REPLICA_LAG, &labels).set(lag_bytes as f64);
+    metrics::gauge!(names::DB_REPLICA_IN_ROTATION, &labels).set(if health.in_rotation() {
         1.0
     } else {
         0.0

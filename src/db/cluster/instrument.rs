@@ -16,7 +16,7 @@
 //!
 //! Cost: the series of a shard are registered once, when the shard is built, so a call
 //! pays two atomic updates, a clock read and a `tracing` span, no label hashing.
-//! The directory's statements (`src/db/directory.rs`) run on its own pool, outside shards,
+//! The directory's statements (`src/db/repo/directory.rs`) run on its own pool, outside shards,
 //! and are not counted here.
 
 use std::{future::Future, time::Instant};
@@ -25,7 +25,7 @@ use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 use super::Role;
-use crate::telemetry::metrics::names;
+use crate::telemetry::names;
 
 /// What a data-layer call does, as the `op` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,88 @@
+//! How a connection to a server is had: one pool per server, each with its own bounds.
+//!
+//! Every bound is explicit, because each failure mode needs its own: a pool checkout waits at
+//! most `acquire_timeout_ms` (a dead server must not hold a request for the OS's TCP connect
+//! timeout), a replica's checkout less (a read always has the primary to fall back to), and a
+//! statement runs at most `statement_timeout_ms` (set on every connection). The breaker and
+//! the health monitor are what stop paying these bounds once a server is known to be down.
+//!
+//! Pools connect lazily: a shard that is down at start-up does not stop the service from
+//! serving the others.
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use super::monitor;
+use crate::{config::DbConfig, telemetry::names};
+
+/// A shard primary's (or the directory's) request pool.
+pub(crate) fn primary(config: &DbConfig, url: &str) -> anyhow::Result<PgPool> {
+    request_pool(config, url, "primary", config.acquire_timeout())
+}
+
+/// A replica's request pool: a short checkout bound, since the primary can take the read.
+pub(crate) fn replica(config: &DbConfig, url: &str) -> anyhow::Result<PgPool> {
+    let timeout = Duration::from_millis(config.replicas.acquire_timeout_ms);
+    request_pool(config, url, "replica", timeout)
+}
+
+/// The directory's pool: like a primary's.
+pub(crate) fn directory(config: &DbConfig) -> anyhow::Result<PgPool> {
+    request_pool(
+        config,
+        &config.directory_url,
+        "directory",
+        config.acquire_timeout(),
+    )
+}
+
+/// The health monitor's own connection to a server (see `monitor.rs`): one connection,
+/// waited for no longer than a check may take.
+pub(crate) fn monitor(config: &DbConfig, url: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .context("Failed to parse a database URL")?
+        .application_name("scalable-api/monitor");
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(monitor::check_timeout(&config.replicas))
+        .connect_lazy_with(options))
+}
+
+/// Every connection carries `application_name` (visible in `pg_stat_activity` on each
+/// server) and a `statement_timeout`, so a slow query cannot hold a connection for ever.
+fn request_pool(
+    config: &DbConfig,
+    url: &str,
+    role: &str,
+    acquire_timeout: Duration,
+) -> anyhow::Result<PgPool> {
+    let statement_timeout = config.statement_timeout().as_millis().to_string();
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("Failed to parse the {role} database URL"))?
+        .application_name(&format!("scalable-api/{role}"))
+        .options([("statement_timeout", statement_timeout.as_str())]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.pool_max_connections)
+        .min_connections(0)
+        .acquire_timeout(acquire_timeout)
+        // Recycle idle connections so a pool does not pin server slots it no longer needs.
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .connect_lazy_with(options))
+}
+
+/// Sets `db_pool_connections{shard, role, state}` from `pools` (summed), sampled at scrape
+/// time rather than on every checkout.
+pub(crate) fn report<'a>(shard: &str, role: &'static str, pools: impl Iterator<Item = &'a PgPool>) {
+    let (open, idle) = pools.fold((0u64, 0u64), |(open, idle), pool| {
+        (open + u64::from(pool.size()), idle + pool.num_idle() as u64)
+    });
+    let gauge = |state: &'static str| metrics::gauge!(names::DB_POOL_CONNECTIONS, "shard" => shard.to_owned(), "role" => role, "state" => state);
+    gauge("idle").set(idle as f64);
+    gauge("in_use").set(open.saturating_sub(idle) as f64);
+}

@@ -1,0 +1,132 @@
+//! The request's data-layer [`Session`], and the learner's debug headers.
+//!
+//! Going in, [`session`] reads `X-Consistency-Token` into the session the data layer routes
+//! by; coming out, it answers with the token that covers the request's writes. In the dev
+//! profile it also attaches a [`DebugHeaders`] trace to the session, which the data layer and
+//! the cache report into (through `telemetry::DebugTrace`), and renders it as `X-Db-Route`
+//! (which shard and server each statement went to) and `X-Cache` (what the cache did), so a
+//! learner can watch writes go to primaries, reads to replicas, and hits skip both.
+//!
+//! The session is an extractor that refuses to be made up: a handler mounted without this
+//! middleware answers 500 (and the tests see it), never a default session that would quietly
+//! lose read-your-writes.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::{
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderName, HeaderValue, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use crate::{
+    AppState,
+    db::{ConsistencyToken, Session},
+    error::Error,
+    telemetry::DebugTrace,
+};
+
+/// `X-Db-Route: shard=N;role=primary|replica[, ...]`: where this request's SQL went (dev profile).
+pub const DB_ROUTE_HEADER: HeaderName = HeaderName::from_static("x-db-route");
+/// `X-Cache: hit|miss|bypass[, ...]`: what the cache did for this request (dev profile).
+pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-cache");
+/// `X-Consistency-Token`: returned by writes, sent back by clients for read-your-writes
+/// (see `src/db/consistency.rs`).
+pub const CONSISTENCY_HEADER: HeaderName = HeaderName::from_static("x-consistency-token");
+
+/// The middleware; see the module doc.
+pub async fn session(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let required = match consistency_token(&request) {
+        Ok(token) => token,
+        Err(err) => return err.into_response(),
+    };
+    let trace = app
+        .config
+        .is_dev()
+        .then(|| Arc::new(DebugHeaders::default()));
+    let session = match &trace {
+        Some(trace) => Session::traced(required, trace.clone()),
+        None => Session::new(required),
+    };
+    request.extensions_mut().insert(session.clone());
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if let Some(token) = app.db.cluster().consistency_token(&session).await
+        && let Ok(value) = HeaderValue::from_str(&token.to_string())
+    {
+        headers.insert(CONSISTENCY_HEADER, value);
+    }
+    if let Some(trace) = trace {
+        // Shards in order (a cross-shard read asks them concurrently, in no fixed order),
+        // each shard's servers in the order the request used them.
+        let mut routes = lock(&trace.routes).clone();
+        routes.sort_by_key(|(shard, _)| *shard);
+        let routes: Vec<String> = routes
+            .into_iter()
+            .map(|(shard, role)| format!("shard={shard};role={role}"))
+            .collect();
+        let cache: Vec<String> = lock(&trace.cache).iter().map(|o| o.to_string()).collect();
+        for (name, values) in [(CACHE_HEADER, cache), (DB_ROUTE_HEADER, routes)] {
+            if !values.is_empty()
+                && let Ok(value) = HeaderValue::from_str(&values.join(", "))
+            {
+                headers.insert(name, value);
+            }
+        }
+    }
+    response
+}
+
+fn consistency_token(request: &Request) -> Result<ConsistencyToken, Error> {
+    let Some(value) = request.headers().get(CONSISTENCY_HEADER) else {
+        return Ok(ConsistencyToken::default());
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Error::BadRequest("X-Consistency-Token is not ASCII".into()))?;
+    text.parse()
+        .map_err(|why| Error::BadRequest(format!("X-Consistency-Token: {why}")))
+}
+
+/// The request's session, as [`session`] built it.
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        parts.extensions.get::<Session>().cloned().ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "the request has no data-layer session: the `http::session` middleware is not in front of this route"
+            ))
+        })
+    }
+}
+
+/// What the request did, as the debug headers show it: distinct values in first-seen order.
+#[derive(Debug, Default)]
+pub struct DebugHeaders {
+    routes: Mutex<Vec<(u16, &'static str)>>,
+    cache: Mutex<Vec<&'static str>>,
+}
+
+impl DebugTrace for DebugHeaders {
+    fn db_route(&self, shard: u16, role: &'static str) {
+        push_distinct(&self.routes, (shard, role));
+    }
+
+    fn cache_outcome(&self, outcome: &'static str) {
+        push_distinct(&self.cache, outcome);
+    }
+}
+
+fn push_distinct<T: PartialEq>(values: &Mutex<Vec<T>>, value: T) {
+    let mut values = lock(values);
+    if !values.contains(&value) {
+        values.push(value);
+    }
+}
+
+/// A poisoned lock only means another task panicked mid-push; the list is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,29 @@
+//! The metric names, in one leaf module every layer uses (the data layer, the cache, the
+//! breakers, HTTP), so a name is typed once and no layer imports another to find it.
+//! Prometheus naming rules: base units (`_seconds`, `_bytes`), `_total` on counters.
+
+/// Histogram; `method`, `route` (the matched template, or `unmatched`), `status`.
+pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// Counter; `shard`, `role` (`primary` | `replica`), `op` (`read` | `write` |
+/// `commit_lsn` | `replay_lsn`; see `src/db/cluster/instrument.rs`).
+pub const DB_QUERIES: &str = "db_queries_total";
+/// Histogram, same labels as [`DB_QUERIES`]: pool checkout plus the statement's round trip.
+pub const DB_QUERY_DURATION: &str = "db_query_duration_seconds";
+/// Gauge; `shard` (or `directory`), `role`, `state` (`idle` | `in_use`), sampled at scrape.
+pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+/// Gauge; `shard`, `replica` (index): WAL bytes the replica is behind its primary.
+pub const DB_REPLICA_LAG: &str = "db_replica_lag_bytes";
+/// Gauge; `shard`, `replica`: 1 while the replica takes reads.
+pub const DB_REPLICA_IN_ROTATION: &str = "db_replica_in_rotation";
+/// Counter; `shard`, `reason`: reads that wanted a replica and got the primary.
+pub const DB_READ_FALLBACK: &str = "db_read_fallback_total";
+/// Gauge; `breaker`: 0 closed, 1 open, 2 half-open (one trial call in flight).
+pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
+/// Counter; `tier` (`l1` | `redis`), `result`: `hit`, `miss`, `bypass` (Redis unusable,
+/// read from the database), one per lookup; and `fill`, one per entry stored after a miss.
+/// Hit ratio: `hit / (hit + miss)`.
+pub const CACHE_REQUESTS: &str = "cache_requests_total";
+/// Counter: cache entries invalidated after writes.
+pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";
+/// Counter; `limiter`, `decision` (`allowed` | `limited`). Reserved for the rate limiter.
+pub const RATELIMIT_DECISIONS: &str = "ratelimit_decisions_total";
