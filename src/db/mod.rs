@@ -64,24 +64,29 @@ pub struct Db {
 impl Db {
     /// Builds the pools without connecting: a shard that is down at start-up must not stop
     /// the service from serving the others (connections open on first use, bounded by
-    /// `acquire_timeout_ms`).
+    /// `acquire_timeout`).
     pub fn connect_lazy(config: &DbConfig) -> anyhow::Result<Self> {
         let directory = pool(
             config,
-            &config.directory_url,
+            config.directory_url.expose(),
             "directory",
-            config.acquire_timeout(),
+            config.acquire_timeout,
         )?;
-        let replica_timeout = Duration::from_millis(config.replicas.acquire_timeout_ms);
+        let replica_timeout = config.replicas.acquire_timeout;
         let shards = config
             .shards
             .iter()
             .map(|s| {
-                let primary = pool(config, &s.primary, "primary", config.acquire_timeout())?;
+                let primary = pool(
+                    config,
+                    s.primary.expose(),
+                    "primary",
+                    config.acquire_timeout,
+                )?;
                 let replicas = s
                     .replicas
                     .iter()
-                    .map(|url| pool(config, url, "replica", replica_timeout))
+                    .map(|url| pool(config, url.expose(), "replica", replica_timeout))
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 Ok(Shard::new(
                     s,
@@ -99,9 +104,9 @@ impl Db {
                 let replicas = s
                     .replicas
                     .iter()
-                    .map(|url| monitor_pool(url, check_timeout))
+                    .map(|url| monitor_pool(url.expose(), check_timeout))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                Ok((monitor_pool(&s.primary, check_timeout)?, replicas))
+                Ok((monitor_pool(s.primary.expose(), check_timeout)?, replicas))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
@@ -198,7 +203,7 @@ fn pool(
     role: &str,
     acquire_timeout: Duration,
 ) -> anyhow::Result<PgPool> {
-    let statement_timeout = config.statement_timeout().as_millis().to_string();
+    let statement_timeout = config.statement_timeout.as_millis().to_string();
     let options = PgConnectOptions::from_str(url)
         .with_context(|| format!("Failed to parse the {role} database URL"))?
         .application_name(&format!("scalable-api/{role}"))

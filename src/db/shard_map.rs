@@ -323,7 +323,7 @@ mod tests {
                 .map(|s| {
                     Shard::new(
                         s,
-                        pool(&s.primary),
+                        pool(s.primary.expose()),
                         ReplicaSet::new(vec![]),
                         &Default::default(),
                     )

@@ -4,7 +4,7 @@
 //! `posts` once per user and `author` once per post, each its own statement: 1 + 50 + 250.
 //! A DataLoader instead collects the keys every resolver of a level asks for while they are
 //! polled together (async-graphql resolves a list's items concurrently), waits a moment
-//! (`delay`, `graphql.batch_window_ms`), and loads them with one call of a batch function from the data
+//! (`delay`, `graphql.batch_window`), and loads them with one call of a batch function from the data
 //! layer (`src/db/batch.rs`), which sends one statement per shard involved. The nested query
 //! then costs one statement per shard per level, whatever the page size.
 //!
@@ -37,12 +37,10 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    /// `graphql.dataloaders = false` is the N+1 switch; `graphql.batch_window_ms` the window.
+    /// `graphql.dataloaders = false` is the N+1 switch; `graphql.batch_window` the window.
     pub fn new(app: &AppState, scope: &Scope) -> Self {
         let config = &app.config.graphql;
-        let window = config
-            .dataloaders
-            .then(|| std::time::Duration::from_millis(config.batch_window_ms));
+        let window = config.dataloaders.then_some(config.batch_window);
         let source = || Source {
             app: app.clone(),
             scope: scope.clone(),
@@ -78,7 +76,7 @@ impl Loaders {
 }
 
 /// A loader that batches the keys asked for within `window` (no window: one key per load,
-/// the N+1). The default window (`graphql.batch_window_ms`, 20 ms) is far above
+/// the N+1). The default window (`graphql.batch_window`, 20 ms) is far above
 /// async-graphql's 1 ms because 1 ms split batches here: polling the `author` resolvers of
 /// 2,500 posts takes longer than that (more so in a debug build on a busy 2-core machine),
 /// and the late ones started a second batch. Each level pays up to the window in latency for

@@ -7,8 +7,6 @@ mod graphql;
 mod health;
 mod v1;
 
-use std::time::Duration;
-
 use axum::{
     Router,
     extract::{DefaultBodyLimit, Request, State},
@@ -49,7 +47,7 @@ pub fn router(app: AppState) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), db_scope))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_millis(http.request_timeout_ms),
+            http.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(|_panic| {
             // The panic message may carry internal state: it is not sent, and the process

@@ -34,7 +34,7 @@ use tracing_subscriber::{
 use crate::config::{Config, LogFormat};
 
 /// Keeps the trace exporter alive; dropping it flushes the spans still queued (for at most
-/// `telemetry.otlp_timeout_ms`) and stops the export thread.
+/// `telemetry.otlp_timeout`) and stops the export thread.
 #[derive(Debug, Default)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
