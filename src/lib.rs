@@ -17,7 +17,7 @@ pub mod operations;
 pub mod telemetry;
 pub mod traffic;
 
-use std::{future::Future, ops::Deref, sync::Arc, time::Duration};
+use std::{future::Future, ops::Deref, sync::Arc};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -75,13 +75,13 @@ impl App {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting connections and
-/// lets in-flight requests finish, for at most `http.shutdown_grace_ms`.
+/// lets in-flight requests finish, for at most `http.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     app: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let grace = Duration::from_millis(app.config.http.shutdown_grace_ms);
+    let grace = app.config.http.shutdown_grace;
     // Health monitors and the directory repair pass run while this instance serves.
     let mut background = app.db.spawn_background();
     background.extend(app.cache.spawn_background());

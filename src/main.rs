@@ -42,7 +42,7 @@ enum Command {
         #[arg(long, conflicts_with = "reset")]
         if_empty: bool,
     },
-    /// Print the effective configuration (secrets redacted).
+    /// Print the effective configuration as JSON, the JWT secret and every URL password masked.
     Config,
 }
 
@@ -95,9 +95,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Config => {
-            let mut shown = app.config.clone();
-            shown.auth.jwt_secret = "<redacted>".into();
-            println!("{}", serde_json::to_string_pretty(&shown)?);
+            println!("{}", serde_json::to_string_pretty(&app.config.redacted())?);
         }
     }
     Ok(())

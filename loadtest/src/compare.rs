@@ -269,8 +269,12 @@ mod tests {
             "SCALABLE_API_GRAPHQL__DATALOADERS"
         );
         assert_eq!(
-            env_var_of("db.replicas.max-lag-ms"),
-            "SCALABLE_API_DB__REPLICAS__MAX_LAG_MS"
+            env_var_of("graphql.batch_window"),
+            "SCALABLE_API_GRAPHQL__BATCH_WINDOW"
+        );
+        assert_eq!(
+            env_var_of("db.replicas.max-lag"),
+            "SCALABLE_API_DB__REPLICAS__MAX_LAG"
         );
     }
 }

@@ -50,7 +50,8 @@ enum Command {
         /// Comma-separated workloads, or `all`.
         #[arg(long, default_value = "all")]
         workloads: String,
-        /// `config.key=value1,value2,...`: the service setting to compare.
+        /// `config.key=value1,value2,...`: the service setting to compare. Values are written
+        /// as in the service's config; durations take a unit (`graphql.batch_window=1ms,5ms,20ms`).
         #[arg(long, default_value = "cache.strategy=none,cache-aside,two-tier")]
         vary: String,
         /// The service binary, started as `serve` (build it with --release).

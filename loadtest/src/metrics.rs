@@ -17,7 +17,7 @@ use crate::target::Target;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
     /// `db_queries_total`, every shard, role and op: data-layer calls, one statement each
-    /// except a few rare paths (see the service's `src/db/instrument.rs`); the directory's
+    /// except a few rare paths (see the service's `src/db/cluster/instrument.rs`); the directory's
     /// statements (login, registration) are not in it.
     pub sql: f64,
     /// `cache_requests_total` lookups that found the entry (`result="hit"`, any tier).

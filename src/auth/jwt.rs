@@ -64,7 +64,7 @@ impl JwtKeys {
             validation,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
-            ttl_secs: config.access_token_ttl_secs,
+            ttl_secs: config.access_token_ttl.as_secs(),
         }
     }
 

@@ -4,12 +4,12 @@
 //! holds its own copy, and an invalidation must reach every instance. Two mechanisms:
 //! - every invalidation is published on a Redis channel, and each instance's subscriber
 //!   drops the named keys from its L1 (milliseconds);
-//! - every L1 entry lives at most `l1_ttl_ms`, which bounds staleness when a message is
+//! - every L1 entry lives at most `l1_ttl`, which bounds staleness when a message is
 //!   lost (pub/sub is at-most-once; a reconnecting subscriber also clears its whole L1,
 //!   since it cannot know what it missed).
 //!
 //! So: an instance may serve a value invalidated on *another* instance for at most
-//! `l1_ttl_ms` (typically far less); its own invalidations apply to its L1 at once.
+//! `l1_ttl` (typically far less); its own invalidations apply to its L1 at once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -38,7 +38,7 @@ impl L1 {
         Self {
             entries: Moka::builder()
                 .max_capacity(config.l1_max_entries)
-                .time_to_live(Duration::from_millis(config.l1_ttl_ms))
+                .time_to_live(config.l1_ttl)
                 // For families: one invalidation retires every page of the user list.
                 .support_invalidation_closures()
                 .build(),

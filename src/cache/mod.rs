@@ -12,7 +12,7 @@
 //! - `cache-aside`: Redis first; on a miss, read the database and fill Redis. One network
 //!   round trip per hit, shared by every instance, so the hit ratio grows with the fleet.
 //! - `two-tier`: an in-process L1 in front of cache-aside Redis. Hot keys are served with no
-//!   network at all; the cost is memory per instance and a bounded window (`l1_ttl_ms`) in
+//!   network at all; the cost is memory per instance and a bounded window (`l1_ttl`) in
 //!   which another instance's invalidation may not have reached this L1 (see [`l1`]).
 //!
 //! Write-through (writing the new row into the cache on every write) is left out on purpose:
@@ -104,7 +104,10 @@ impl Cache {
     pub fn spawn_background(&self) -> Vec<JoinHandle<()>> {
         match (&self.l1, &self.redis) {
             (Some(l1), Some(redis)) => {
-                vec![l1.spawn_subscriber(self.config.redis_url.clone(), redis.channel.clone())]
+                vec![l1.spawn_subscriber(
+                    self.config.redis_url.expose().to_owned(),
+                    redis.channel.clone(),
+                )]
             }
             _ => Vec::new(),
         }
@@ -361,9 +364,9 @@ impl Cache {
     /// together and stampede the database in lockstep.
     fn ttl(&self, negative: bool) -> Duration {
         if negative {
-            return Duration::from_secs(self.config.negative_ttl_secs);
+            return self.config.negative_ttl;
         }
-        let base = self.config.ttl_secs as f64;
+        let base = self.config.ttl.as_secs_f64();
         let seed = self.jitter_seed.fetch_add(1, Ordering::Relaxed);
         // Uniform in [-1, 1) from a randomly keyed hash: no RNG dependency for one number.
         let unit =

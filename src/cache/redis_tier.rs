@@ -26,14 +26,14 @@
 //!
 //! Guarantee: once a write's response has been sent, no cache tier holds or fills a value
 //! older than that write (two-tier: except an L1 entry on another instance, for at most
-//! `l1_ttl_ms`), provided Redis was reachable for the invalidation. If it was not, the
+//! `l1_ttl`), provided Redis was reachable for the invalidation. If it was not, the
 //! invalidation is queued in-process, and this instance reads nothing from Redis until the
 //! queue has been replayed; another instance that could reach Redis all along, a process
 //! that dies with a queue, or a queue past its bound leave entries to expire by TTL.
 //!
 //! # Resilience
 //!
-//! Each command (checkout, connect and round trip) is bounded by `command_timeout_ms`, and a
+//! Each command (checkout, connect and round trip) is bounded by `command_timeout`, and a
 //! circuit breaker opens after consecutive failures: while open, reads go straight to the
 //! database (`X-Cache: bypass`) without paying the timeout.
 
@@ -154,8 +154,8 @@ impl std::fmt::Debug for RedisTier {
 
 impl RedisTier {
     pub fn new(config: &CacheConfig) -> anyhow::Result<Self> {
-        let timeout = Duration::from_millis(config.command_timeout_ms);
-        let pool = deadpool_redis::Config::from_url(&config.redis_url)
+        let timeout = config.command_timeout;
+        let pool = deadpool_redis::Config::from_url(config.redis_url.expose())
             .builder()?
             .max_size(config.pool_max_connections)
             .wait_timeout(Some(POOL_WAIT))
@@ -169,7 +169,7 @@ impl RedisTier {
             pool,
             breaker: CircuitBreaker::new(config.breaker.clone()).named("redis"),
             timeout,
-            fence_ttl_ms: (config.ttl_secs.max(config.negative_ttl_secs) * 1000).saturating_mul(2),
+            fence_ttl_ms: (config.ttl.max(config.negative_ttl) * 2).as_millis() as u64,
             fill: Script::new(FILL),
             invalidate: Script::new(INVALIDATE),
             pending: Mutex::default(),

@@ -57,7 +57,7 @@ pub struct Db {
 impl Db {
     /// Builds the pools without connecting: a shard that is down at start-up must not stop
     /// the service from serving the others (connections open on first use, bounded by
-    /// `acquire_timeout_ms`).
+    /// `acquire_timeout`).
     pub fn connect_lazy(config: &DbConfig) -> anyhow::Result<Self> {
         Ok(Self {
             cluster: Cluster::connect_lazy(config)?,

@@ -4,7 +4,7 @@
 //! `posts` once per user and `author` once per post, each its own statement: 1 + 50 + 250.
 //! A DataLoader instead collects the keys every resolver of a level asks for while they are
 //! polled together (async-graphql resolves a list's items concurrently), waits a moment
-//! (`delay`, `graphql.batch_window_ms`), and loads them with one call of a batch operation
+//! (`delay`, `graphql.batch_window`), and loads them with one call of a batch operation
 //! (`src/operations/`), which reads them through the cache: every cached key costs nothing,
 //! the misses one statement per shard involved. The nested query then costs at most one
 //! statement per shard per level, whatever the page size, and none when the cache is warm.
@@ -38,12 +38,10 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    /// `graphql.dataloaders = false` is the N+1 switch; `graphql.batch_window_ms` the window.
+    /// `graphql.dataloaders = false` is the N+1 switch; `graphql.batch_window` the window.
     pub fn new(app: &AppState, session: &Session) -> Self {
         let config = &app.config.graphql;
-        let window = config
-            .dataloaders
-            .then(|| std::time::Duration::from_millis(config.batch_window_ms));
+        let window = config.dataloaders.then_some(config.batch_window);
         let source = || Source {
             app: app.clone(),
             session: session.clone(),
@@ -79,7 +77,7 @@ impl Loaders {
 }
 
 /// A loader that batches the keys asked for within `window` (no window: one key per load,
-/// the N+1). The default window (`graphql.batch_window_ms`, 20 ms) is far above
+/// the N+1). The default window (`graphql.batch_window`, 20 ms) is far above
 /// async-graphql's 1 ms because 1 ms split batches here: polling the `author` resolvers of
 /// 2,500 posts takes longer than that (more so in a debug build on a busy 2-core machine),
 /// and the late ones started a second batch. Each level pays up to the window in latency for

@@ -9,8 +9,6 @@ pub mod metrics;
 pub mod session;
 mod v1;
 
-use std::time::Duration;
-
 use axum::{
     Router,
     extract::{DefaultBodyLimit, Request},
@@ -45,7 +43,7 @@ pub fn router(app: AppState) -> Router {
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_millis(http.request_timeout_ms),
+            http.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(|_panic| {
             // The panic message may carry internal state: it is not sent, and the process

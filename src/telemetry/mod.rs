@@ -38,7 +38,7 @@ use crate::config::{Config, LogFormat};
 pub use debug::DebugTrace;
 
 /// Keeps the trace exporter alive; dropping it flushes the spans still queued (for at most
-/// `telemetry.otlp_timeout_ms`) and stops the export thread.
+/// `telemetry.otlp_timeout`) and stops the export thread.
 #[derive(Debug, Default)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,

@@ -7,7 +7,7 @@
 //!
 //! **Never blocking a request.** A finished span goes into a bounded queue
 //! (`telemetry.trace_queue_size`); a background thread sends batches to the collector with a
-//! timeout (`telemetry.otlp_timeout_ms`). A collector that is slow or gone fills the queue,
+//! timeout (`telemetry.otlp_timeout`). A collector that is slow or gone fills the queue,
 //! and further spans are dropped, not waited for: tracing loses data before it loses latency.
 //! Export errors are not logged (a dead collector would otherwise log on every batch).
 //!
@@ -15,8 +15,6 @@
 //! its trace (the `traceparent` flag) gets the whole trace recorded here too; new traces are
 //! kept at the configured ratio, decided from the trace id, so every service that sees the
 //! same trace id decides alike.
-
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::HeaderMap;
@@ -47,7 +45,7 @@ pub(crate) fn provider(config: &TelemetryConfig) -> anyhow::Result<Option<SdkTra
     let Some(endpoint) = &config.otlp_endpoint else {
         return Ok(None);
     };
-    let timeout = Duration::from_millis(config.otlp_timeout_ms);
+    let timeout = config.otlp_timeout;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(endpoint.clone())

@@ -5,7 +5,7 @@
 //! (seconds), holds a worker and a connection slot meanwhile, and the pile-up takes the
 //! healthy parts of the service down with it. With one, after `failure_threshold`
 //! consecutive failures the breaker *opens*: calls fail at once (the caller answers 503 with
-//! `Retry-After`). After `open_ms` it is *half-open*: one trial call goes through; success
+//! `Retry-After`). After `open` it is *half-open*: one trial call goes through; success
 //! closes it, failure opens it again. A background health probe may also [`trip`] it (a
 //! failed probe) or close it (a good one), so a dead dependency is found without traffic and
 //! a recovered one within one probe interval.
@@ -13,7 +13,7 @@
 //! [`trip`]: CircuitBreaker::trip
 //!
 //! Trade-off: while open, requests that might have succeeded are refused (a flapping
-//! dependency is treated as down for `open_ms`), and `failure_threshold` requests pay the
+//! dependency is treated as down for `open`), and `failure_threshold` requests pay the
 //! timeout before it opens. Lock-free: the hot path is one atomic load when closed.
 //!
 //! Hand-written rather than a crate: the maintained Rust breakers (failsafe, recloser) wrap
@@ -23,7 +23,7 @@
 //! A breaker given a name with [`CircuitBreaker::named`] exports its state as the gauge
 //! `circuit_breaker_state{breaker="<name>"}` (0 closed, 1 open, 2 half-open with its trial
 //! in flight), set on each transition, so the closed hot path never touches it. An open
-//! breaker whose `open_ms` has passed reads 1 until the next call becomes the trial.
+//! breaker whose `open` has passed reads 1 until the next call becomes the trial.
 
 use std::{
     sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
@@ -38,14 +38,15 @@ pub struct BreakerConfig {
     /// Consecutive failures that open the breaker.
     pub failure_threshold: u32,
     /// How long it stays open before letting one trial call through.
-    pub open_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub open: Duration,
 }
 
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
             failure_threshold: 3,
-            open_ms: 2_000,
+            open: Duration::from_secs(2),
         }
     }
 }
@@ -220,7 +221,9 @@ impl CircuitBreaker {
         let elapsed = self
             .now_ms()
             .saturating_sub(self.opened_at_ms.load(Ordering::Acquire));
-        Duration::from_millis(self.config.open_ms.saturating_sub(elapsed))
+        self.config
+            .open
+            .saturating_sub(Duration::from_millis(elapsed))
     }
 
     fn now_ms(&self) -> u64 {
@@ -232,16 +235,16 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
-    fn breaker(open_ms: u64) -> CircuitBreaker {
+    fn breaker(open: Duration) -> CircuitBreaker {
         CircuitBreaker::new(BreakerConfig {
             failure_threshold: 3,
-            open_ms,
+            open,
         })
     }
 
     #[test]
     fn it_opens_after_the_threshold_of_consecutive_failures() {
-        let b = breaker(60_000);
+        let b = breaker(Duration::from_secs(60));
         b.record_failure();
         b.record_failure();
         assert!(b.admit().is_ok(), "two failures are below the threshold");
@@ -253,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_failure_count() {
-        let b = breaker(60_000);
+        let b = breaker(Duration::from_secs(60));
         b.record_failure();
         b.record_failure();
         b.record_success();
@@ -266,7 +269,9 @@ mod tests {
         // A recorder of its own, so no other test's series can interfere.
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        let b = metrics::with_local_recorder(&recorder, || breaker(0).named("test-dependency"));
+        let b = metrics::with_local_recorder(&recorder, || {
+            breaker(Duration::ZERO).named("test-dependency")
+        });
         let state = || {
             handle
                 .render()
@@ -289,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_trial_that_never_reports_is_replaced_after_its_lease() {
-        let b = breaker(0).with_trial_lease(Duration::from_millis(30));
+        let b = breaker(Duration::ZERO).with_trial_lease(Duration::from_millis(30));
         for _ in 0..3 {
             b.record_failure();
         }
@@ -307,14 +312,14 @@ mod tests {
 
     #[test]
     fn half_open_lets_exactly_one_trial_through_and_its_outcome_decides() {
-        let b = breaker(0);
+        let b = breaker(Duration::ZERO);
         for _ in 0..3 {
             b.record_failure();
         }
         assert!(b.admit().is_ok(), "the trial");
         assert!(b.admit().is_err(), "only one trial at a time");
         b.record_failure();
-        assert!(b.admit().is_ok(), "open_ms = 0: the next trial");
+        assert!(b.admit().is_ok(), "open = 0s: the next trial");
         b.record_success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.admit().is_ok() && b.admit().is_ok());

@@ -230,7 +230,7 @@ async fn logging_in_returns_a_bearer_token_for_the_user_and_its_lifetime() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(
         body["expires_in"].as_u64(),
-        Some(app.state.config.auth.access_token_ttl_secs),
+        Some(app.state.config.auth.access_token_ttl.as_secs()),
         "expires_in is the configured lifetime"
     );
     let token = body["access_token"].as_str().expect("a token string");

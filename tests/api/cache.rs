@@ -259,9 +259,9 @@ async fn etags_answer_304_until_the_resource_changes_and_per_viewer_bodies_are_p
 }
 
 fn on_chaos(config: &mut Config) {
-    config.db.replicas.check_interval_ms = 50;
-    config.db.replicas.max_lag_ms = 60_000; // a paused replica stays in rotation
-    config.cache.breaker.open_ms = 300;
+    config.db.replicas.check_interval = Duration::from_millis(50);
+    config.db.replicas.max_lag = Duration::from_secs(60); // a paused replica stays in rotation
+    config.cache.breaker.open = Duration::from_millis(300);
 }
 
 #[tokio::test]

@@ -163,8 +163,8 @@ pub async fn rename(app: &TestApp, user: &TestUser, name: &str) -> Response {
 /// `cache.rs`).
 fn fast_checks(config: &mut scalable_api::Config) {
     config.cache.strategy = scalable_api::config::CacheStrategy::None;
-    config.db.replicas.check_interval_ms = 50;
-    config.db.primary_breaker.open_ms = 1_000;
+    config.db.replicas.check_interval = Duration::from_millis(50);
+    config.db.primary_breaker.open = Duration::from_secs(1);
 }
 
 #[tokio::test]
@@ -173,7 +173,7 @@ async fn a_read_carrying_the_token_of_a_write_sees_it_while_the_replica_lags() {
     let chaos = Chaos::acquire().await;
     let app = TestApp::spawn_on(chaos.stack.clone(), |c| {
         fast_checks(c);
-        c.db.replicas.max_lag_ms = 60_000; // lagging, but within bounds: still in rotation
+        c.db.replicas.max_lag = Duration::from_secs(60); // lagging, but within bounds: still in rotation
     })
     .await;
     let user = app.register("reader@example.com", "Before").await;
@@ -258,7 +258,7 @@ async fn a_replica_paused_past_the_lag_bound_leaves_rotation_and_rejoins_after_r
     let chaos = Chaos::acquire().await;
     let app = TestApp::spawn_on(chaos.stack.clone(), |c| {
         fast_checks(c);
-        c.db.replicas.max_lag_ms = 300;
+        c.db.replicas.max_lag = Duration::from_millis(300);
     })
     .await;
     let user = app.register("lag@example.com", "Lag").await;

@@ -112,7 +112,7 @@ impl TestApp {
 
         let mut config = Config::default();
         config.http.addr = ([127, 0, 0, 1], 0).into();
-        config.db.directory_url = format!("{}/{directory_db}", stack.primaries[0]);
+        config.db.directory_url = format!("{}/{directory_db}", stack.primaries[0]).into();
         config.db.shards = shard_dbs
             .iter()
             .enumerate()
@@ -120,21 +120,21 @@ impl TestApp {
                 id: i as u16,
                 first_id: i as i64 * 1_000_000_000 + 1,
                 last_id: (i as i64 + 1) * 1_000_000_000,
-                primary: format!("{}/{db}", stack.primaries[i]),
-                replicas: vec![format!("{}/{db}", stack.replicas[i])],
+                primary: format!("{}/{db}", stack.primaries[i]).into(),
+                replicas: vec![format!("{}/{db}", stack.replicas[i]).into()],
                 accepts_new_users: true,
             })
             .collect();
         config.db.pool_max_connections = 5;
         // The cache on the stack's Redis, under this test's own key prefix.
-        config.cache.redis_url = stack.redis.clone();
+        config.cache.redis_url = stack.redis.as_str().into();
         config.cache.key_prefix = name.clone();
         // Parallel tests load the shared stack hard (one seeds a million rows), so its
         // replicas can lag past the production bounds and leave rotation, which would send
         // reads that tests expect on replicas to primaries. Lag bounds are tested on the
         // chaos stack, where tests set them; here they are out of the way.
         config.db.replicas.max_lag_bytes = u64::MAX;
-        config.db.replicas.max_lag_ms = u64::MAX;
+        config.db.replicas.max_lag = Duration::MAX;
         tweak(&mut config);
 
         let state = App::build(config.clone()).expect("the test config is valid");

@@ -10,6 +10,7 @@ use loadtest::{
     process::count_keys,
     workload::{DataOptions, Workload},
 };
+use scalable_api::config::SecretUrl;
 
 use crate::helpers::TestApp;
 
@@ -19,14 +20,18 @@ fn config_file(app: &TestApp) -> String {
     let config = &app.state.config;
     let mut toml = format!(
         "[db]\ndirectory_url = \"{}\"\npool_max_connections = 5\n\n\
-         [db.replicas]\nmax_lag_bytes = {max}\nmax_lag_ms = {max}\n",
-        config.db.directory_url,
+         [db.replicas]\nmax_lag_bytes = {max}\nmax_lag = \"1000years\"\n",
+        config.db.directory_url.expose(),
         max = i64::MAX
     );
     for shard in &config.db.shards {
         toml.push_str(&format!(
             "\n[[db.shards]]\nid = {}\nfirst_id = {}\nlast_id = {}\nprimary = \"{}\"\nreplicas = {:?}\naccepts_new_users = true\n",
-            shard.id, shard.first_id, shard.last_id, shard.primary, shard.replicas
+            shard.id,
+            shard.first_id,
+            shard.last_id,
+            shard.primary.expose(),
+            shard.replicas.iter().map(SecretUrl::expose).collect::<Vec<_>>()
         ));
     }
     toml

@@ -466,7 +466,7 @@ async fn requests_never_wait_for_a_collector_that_does_not_answer() {
         silent.local_addr().expect("local addr")
     ));
     config.telemetry.trace_queue_size = 4;
-    config.telemetry.otlp_timeout_ms = 500;
+    config.telemetry.otlp_timeout = Duration::from_millis(500);
     let (logs, app) = spawn_observed(&config).await;
 
     // Act + Assert: far more requests than the queue holds all succeed, well within a bound

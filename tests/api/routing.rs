@@ -1,6 +1,8 @@
 //! Reads go to a shard's replica, writes to its primary: proven by each server's own
 //! statement statistics, not by trusting the service's header.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -89,7 +91,7 @@ async fn a_primary_whose_request_pool_is_exhausted_keeps_its_breaker_closed() {
     // Arrange: one request connection per pool, checked every 50 ms.
     let app = TestApp::spawn_with(|config| {
         config.db.pool_max_connections = 1;
-        config.db.replicas.check_interval_ms = 50;
+        config.db.replicas.check_interval = Duration::from_millis(50);
     })
     .await;
     let shard = app.state.db.cluster().iter().next().expect("shard 0");

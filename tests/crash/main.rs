@@ -12,6 +12,8 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+use std::time::Duration;
+
 use helpers::{TestApp, TestUser};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -19,8 +21,8 @@ use serde_json::json;
 /// Repair applies at once (grace 0); the background pass stays out of the way.
 async fn app() -> TestApp {
     TestApp::spawn_with(|c| {
-        c.db.directory_repair.grace_ms = 0;
-        c.db.directory_repair.interval_ms = 3_600_000;
+        c.db.directory_repair.grace = Duration::ZERO;
+        c.db.directory_repair.interval = Duration::from_secs(3600);
     })
     .await
 }

@@ -43,20 +43,23 @@ impl Cluster {
             let replicas = shard
                 .replicas
                 .iter()
-                .map(|url| pool::replica(config, url))
+                .map(|url| pool::replica(config, url.expose()))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             shards.push(Shard::new(
                 shard,
-                pool::primary(config, &shard.primary)?,
+                pool::primary(config, shard.primary.expose())?,
                 ReplicaSet::new(replicas),
                 &config.primary_breaker,
             ));
             let monitor_replicas = shard
                 .replicas
                 .iter()
-                .map(|url| pool::monitor(config, url))
+                .map(|url| pool::monitor(config, url.expose()))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            monitor_pools.push((pool::monitor(config, &shard.primary)?, monitor_replicas));
+            monitor_pools.push((
+                pool::monitor(config, shard.primary.expose())?,
+                monitor_replicas,
+            ));
         }
         Ok(Self {
             shards,

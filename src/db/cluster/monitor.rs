@@ -1,5 +1,5 @@
 //! The health monitor: one background task per shard that checks the primary and each
-//! replica every `db.replicas.check_interval_ms`.
+//! replica every `db.replicas.check_interval`.
 //!
 //! - The primary's check feeds its circuit breaker (a failed check trips it, a good one
 //!   closes it), so a dead primary is detected with no traffic at all and a
@@ -37,7 +37,7 @@ use crate::{
 /// primary goes unnoticed when nothing else calls it: the driver keeps retrying a refused
 /// connection until its deadline, so a check fails only when its bound runs out.
 pub(crate) fn check_timeout(config: &ReplicaHealthConfig) -> Duration {
-    Duration::from_millis((config.check_interval_ms * 2).clamp(100, 1_000))
+    (config.check_interval * 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 /// Samples of the primary's position kept for the lag-in-time estimate.
 const SAMPLES: usize = 256;
@@ -83,7 +83,7 @@ pub(crate) fn spawn(
 }
 
 async fn run(mut probe: ShardProbe, config: ReplicaHealthConfig) {
-    let mut tick = tokio::time::interval(Duration::from_millis(config.check_interval_ms.max(10)));
+    let mut tick = tokio::time::interval(config.check_interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
@@ -169,7 +169,8 @@ async fn check_replica(
     };
     let lag_bytes = primary.map_or(0, |p| p.0.saturating_sub(replay.0));
     let lag_ms = primary.map_or(0, |_| lag_behind(samples, replay).as_millis() as u64);
-    let within = lag_bytes <= config.max_lag_bytes && lag_ms <= config.max_lag_ms;
+    let within =
+        lag_bytes <= config.max_lag_bytes && u128::from(lag_ms) <= config.max_lag.as_millis();
     let was_in = health.in_rotation();
     health.observe(replay, lag_bytes, lag_ms, within, config.rejoin_after);
     match (was_in, health.in_rotation()) {

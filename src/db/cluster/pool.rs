@@ -1,9 +1,9 @@
 //! How a connection to a server is had: one pool per server, each with its own bounds.
 //!
 //! Every bound is explicit, because each failure mode needs its own: a pool checkout waits at
-//! most `acquire_timeout_ms` (a dead server must not hold a request for the OS's TCP connect
+//! most `acquire_timeout` (a dead server must not hold a request for the OS's TCP connect
 //! timeout), a replica's checkout less (a read always has the primary to fall back to), and a
-//! statement runs at most `statement_timeout_ms` (set on every connection). The breaker and
+//! statement runs at most `statement_timeout` (set on every connection). The breaker and
 //! the health monitor are what stop paying these bounds once a server is known to be down.
 //!
 //! Pools connect lazily: a shard that is down at start-up does not stop the service from
@@ -22,22 +22,21 @@ use crate::{config::DbConfig, telemetry::names};
 
 /// A shard primary's (or the directory's) request pool.
 pub(crate) fn primary(config: &DbConfig, url: &str) -> anyhow::Result<PgPool> {
-    request_pool(config, url, "primary", config.acquire_timeout())
+    request_pool(config, url, "primary", config.acquire_timeout)
 }
 
 /// A replica's request pool: a short checkout bound, since the primary can take the read.
 pub(crate) fn replica(config: &DbConfig, url: &str) -> anyhow::Result<PgPool> {
-    let timeout = Duration::from_millis(config.replicas.acquire_timeout_ms);
-    request_pool(config, url, "replica", timeout)
+    request_pool(config, url, "replica", config.replicas.acquire_timeout)
 }
 
 /// The directory's pool: like a primary's.
 pub(crate) fn directory(config: &DbConfig) -> anyhow::Result<PgPool> {
     request_pool(
         config,
-        &config.directory_url,
+        config.directory_url.expose(),
         "directory",
-        config.acquire_timeout(),
+        config.acquire_timeout,
     )
 }
 
@@ -62,7 +61,7 @@ fn request_pool(
     role: &str,
     acquire_timeout: Duration,
 ) -> anyhow::Result<PgPool> {
-    let statement_timeout = config.statement_timeout().as_millis().to_string();
+    let statement_timeout = config.statement_timeout.as_millis().to_string();
     let options = PgConnectOptions::from_str(url)
         .with_context(|| format!("Failed to parse the {role} database URL"))?
         .application_name(&format!("scalable-api/{role}"))

@@ -26,7 +26,7 @@
 //! One rule repairs every row of that table: **an entry is valid exactly when its user row
 //! exists with that email.** A valid `pending` entry is confirmed, an invalid entry of either
 //! state is removed. The rule is applied (1) by a background pass to `pending` entries older
-//! than `db.directory_repair.grace_ms` (a live saga finishes long before), and at start-up;
+//! than `db.directory_repair.grace` (a live saga finishes long before), and at start-up;
 //! (2) on the spot when a registration hits a taken email, to the entry holding it; (3) at
 //! login, to a stale `pending` entry. So after any crash there is no duplicate email, the
 //! user can log in (or cleanly does not exist), and the address can be registered again.
@@ -364,7 +364,7 @@ impl Directory<'_> {
              FROM directory_entries WHERE email = $1",
         )
         .bind(email)
-        .bind(self.db.config.directory_repair.grace_ms as f64)
+        .bind(self.db.config.directory_repair.grace.as_millis() as f64)
         .fetch_optional(&self.db.directory)
         .await?)
     }
@@ -426,7 +426,7 @@ impl Directory<'_> {
              WHERE state = 'pending' AND updated_at < now() - make_interval(secs => $1::float8 / 1000) \
              ORDER BY updated_at LIMIT 500",
         )
-        .bind(self.db.config.directory_repair.grace_ms as f64)
+        .bind(self.db.config.directory_repair.grace.as_millis() as f64)
         .fetch_all(&self.db.directory)
         .await?;
         let session = Session::background();
@@ -459,10 +459,14 @@ async fn confirm(db: impl sqlx::PgExecutor<'_>, email: &str, id: i64) -> Result<
     Ok(confirmed.rows_affected() == 1)
 }
 
-/// The background repair pass: at start-up, then every `db.directory_repair.interval_ms`.
+/// The background repair pass: at start-up, then every `db.directory_repair.interval`.
 pub(crate) fn spawn_repair(db: Arc<Db>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let every = Duration::from_millis(db.config.directory_repair.interval_ms.max(100));
+        let every = db
+            .config
+            .directory_repair
+            .interval
+            .max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {

@@ -1,0 +1,86 @@
+//! `[cache]`: which caching strategy serves reads, and its Redis and in-process tiers.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::SecretUrl;
+use crate::traffic::BreakerConfig;
+
+/// Which caching strategy serves reads of users, posts and a user's first page of posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheStrategy {
+    /// Every read goes to the database.
+    None,
+    /// Redis in front of the database: read Redis, on a miss read the database and fill.
+    CacheAside,
+    /// An in-process L1 (moka) in front of cache-aside Redis.
+    TwoTier,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// `none`, `cache-aside` or `two-tier` (see [`CacheStrategy`]).
+    pub strategy: CacheStrategy,
+    /// Redis for the `cache-aside` and `two-tier` strategies. May carry a password
+    /// (`redis://:pw@host:6379`); `scalable-api config` masks it.
+    pub redis_url: SecretUrl,
+    /// Every key starts with this (tests use one per test; instances of one deployment share it).
+    pub key_prefix: String,
+    /// Lifetime of a cached row; each entry gets +-`ttl_jitter` of it at random, so entries
+    /// filled together do not expire together.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Fraction of the TTL to jitter by (0.1 = +-10 %).
+    pub ttl_jitter: f64,
+    /// Lifetime of a cached "not found".
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Posts cached per user page (requests within the first this-many posts are served from it).
+    pub page_size: u32,
+    /// Two-tier: the most an L1 entry can outlive an invalidation when the invalidation
+    /// message is lost.
+    #[serde(with = "humantime_serde")]
+    pub l1_ttl: Duration,
+    /// Two-tier: entries the L1 holds at most.
+    pub l1_max_entries: u64,
+    /// Bound on each Redis command, pool checkout and connect: a slow Redis must not slow
+    /// every request down to the database's pace plus a timeout.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Redis connections per instance.
+    pub pool_max_connections: usize,
+    /// The circuit breaker in front of Redis: while open, reads go straight to the database.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            strategy: CacheStrategy::CacheAside,
+            redis_url: "redis://127.0.0.1:55400".into(),
+            key_prefix: "scalable-api".into(),
+            ttl: Duration::from_secs(300),
+            ttl_jitter: 0.1,
+            negative_ttl: Duration::from_secs(30),
+            page_size: 20,
+            l1_ttl: Duration::from_secs(1),
+            l1_max_entries: 100_000,
+            command_timeout: Duration::from_millis(50),
+            pool_max_connections: 32,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// This section with the Redis password masked.
+    pub(super) fn redacted(&self) -> Self {
+        Self {
+            redis_url: self.redis_url.redacted(),
+            ..self.clone()
+        }
+    }
+}

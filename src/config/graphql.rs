@@ -1,0 +1,59 @@
+//! `[graphql]`: the limits a public GraphQL endpoint needs, and the DataLoader knobs.
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use serde::{Deserialize, Serialize};
+
+/// The limits a public GraphQL endpoint needs (see `src/graphql/limits.rs`), and the
+/// DataLoader switch. Page sizes (`first`) are bounded by `api.max_page_size`, like REST's
+/// `limit`; the body size by `http.body_limit_bytes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlConfig {
+    /// Deepest nesting of fields a query may have. `User.posts` and `Post.author` make the
+    /// schema cyclic, so without a bound one request could nest them a thousand times.
+    pub max_depth: u32,
+    /// Largest cost a query may have. A field costs 1 plus its selections; a field with
+    /// `first: n` costs n times its selection, so `users(first: 50) { ... posts(first: 5) }`
+    /// weighs in at what it really asks for (250 posts), not at its few lines of text.
+    pub max_complexity: u32,
+    /// Answer `__schema` / `__type` introspection. GraphiQL and code generators need it; a
+    /// production API may turn it off so that the schema is not a map for attackers.
+    pub introspection: bool,
+    /// Batch reads through per-request DataLoaders (one statement per shard per level). Off,
+    /// every parent costs its own statement: the N+1 the loaders remove, kept switchable so it
+    /// can be measured.
+    pub dataloaders: bool,
+    /// How long a DataLoader collects the keys of one level before it loads them. Longer
+    /// windows keep a level in one batch when a busy machine polls its resolvers slowly; every
+    /// level of every query waits this long, which is most of a nested query's latency at
+    /// low load. Compare with `scripts/loadtest --vary graphql.batch_window=1ms,5ms,20ms
+    /// --workloads graphql_nested`.
+    #[serde(with = "humantime_serde")]
+    pub batch_window: Duration,
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self {
+            max_depth: 10,
+            // `users(first: 50) { ... posts(first: 50) { id title author { id name } } }`
+            // costs about 12,800: it passes; `first: 100` at both levels (10,000 posts) does not.
+            max_complexity: 20_000,
+            introspection: true,
+            dataloaders: true,
+            batch_window: Duration::from_millis(20),
+        }
+    }
+}
+
+impl GraphqlConfig {
+    pub(super) fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.max_depth >= 1 && self.max_complexity >= 1,
+            "graphql.max_depth and graphql.max_complexity must be at least 1"
+        );
+        Ok(())
+    }
+}

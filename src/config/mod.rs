@@ -1,0 +1,243 @@
+//! One typed configuration, layered: built-in defaults -> a TOML file -> environment.
+//!
+//! The defaults describe the local stack (`scripts/stack up`), so `scalable-api serve` works
+//! on a developer machine with no file at all. Production sets `profile = "production"`,
+//! which refuses to start with the development JWT secret.
+//!
+//! Sources, later ones win:
+//! 1. [`Config::default`]
+//! 2. the TOML file named by `--config` or `SCALABLE_API_CONFIG` (see `config/example.toml`)
+//! 3. environment variables `SCALABLE_API_<SECTION>__<FIELD>` (listed below). Values parse
+//!    as TOML, so the whole shard map fits in one variable:
+//!    `SCALABLE_API_DB__SHARDS='[{id=0, first_id=1, last_id=1000000000, primary="postgres://..", replicas=[]}]'`.
+//!
+//! One struct per concern, each with its defaults and its own checks: [`HttpConfig`],
+//! [`AuthConfig`], [`DbConfig`], [`CacheConfig`], [`ApiConfig`], [`GraphqlConfig`],
+//! [`TelemetryConfig`]. Unknown keys are errors, not silently ignored.
+//!
+//! Durations are written with a unit: `250ms`, `5s`, `5m`, `24h` (humantime syntax; a bare
+//! number is refused, since it would not say which unit it means). URLs that may carry a
+//! password are [`SecretUrl`]s and the JWT secret a [`secrecy::SecretString`]: `Debug` hides them and
+//! `scalable-api config` prints [`Config::redacted`].
+//!
+//! ## Environment variables
+//!
+//! Every setting, with the default of each duration (the field docs say what each one does):
+//!
+//! - `SCALABLE_API_PROFILE`: `dev` or `production`
+//! - `SCALABLE_API_HTTP__ADDR`: the listen address
+//! - `SCALABLE_API_HTTP__BODY_LIMIT_BYTES`
+//! - `SCALABLE_API_HTTP__REQUEST_TIMEOUT` (default `10s`): then 503
+//! - `SCALABLE_API_HTTP__SHUTDOWN_GRACE` (default `20s`): drain time on SIGTERM
+//! - `SCALABLE_API_AUTH__JWT_SECRET`: at least 32 bytes, from a secret store
+//! - `SCALABLE_API_AUTH__ISSUER`
+//! - `SCALABLE_API_AUTH__AUDIENCE`
+//! - `SCALABLE_API_AUTH__ACCESS_TOKEN_TTL` (default `1h`)
+//! - `SCALABLE_API_DB__DIRECTORY_URL`: may carry a password
+//! - `SCALABLE_API_DB__SHARDS`: the whole shard map, as a TOML array
+//! - `SCALABLE_API_DB__POOL_MAX_CONNECTIONS`
+//! - `SCALABLE_API_DB__ACQUIRE_TIMEOUT` (default `2s`): then 503
+//! - `SCALABLE_API_DB__STATEMENT_TIMEOUT` (default `5s`)
+//! - `SCALABLE_API_DB__REPLICAS__CHECK_INTERVAL` (default `250ms`)
+//! - `SCALABLE_API_DB__REPLICAS__MAX_LAG_BYTES`
+//! - `SCALABLE_API_DB__REPLICAS__MAX_LAG` (default `5s`)
+//! - `SCALABLE_API_DB__REPLICAS__REJOIN_AFTER`
+//! - `SCALABLE_API_DB__REPLICAS__ACQUIRE_TIMEOUT` (default `250ms`): then the primary
+//! - `SCALABLE_API_DB__PRIMARY_BREAKER__FAILURE_THRESHOLD`
+//! - `SCALABLE_API_DB__PRIMARY_BREAKER__OPEN` (default `2s`)
+//! - `SCALABLE_API_DB__DIRECTORY_REPAIR__GRACE` (default `30s`)
+//! - `SCALABLE_API_DB__DIRECTORY_REPAIR__INTERVAL` (default `1m`)
+//! - `SCALABLE_API_CACHE__STRATEGY`: `none`, `cache-aside` or `two-tier`
+//! - `SCALABLE_API_CACHE__REDIS_URL`: may carry a password
+//! - `SCALABLE_API_CACHE__KEY_PREFIX`
+//! - `SCALABLE_API_CACHE__TTL` (default `5m`)
+//! - `SCALABLE_API_CACHE__TTL_JITTER`
+//! - `SCALABLE_API_CACHE__NEGATIVE_TTL` (default `30s`)
+//! - `SCALABLE_API_CACHE__PAGE_SIZE`
+//! - `SCALABLE_API_CACHE__L1_TTL` (default `1s`)
+//! - `SCALABLE_API_CACHE__L1_MAX_ENTRIES`
+//! - `SCALABLE_API_CACHE__COMMAND_TIMEOUT` (default `50ms`)
+//! - `SCALABLE_API_CACHE__POOL_MAX_CONNECTIONS`
+//! - `SCALABLE_API_CACHE__BREAKER__FAILURE_THRESHOLD`
+//! - `SCALABLE_API_CACHE__BREAKER__OPEN` (default `2s`)
+//! - `SCALABLE_API_API__MAX_PAGE_SIZE`
+//! - `SCALABLE_API_API__MAX_OFFSET`
+//! - `SCALABLE_API_GRAPHQL__MAX_DEPTH`
+//! - `SCALABLE_API_GRAPHQL__MAX_COMPLEXITY`
+//! - `SCALABLE_API_GRAPHQL__INTROSPECTION`
+//! - `SCALABLE_API_GRAPHQL__DATALOADERS`
+//! - `SCALABLE_API_GRAPHQL__BATCH_WINDOW` (default `20ms`)
+//! - `SCALABLE_API_TELEMETRY__LOG_FORMAT`: `auto`, `text` or `json`
+//! - `SCALABLE_API_TELEMETRY__LOG_FILTER`: `RUST_LOG` syntax
+//! - `SCALABLE_API_TELEMETRY__METRICS`
+//! - `SCALABLE_API_TELEMETRY__METRICS_ADDR`: unset by default
+//! - `SCALABLE_API_TELEMETRY__OTLP_ENDPOINT`: unset by default
+//! - `SCALABLE_API_TELEMETRY__TRACE_SAMPLE_RATIO`
+//! - `SCALABLE_API_TELEMETRY__TRACE_QUEUE_SIZE`
+//! - `SCALABLE_API_TELEMETRY__OTLP_TIMEOUT` (default `3s`)
+//! - `SCALABLE_API_TELEMETRY__SERVICE_NAME`
+//!
+//! `SCALABLE_API_CONFIG` names the file; the stack's `SCALABLE_API_STACK_*` share the prefix
+//! but are not settings.
+
+mod api;
+mod auth;
+mod cache;
+mod db;
+mod graphql;
+mod http;
+mod secret;
+mod telemetry;
+
+use std::path::Path;
+
+use anyhow::{Context, ensure};
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+pub use self::{
+    api::ApiConfig,
+    auth::{AuthConfig, DEV_JWT_SECRET},
+    cache::{CacheConfig, CacheStrategy},
+    db::{DbConfig, DirectoryRepairConfig, MAX_ID, ReplicaHealthConfig, ShardConfig},
+    graphql::GraphqlConfig,
+    http::HttpConfig,
+    secret::SecretUrl,
+    telemetry::{LogFormat, TelemetryConfig},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `dev` turns on the learner's debug headers (`X-Db-Route`) and readable logs;
+    /// `production` turns them off and demands real secrets.
+    pub profile: Profile,
+    /// The listener and the bounds on every request.
+    pub http: HttpConfig,
+    /// Access tokens: their secret, claims and lifetime.
+    pub auth: AuthConfig,
+    /// The directory, the shard map, pools, replica health and repair.
+    pub db: DbConfig,
+    /// The caching strategy and its tiers.
+    pub cache: CacheConfig,
+    /// Limits shared by REST and GraphQL.
+    pub api: ApiConfig,
+    /// Metrics, logs and traces (see `src/telemetry/`).
+    pub telemetry: TelemetryConfig,
+    /// GraphQL limits and DataLoaders.
+    pub graphql: GraphqlConfig,
+}
+
+/// Where the instance runs: what it shows and what it refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Debug headers, readable logs, the development JWT secret accepted.
+    Dev,
+    /// None of those.
+    Production,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Dev,
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            db: DbConfig::default(),
+            cache: CacheConfig::default(),
+            api: ApiConfig::default(),
+            graphql: GraphqlConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `SCALABLE_API_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(
+                Env::prefixed("SCALABLE_API_")
+                    .filter(|key| is_setting(key.as_str()))
+                    .split("__"),
+            )
+            .extract()
+            .context("Failed to read the configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot, each section its own rules: the shard map is a partition
+    /// of disjoint ranges, limits are at least 1, and production has real secrets.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.db.validate()?;
+        self.api.validate()?;
+        self.telemetry.validate(self.http.addr)?;
+        self.graphql.validate()?;
+        self.auth.validate(self.profile)?;
+        Ok(())
+    }
+
+    /// The configuration as JSON with every secret masked: the JWT secret whole, and the
+    /// password of each database and Redis URL (user, host, port and database stay visible:
+    /// they are what one checks when a connection fails). `scalable-api config` prints it.
+    pub fn redacted(&self) -> serde_json::Value {
+        let shown = Self {
+            auth: self.auth.redacted(),
+            db: self.db.redacted(),
+            cache: self.cache.redacted(),
+            ..self.clone()
+        };
+        serde_json::to_value(shown)
+            .expect("a Config serialises to JSON: its maps have string keys only")
+    }
+
+    pub fn is_dev(&self) -> bool {
+        self.profile == Profile::Dev
+    }
+
+    /// The log format in effect: `auto` follows the profile.
+    pub fn log_format(&self) -> LogFormat {
+        match (self.telemetry.log_format, self.profile) {
+            (LogFormat::Auto, Profile::Dev) => LogFormat::Text,
+            (LogFormat::Auto, Profile::Production) => LogFormat::Json,
+            (format, _) => format,
+        }
+    }
+}
+
+/// Whether `key` (an environment variable name less the prefix, as the environment spells it,
+/// e.g. `HTTP__ADDR`) names a setting. Only our sections do: `SCALABLE_API_CONFIG` and the
+/// stack's `SCALABLE_API_STACK_*` share the prefix but are not settings. Figment lowercases
+/// keys only after this filter, hence the case-insensitive match.
+fn is_setting(key: &str) -> bool {
+    let section = key.split("__").next().unwrap_or_default();
+    [
+        "profile",
+        "http",
+        "auth",
+        "db",
+        "cache",
+        "api",
+        "graphql",
+        "telemetry",
+    ]
+    .iter()
+    .any(|s| s.eq_ignore_ascii_case(section))
+}
+
+#[cfg(test)]
+mod tests;

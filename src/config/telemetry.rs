@@ -1,0 +1,98 @@
+//! `[telemetry]`: metrics, logs and traces (see `src/telemetry/`).
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::ensure;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `auto`: readable text in the dev profile, JSON lines in production. `text` or `json`
+    /// force one.
+    pub log_format: LogFormat,
+    /// Which log lines are written, in `RUST_LOG` syntax; `RUST_LOG` wins when set. The
+    /// access log (one line per request) is the target `scalable_api::access`:
+    /// `info,scalable_api::access=off` silences it.
+    pub log_filter: String,
+    /// Prometheus metrics at `/metrics`. Off: no recorder is installed, every metric call in
+    /// the code is a no-op, and `/metrics` is a 404.
+    pub metrics: bool,
+    /// Serve `/metrics` on this address instead of the API's (an admin port that the public
+    /// load balancer does not route). Unset: on the API's own address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Where spans go: the full OTLP/HTTP traces URL of a collector (Jaeger accepts OTLP:
+    /// `http://127.0.0.1:4318/v1/traces`). Unset: no exporter, nothing leaves the process.
+    /// Plain `http://` only: the collector is expected on the node or as a sidecar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces recorded and exported, 0.0 to 1.0. A request whose
+    /// `traceparent` says its caller sampled it is always recorded, so a trace is whole.
+    pub trace_sample_ratio: f64,
+    /// Finished spans buffered for export. When the collector is slow or gone and the buffer
+    /// is full, new spans are dropped: a request never waits for the exporter.
+    pub trace_queue_size: usize,
+    /// Bound on one export request to the collector.
+    #[serde(with = "humantime_serde")]
+    pub otlp_timeout: Duration,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+/// The shape of the log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text in the dev profile, JSON in production.
+    Auto,
+    /// Readable lines for a terminal.
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Auto,
+            log_filter: "info,sqlx=warn".into(),
+            metrics: true,
+            metrics_addr: None,
+            otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
+            trace_queue_size: 2048,
+            otlp_timeout: Duration::from_secs(3),
+            service_name: "scalable-api".into(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// `api_addr` is `http.addr`, which the metrics address must not take.
+    pub(super) fn validate(&self, api_addr: SocketAddr) -> anyhow::Result<()> {
+        ensure!(
+            (0.0..=1.0).contains(&self.trace_sample_ratio),
+            "telemetry.trace_sample_ratio must be between 0.0 and 1.0"
+        );
+        ensure!(
+            self.trace_queue_size >= 1,
+            "telemetry.trace_queue_size must be at least 1"
+        );
+        if let Some(endpoint) = &self.otlp_endpoint {
+            // The exporter is built without TLS (no second TLS stack in the binary); an https
+            // URL would fail on every export, silently, so it is refused here instead.
+            ensure!(
+                endpoint.starts_with("http://"),
+                "telemetry.otlp_endpoint must be an http:// URL (a collector on the node or a sidecar), got {endpoint}"
+            );
+        }
+        if let Some(addr) = self.metrics_addr {
+            ensure!(
+                addr != api_addr || addr.port() == 0,
+                "telemetry.metrics_addr must differ from http.addr (leave it unset to serve /metrics on the API's address)"
+            );
+        }
+        Ok(())
+    }
+}
