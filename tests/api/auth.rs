@@ -1,13 +1,15 @@
 //! Registration, login and ownership: who may see and change what, and that credentials never
 //! leave the service.
 
-use reqwest::{Method, Response, StatusCode, header};
+use insta::assert_snapshot;
+use reqwest::{Response, StatusCode, header};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, assert_problem, route_of, statement_calls};
-
-const PASSWORD: &str = "correct horse battery";
+use crate::helpers::{
+    PASSWORD, ResponseExt, TestApp, assert_problem, assert_problem_mentioning, pretty,
+    statement_calls,
+};
 
 /// The primary of the shard that owns `id` (a user or a post id), bypassing the app.
 async fn owning_primary(app: &TestApp, id: i64) -> PgPool {
@@ -38,29 +40,6 @@ async fn post_row(app: &TestApp, id: i64) -> Option<(i64, String, String, String
         .expect("read the post row on its primary")
 }
 
-async fn login_response(app: &TestApp, email: &str, password: &str) -> Response {
-    app.post_json(
-        "/v1/auth/login",
-        &json!({ "email": email, "password": password }),
-    )
-    .await
-}
-
-async fn register_response(app: &TestApp, email: &str, name: &str) -> Response {
-    app.post_json(
-        "/v1/auth/register",
-        &json!({ "email": email, "name": name, "password": PASSWORD }),
-    )
-    .await
-}
-
-async fn json_of(response: Response, what: &str) -> Value {
-    response
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: a JSON body ({e})"))
-}
-
 fn post_id(post: &Value) -> i64 {
     post["id"].as_i64().expect("a post id")
 }
@@ -71,20 +50,20 @@ async fn registering_returns_201_with_a_location_and_the_user_with_their_own_ema
     let app = TestApp::spawn().await;
 
     // Act
-    let response = register_response(&app, "ada@example.com", "Ada Lovelace").await;
+    let response = app
+        .auth()
+        .register("ada@example.com", "Ada Lovelace", PASSWORD)
+        .await;
 
     // Assert
-    assert_eq!(response.status(), StatusCode::CREATED, "registering");
-    let location = response
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let user = json_of(response, "registering").await;
+    let location = response.header_str("location");
+    let user = response
+        .expect_json(StatusCode::CREATED, "registering")
+        .await;
     let id = user["id"].as_i64().expect("an integer id");
     assert_eq!(
         location,
-        Some(format!("/v1/users/{id}")),
+        format!("/v1/users/{id}"),
         "Location of the new user"
     );
     assert_eq!(user["name"], "Ada Lovelace");
@@ -118,34 +97,32 @@ async fn no_response_ever_contains_a_password_or_its_hash() {
     let text = async |response: Response| response.text().await.expect("a readable body");
 
     // Act: every route that touches a user, as owner, stranger and anonymous.
-    let registered = text(register_response(&app, "ada@example.com", "Ada").await).await;
+    let registered = text(
+        app.auth()
+            .register("ada@example.com", "Ada", PASSWORD)
+            .await,
+    )
+    .await;
     let ada_id = serde_json::from_str::<Value>(&registered).expect("a JSON user")["id"]
         .as_i64()
         .expect("an id");
     responses.push(("register".into(), registered));
     let ada_token = app.login("ada@example.com", PASSWORD).await;
     let bob = app.register("bob@example.com", "Bob").await;
-    let user_path = format!("/v1/users/{ada_id}");
+    let auth = app.auth();
     let attempts = [
-        (
-            "login",
-            login_response(&app, "ada@example.com", PASSWORD).await,
-        ),
+        ("login", auth.login("ada@example.com", PASSWORD).await),
         (
             "login with a wrong password",
-            login_response(&app, "ada@example.com", "wrong password").await,
+            auth.login("ada@example.com", "wrong password").await,
         ),
         (
             "registering a taken email",
-            register_response(&app, "ada@example.com", "Again").await,
+            auth.register("ada@example.com", "Again", PASSWORD).await,
         ),
         (
             "registering with an invalid password",
-            app.post_json(
-                "/v1/auth/register",
-                &json!({ "email": "x@example.com", "name": "X", "password": "secret1" }),
-            )
-            .await,
+            auth.register("x@example.com", "X", "secret1").await,
         ),
     ];
     for (what, response) in attempts {
@@ -157,28 +134,23 @@ async fn no_response_ever_contains_a_password_or_its_hash() {
         ("another user", Some(bob.token.as_str())),
         ("anonymous", None),
     ] {
-        for path in [user_path.as_str(), "/v1/users"] {
-            let response = app.request(Method::GET, path, token, None).await;
+        for (path, request) in [
+            ("/v1/users/{id}", app.users().get(ada_id)),
+            ("/v1/users", app.users().list("")),
+        ] {
+            let response = request.bearer(token).await;
             responses.push((format!("GET {path} as {who}"), text(response).await));
         }
     }
     let patch = app
-        .request(
-            Method::PATCH,
-            &user_path,
-            Some(&ada_token),
-            Some(&json!({ "name": "Countess" })),
-        )
+        .users()
+        .patch(ada_id, &ada_token, json!({ "name": "Countess" }))
         .await;
     responses.push(("PATCH name".into(), text(patch).await));
     let stored_before = user_row(&app, ada_id).await.expect("ada's row").2;
     let patch = app
-        .request(
-            Method::PATCH,
-            &user_path,
-            Some(&ada_token),
-            Some(&json!({ "password": new_password })),
-        )
+        .users()
+        .patch(ada_id, &ada_token, json!({ "password": new_password }))
         .await;
     responses.push(("PATCH password".into(), text(patch).await));
     let stored_after = user_row(&app, ada_id).await.expect("ada's row").2;
@@ -214,11 +186,10 @@ async fn logging_in_returns_a_bearer_token_for_the_user_and_its_lifetime() {
     let ada = app.register("ada@example.com", "Ada").await;
 
     // Act
-    let response = login_response(&app, "ada@example.com", PASSWORD).await;
+    let response = app.auth().login("ada@example.com", PASSWORD).await;
 
     // Assert
-    assert_eq!(response.status(), StatusCode::OK, "logging in");
-    let body = json_of(response, "logging in").await;
+    let body = response.expect_json(StatusCode::OK, "logging in").await;
     let mut keys: Vec<&str> = body
         .as_object()
         .expect("an object")
@@ -257,7 +228,7 @@ async fn an_unknown_email_and_a_wrong_password_get_the_same_401() {
     let mut answers = Vec::new();
     for (what, email, password) in attempts {
         // Act
-        let response = login_response(&app, email, password).await;
+        let response = app.auth().login(email, password).await;
 
         // Assert
         let challenge = response.headers().get(header::WWW_AUTHENTICATE).cloned();
@@ -280,25 +251,25 @@ async fn emails_are_case_insensitive_for_registering_and_logging_in() {
     let app = TestApp::spawn().await;
 
     // Act
-    let response = register_response(&app, "Ada@Example.com", "Ada").await;
+    let response = app
+        .auth()
+        .register("Ada@Example.com", "Ada", PASSWORD)
+        .await;
 
     // Assert
-    assert_eq!(response.status(), StatusCode::CREATED, "registering");
-    let user = json_of(response, "registering").await;
+    let user = response
+        .expect_json(StatusCode::CREATED, "registering")
+        .await;
     assert_eq!(user["email"], "ada@example.com", "stored normalised");
     for email in ["ada@example.com", "ADA@EXAMPLE.COM", "  Ada@Example.com "] {
-        let response = login_response(&app, email, PASSWORD).await;
+        let response = app.auth().login(email, PASSWORD).await;
         assert_eq!(response.status(), StatusCode::OK, "logging in as {email:?}");
     }
     for email in ["ada@example.com", "ADA@example.COM"] {
-        let response = register_response(&app, email, "Impostor").await;
-        let body = assert_problem(response, StatusCode::CONFLICT, email).await;
-        assert!(
-            body["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("already registered")),
-            "registering {email} again: {body}"
-        );
+        let response = app.auth().register(email, "Impostor", PASSWORD).await;
+        let what = format!("registering {email} again");
+        assert_problem_mentioning(response, StatusCode::CONFLICT, "already registered", &what)
+            .await;
     }
 }
 
@@ -309,24 +280,20 @@ async fn a_user_s_email_is_shown_to_that_user_only() {
     let ada = app.register("ada@example.com", "Ada").await;
     let bob = app.register("bob@example.com", "Bob").await;
     app.wait_for_replicas().await;
-    let path = format!("/v1/users/{}", ada.id);
 
-    for (who, token, email) in [
-        ("ada", Some(&ada.token), Some("ada@example.com")),
-        ("bob", Some(&bob.token), None),
+    for (who, viewer, email) in [
+        ("ada", Some(&ada), Some("ada@example.com")),
+        ("bob", Some(&bob), None),
         ("anonymous", None, None),
     ] {
         // Act
-        let response = app
-            .request(Method::GET, &path, token.map(String::as_str), None)
-            .await;
-        let list = app
-            .request(Method::GET, "/v1/users", token.map(String::as_str), None)
-            .await;
+        let response = app.users().get(ada.id).bearer(viewer).await;
+        let list = app.users().list("").bearer(viewer).await;
 
         // Assert
-        assert_eq!(response.status(), StatusCode::OK, "GET {path} as {who}");
-        let user = json_of(response, &path).await;
+        let user = response
+            .expect_json(StatusCode::OK, &format!("GET ada as {who}"))
+            .await;
         assert_eq!(user["id"].as_i64(), Some(ada.id));
         assert_eq!(user["name"], "Ada");
         assert_eq!(
@@ -334,8 +301,9 @@ async fn a_user_s_email_is_shown_to_that_user_only() {
             email,
             "ada's email seen by {who}: {user}"
         );
-        assert_eq!(list.status(), StatusCode::OK, "GET /v1/users as {who}");
-        let list = json_of(list, "/v1/users").await;
+        let list = list
+            .expect_json(StatusCode::OK, &format!("GET /v1/users as {who}"))
+            .await;
         let emails: Vec<(i64, Option<&str>)> = list
             .as_array()
             .expect("a list")
@@ -363,24 +331,43 @@ async fn changing_or_deleting_another_user_is_forbidden_and_changes_nothing() {
     let bob = app.register("bob@example.com", "Bob").await;
     let post = app.create_post(&ada, "mine").await;
     let before = user_row(&app, ada.id).await.expect("ada's row");
-    let path = format!("/v1/users/{}", ada.id);
+    let users = app.users();
     let attempts = [
-        (Method::PATCH, Some(json!({ "name": "Pwned" }))),
-        (Method::PATCH, Some(json!({ "email": "bob2@example.com" }))),
-        (Method::PATCH, Some(json!({ "password": "bob's choice" }))),
-        (Method::DELETE, None),
+        (
+            "PATCH name",
+            users.patch(ada.id, &bob, json!({ "name": "Pwned" })),
+        ),
+        (
+            "PATCH email",
+            users.patch(ada.id, &bob, json!({ "email": "bob2@example.com" })),
+        ),
+        (
+            "PATCH password",
+            users.patch(ada.id, &bob, json!({ "password": "bob's choice" })),
+        ),
+        ("DELETE", users.delete(ada.id, &bob)),
     ];
+    let mut first = None;
 
-    for (method, body) in attempts {
+    for (what, request) in attempts {
         // Act
-        let response = app
-            .request(method.clone(), &path, Some(&bob.token), body.as_ref())
-            .await;
+        let response = request.await;
 
         // Assert
-        let what = format!("bob: {method} {path} with {body:?}");
-        assert_problem(response, StatusCode::FORBIDDEN, &what).await;
+        let what = format!("bob: {what} of ada");
+        let problem = assert_problem(response, StatusCode::FORBIDDEN, &what).await;
+        first.get_or_insert(problem);
     }
+    // The exact body of the first, a PATCH.
+    let first = first.expect("the attempts ran");
+    assert_snapshot!(pretty(&first), @r#"
+    {
+      "detail": "only the user themself may change their account",
+      "status": 403,
+      "title": "Not allowed",
+      "type": "https://scalable-api.dev/problems/forbidden"
+    }
+    "#);
     assert_eq!(
         user_row(&app, ada.id).await.as_ref(),
         Some(&before),
@@ -390,7 +377,7 @@ async fn changing_or_deleting_another_user_is_forbidden_and_changes_nothing() {
         post_row(&app, post_id(&post)).await.is_some(),
         "ada's post is still there"
     );
-    let response = login_response(&app, "bob2@example.com", PASSWORD).await;
+    let response = app.auth().login("bob2@example.com", PASSWORD).await;
     assert_problem(response, StatusCode::UNAUTHORIZED, "the email bob tried").await;
     app.login("ada@example.com", PASSWORD).await;
 }
@@ -404,20 +391,24 @@ async fn changing_or_deleting_a_post_someone_else_wrote_is_forbidden_and_changes
     let post = app.create_post(&ada, "ada's post").await;
     let id = post_id(&post);
     let before = post_row(&app, id).await.expect("the post row");
-    let path = format!("/v1/posts/{id}");
+    let posts = app.posts();
 
-    for (method, body) in [
-        (Method::PATCH, Some(json!({ "title": "bob was here" }))),
-        (Method::PATCH, Some(json!({ "body": "bob was here" }))),
-        (Method::DELETE, None),
+    for (what, request) in [
+        (
+            "PATCH title",
+            posts.patch(id, &bob, json!({ "title": "bob was here" })),
+        ),
+        (
+            "PATCH body",
+            posts.patch(id, &bob, json!({ "body": "bob was here" })),
+        ),
+        ("DELETE", posts.delete(id, &bob)),
     ] {
         // Act
-        let response = app
-            .request(method.clone(), &path, Some(&bob.token), body.as_ref())
-            .await;
+        let response = request.await;
 
         // Assert
-        let what = format!("bob: {method} {path} with {body:?}");
+        let what = format!("bob: {what} of ada's post");
         assert_problem(response, StatusCode::FORBIDDEN, &what).await;
     }
     assert_eq!(
@@ -433,28 +424,22 @@ async fn the_owner_can_change_their_name() {
     // Arrange
     let app = TestApp::spawn().await;
     let ada = app.register("ada@example.com", "Ada").await;
-    let path = format!("/v1/users/{}", ada.id);
 
     // Act
     let response = app
-        .request(
-            Method::PATCH,
-            &path,
-            Some(&ada.token),
-            Some(&json!({ "name": "  Countess of Lovelace " })),
-        )
+        .users()
+        .patch(ada.id, &ada, json!({ "name": "  Countess of Lovelace " }))
         .await;
 
     // Assert
-    assert_eq!(response.status(), StatusCode::OK, "PATCH {path}");
-    let user = json_of(response, "PATCH").await;
+    let user = response.expect_json(StatusCode::OK, "PATCH").await;
     assert_eq!(user["name"], "Countess of Lovelace", "trimmed");
     assert_eq!(
         user["email"], "ada@example.com",
         "the owner sees their email"
     );
     app.wait_for_replicas().await;
-    let shown = json_of(app.get(&path).await, "GET after PATCH").await;
+    let shown = app.users().get(ada.id).await.json_body().await;
     assert_eq!(shown["name"], "Countess of Lovelace", "GET sees the change");
 }
 
@@ -467,18 +452,14 @@ async fn after_a_password_change_only_the_new_password_logs_in() {
 
     // Act
     let response = app
-        .request(
-            Method::PATCH,
-            &format!("/v1/users/{}", ada.id),
-            Some(&ada.token),
-            Some(&json!({ "password": new_password })),
-        )
+        .users()
+        .patch(ada.id, &ada, json!({ "password": new_password }))
         .await;
 
     // Assert: at once, without waiting for the replicas to catch up: a login that read a
     // lagging replica would still take the old password.
     assert_eq!(response.status(), StatusCode::OK, "changing the password");
-    let old = login_response(&app, "ada@example.com", PASSWORD).await;
+    let old = app.auth().login("ada@example.com", PASSWORD).await;
     assert_problem(old, StatusCode::UNAUTHORIZED, "the old password").await;
     app.login("ada@example.com", new_password).await;
 }
@@ -505,12 +486,12 @@ async fn logging_in_reads_the_credentials_on_the_primary_never_a_replica() {
     );
 
     // Act
-    let response = login_response(&app, "ada@example.com", PASSWORD).await;
+    let response = app.auth().login("ada@example.com", PASSWORD).await;
 
     // Assert
     assert_eq!(response.status(), StatusCode::OK, "logging in");
     assert_eq!(
-        route_of(&response),
+        response.route(),
         format!("shard={shard};role=primary"),
         "X-Db-Route of the login"
     );
@@ -533,19 +514,16 @@ async fn after_an_email_change_only_the_new_email_logs_in_and_the_old_one_is_fre
 
     // Act
     let response = app
-        .request(
-            Method::PATCH,
-            &format!("/v1/users/{}", ada.id),
-            Some(&ada.token),
-            Some(&json!({ "email": "Countess@Example.com" })),
-        )
+        .users()
+        .patch(ada.id, &ada, json!({ "email": "Countess@Example.com" }))
         .await;
 
     // Assert
-    assert_eq!(response.status(), StatusCode::OK, "changing the email");
-    let user = json_of(response, "changing the email").await;
+    let user = response
+        .expect_json(StatusCode::OK, "changing the email")
+        .await;
     assert_eq!(user["email"], "countess@example.com", "normalised");
-    let old = login_response(&app, "ada@example.com", PASSWORD).await;
+    let old = app.auth().login("ada@example.com", PASSWORD).await;
     assert_problem(
         old,
         StatusCode::UNAUTHORIZED,
@@ -589,16 +567,24 @@ async fn changing_to_an_email_someone_else_has_is_a_409_and_changes_nothing() {
 
     // Act
     let response = app
-        .request(
-            Method::PATCH,
-            &format!("/v1/users/{}", ada.id),
-            Some(&ada.token),
-            Some(&json!({ "email": "BOB@example.com", "name": "Not Ada" })),
+        .users()
+        .patch(
+            ada.id,
+            &ada,
+            json!({ "email": "BOB@example.com", "name": "Not Ada" }),
         )
         .await;
 
     // Assert
-    assert_problem(response, StatusCode::CONFLICT, "taking bob's email").await;
+    let problem = assert_problem(response, StatusCode::CONFLICT, "taking bob's email").await;
+    assert_snapshot!(pretty(&problem), @r#"
+    {
+      "detail": "the email address is already registered",
+      "status": 409,
+      "title": "Conflict",
+      "type": "https://scalable-api.dev/problems/conflict"
+    }
+    "#);
     assert_eq!(
         user_row(&app, ada.id).await.as_ref(),
         Some(&before),
@@ -619,15 +605,12 @@ async fn deleting_a_user_removes_them_and_their_posts_and_frees_their_email() {
         app.create_post(&ada, "two").await,
     ];
     let bob_post = app.create_post(&bob, "bob's").await;
-    let path = format!("/v1/users/{}", ada.id);
 
     // Act
-    let response = app
-        .request(Method::DELETE, &path, Some(&ada.token), None)
-        .await;
+    let response = app.users().delete(ada.id, &ada).await;
 
     // Assert
-    assert_eq!(response.status(), StatusCode::NO_CONTENT, "DELETE {path}");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT, "DELETE ada");
     assert!(
         response.bytes().await.expect("a body").is_empty(),
         "a 204 has no body"
@@ -649,25 +632,18 @@ async fn deleting_a_user_removes_them_and_their_posts_and_frees_their_email() {
     );
 
     app.wait_for_replicas().await;
-    assert_problem(app.get(&path).await, StatusCode::NOT_FOUND, "GET the user").await;
-    assert_problem(
-        app.get(&format!("{path}/posts")).await,
-        StatusCode::NOT_FOUND,
-        "GET the user's posts",
-    )
-    .await;
+    let gone = app.users().get(ada.id).await;
+    assert_problem(gone, StatusCode::NOT_FOUND, "GET the user").await;
+    let gone = app.users().posts(ada.id, "").await;
+    assert_problem(gone, StatusCode::NOT_FOUND, "GET the user's posts").await;
     for post in &ada_posts {
-        let post_path = format!("/v1/posts/{}", post_id(post));
-        assert_problem(app.get(&post_path).await, StatusCode::NOT_FOUND, &post_path).await;
+        let gone = app.posts().get(post_id(post)).await;
+        assert_problem(gone, StatusCode::NOT_FOUND, &format!("GET post {post}")).await;
     }
 
     let create = app
-        .request(
-            Method::POST,
-            "/v1/posts",
-            Some(&ada.token),
-            Some(&json!({ "title": "from beyond", "body": "x" })),
-        )
+        .posts()
+        .create(&ada, json!({ "title": "from beyond", "body": "x" }))
         .await;
     assert_problem(
         create,
@@ -675,11 +651,9 @@ async fn deleting_a_user_removes_them_and_their_posts_and_frees_their_email() {
         "a deleted user's token posting",
     )
     .await;
-    let again = app
-        .request(Method::DELETE, &path, Some(&ada.token), None)
-        .await;
+    let again = app.users().delete(ada.id, &ada).await;
     assert_problem(again, StatusCode::NOT_FOUND, "deleting the user twice").await;
-    let login = login_response(&app, "ada@example.com", PASSWORD).await;
+    let login = app.auth().login("ada@example.com", PASSWORD).await;
     assert_problem(login, StatusCode::UNAUTHORIZED, "a deleted user's login").await;
 
     let newcomer = app.register("ada@example.com", "New Ada").await;
@@ -694,23 +668,18 @@ async fn an_author_can_create_read_change_and_delete_their_post() {
 
     // Act + Assert: create.
     let response = app
-        .request(
-            Method::POST,
-            "/v1/posts",
-            Some(&ada.token),
-            Some(&json!({ "title": " Notes ", "body": "On the Analytical Engine\n" })),
+        .posts()
+        .create(
+            &ada,
+            json!({ "title": " Notes ", "body": "On the Analytical Engine\n" }),
         )
         .await;
-    assert_eq!(response.status(), StatusCode::CREATED, "POST /v1/posts");
-    let location = response
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let created = json_of(response, "POST /v1/posts").await;
+    let location = response.header_str("location");
+    let created = response
+        .expect_json(StatusCode::CREATED, "POST /v1/posts")
+        .await;
     let id = post_id(&created);
-    let path = format!("/v1/posts/{id}");
-    assert_eq!(location.as_deref(), Some(path.as_str()), "Location");
+    assert_eq!(location, format!("/v1/posts/{id}"), "Location");
     assert_eq!(created["user_id"].as_i64(), Some(ada.id));
     assert_eq!(created["title"], "Notes", "trimmed");
     assert_eq!(created["body"], "On the Analytical Engine");
@@ -718,25 +687,19 @@ async fn an_author_can_create_read_change_and_delete_their_post() {
 
     // Read.
     app.wait_for_replicas().await;
-    let response = app.get(&path).await;
-    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    let response = app.posts().get(id).await;
     assert_eq!(
-        json_of(response, &path).await,
+        response.expect_json(StatusCode::OK, "GET").await,
         created,
         "GET returns the post"
     );
 
     // Change.
     let response = app
-        .request(
-            Method::PATCH,
-            &path,
-            Some(&ada.token),
-            Some(&json!({ "title": "Note G" })),
-        )
+        .posts()
+        .patch(id, &ada, json!({ "title": "Note G" }))
         .await;
-    assert_eq!(response.status(), StatusCode::OK, "PATCH {path}");
-    let changed = json_of(response, "PATCH").await;
+    let changed = response.expect_json(StatusCode::OK, "PATCH").await;
     assert_eq!(changed["title"], "Note G");
     assert_eq!(changed["body"], created["body"], "the body is untouched");
     assert_eq!(changed["created_at"], created["created_at"]);
@@ -745,28 +708,20 @@ async fn an_author_can_create_read_change_and_delete_their_post() {
         "updated_at moves"
     );
     app.wait_for_replicas().await;
-    let shown = json_of(app.get(&path).await, "GET after PATCH").await;
+    let shown = app.posts().get(id).await.json_body().await;
     assert_eq!(shown, changed, "GET sees the change");
 
     // Delete.
-    let response = app
-        .request(Method::DELETE, &path, Some(&ada.token), None)
-        .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT, "DELETE {path}");
+    let response = app.posts().delete(id, &ada).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT, "DELETE");
     assert_eq!(
         post_row(&app, id).await,
         None,
         "gone from the shard primary"
     );
     app.wait_for_replicas().await;
-    assert_problem(
-        app.get(&path).await,
-        StatusCode::NOT_FOUND,
-        "GET after DELETE",
-    )
-    .await;
-    let again = app
-        .request(Method::DELETE, &path, Some(&ada.token), None)
-        .await;
+    let gone = app.posts().get(id).await;
+    assert_problem(gone, StatusCode::NOT_FOUND, "GET after DELETE").await;
+    let again = app.posts().delete(id, &ada).await;
     assert_problem(again, StatusCode::NOT_FOUND, "DELETE twice").await;
 }

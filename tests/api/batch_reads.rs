@@ -3,7 +3,7 @@
 //! cache a page of users and the nested GraphQL query cost no SQL at all, and a write still
 //! changes what every transport shows.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use scalable_api::config::CacheStrategy;
 use serde_json::{Value, json};
 
@@ -149,12 +149,8 @@ async fn a_write_changes_what_every_transport_shows_through_a_warm_cache() {
     let first = before[0]["id"].as_i64().expect("an id");
     let ada = app.register("ada@example.com", "Ada").await;
     let renamed = app
-        .request(
-            Method::PATCH,
-            &format!("/v1/users/{}", ada.id),
-            Some(&ada.token),
-            Some(&json!({ "name": "Ada L." })),
-        )
+        .users()
+        .patch(ada.id, &ada, json!({ "name": "Ada L." }))
         .await;
     assert_eq!(renamed.status(), StatusCode::OK);
     let post = app.create_post(&ada, "Fresh").await;
@@ -192,14 +188,7 @@ async fn a_write_changes_what_every_transport_shows_through_a_warm_cache() {
     assert_eq!(node["posts"][0]["author"]["name"], "Ada L.");
 
     // And a deletion takes the user out of both.
-    let deleted = app
-        .request(
-            Method::DELETE,
-            &format!("/v1/users/{}", ada.id),
-            Some(&ada.token),
-            None,
-        )
-        .await;
+    let deleted = app.users().delete(ada.id, &ada).await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     let (_, _, after) = users_page(&app).await;
     assert_eq!(after, before, "back to the original page");

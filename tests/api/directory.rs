@@ -1,9 +1,8 @@
 //! The email directory: one lookup finds a user's shard; emails are unique across shards.
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{PASSWORD, ResponseExt, TestApp, assert_problem};
 
 async fn users_with_email(app: &TestApp, email: &str) -> i64 {
     let mut total = 0;
@@ -27,10 +26,8 @@ async fn an_email_registered_on_one_shard_is_refused_when_placement_picks_the_ot
 
     // Act: the same address, differently cased, through shard 1.
     let again = app
-        .post_json(
-            "/v1/auth/register",
-            &json!({ "email": "ADA@example.COM", "name": "Imposter", "password": "another password" }),
-        )
+        .auth()
+        .register("ADA@example.COM", "Imposter", "another password")
         .await;
 
     // Assert: 409, and still exactly one such user across both shards.
@@ -52,12 +49,11 @@ async fn an_email_registered_on_one_shard_is_refused_when_placement_picks_the_ot
 async fn concurrent_registrations_of_one_email_create_exactly_one_user() {
     let app = TestApp::spawn().await;
 
-    let bodies: Vec<Value> = (0..8)
-        .map(|i| json!({ "email": "race@example.com", "name": format!("Racer {i}"), "password": "correct horse battery" }))
-        .collect();
-    let attempts = bodies
-        .iter()
-        .map(|body| app.post_json("/v1/auth/register", body));
+    let attempts = (0..8).map(|i| {
+        app.auth()
+            .register("race@example.com", &format!("Racer {i}"), PASSWORD)
+            .send()
+    });
     let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
         .await
         .iter()
@@ -95,18 +91,10 @@ async fn login_finds_users_on_either_shard() {
     for user in [&on_shard0, &on_shard1] {
         // Act: log in by email, then use the token on an owner-only route.
         let token = app.login(&user.email, &user.password).await;
-        let me = app
-            .request(
-                reqwest::Method::GET,
-                &format!("/v1/users/{}", user.id),
-                Some(&token),
-                None,
-            )
-            .await;
+        let me = app.users().get(user.id).bearer(&token).await;
 
         // Assert: the token is this user's (their own email is shown only to them).
-        assert_eq!(me.status(), StatusCode::OK);
-        let body: Value = me.json().await.expect("JSON");
+        let body = me.expect_json(StatusCode::OK, "GET themselves").await;
         assert_eq!(body["email"], user.email.as_str());
     }
 }

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use scalable_api::config::CacheStrategy;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, all_statement_calls, route_of, statement_calls};
+use crate::helpers::{ResponseExt, TestApp, all_statement_calls, statement_calls};
 
 /// The nested query of the issue, with the page sizes as variables.
 pub(crate) const NESTED: &str = "query ($users: Int!, $posts: Int!) {
@@ -68,6 +68,13 @@ pub(super) fn id(value: &Value) -> i64 {
         .as_str()
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("a string ID in {value}"))
+}
+
+/// `what: CODE type` of the first error's `extensions`, a line of an inline snapshot.
+pub(super) fn extensions_line(what: &str, body: &Value) -> String {
+    let extensions = &body["errors"][0]["extensions"];
+    let field = |name: &str| extensions[name].as_str().unwrap_or("-").to_owned();
+    format!("{what}: {} {}", field("code"), field("type"))
 }
 
 pub(super) fn code(body: &Value) -> &str {
@@ -293,18 +300,15 @@ async fn walk(app: &TestApp, query: &str, list: &str) -> (Vec<i64>, usize) {
 async fn reads_go_to_the_replicas_of_the_shards_involved() {
     let app = TestApp::spawn_seeded(60, 120, |_| {}).await;
 
+    let query = "{ users(first: 50) { edges { node { posts(first: 1) { author { id } } } } } }";
     let response = app
-        .request(
-            Method::POST,
-            "/graphql",
-            None,
-            Some(&json!({ "query": "{ users(first: 50) { edges { node { posts(first: 1) { author { id } } } } } }" })),
-        )
+        .request(Method::POST, "/graphql")
+        .json(&json!({ "query": query }))
         .await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
-        route_of(&response),
+        response.route(),
         "shard=0;role=replica, shard=1;role=replica"
     );
 }

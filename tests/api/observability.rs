@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use scalable_api::{Config, config::LogFormat};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::TestApp,
+    helpers::{Request, ResponseExt, TestApp},
     telemetry_harness::{Collector, LogCapture, Prometheus, Scrape, attribute, free_port},
 };
 
@@ -46,13 +46,8 @@ async fn metrics_count_requests_by_route_template_and_sql_by_shard_role_and_op()
 
     // Act: on shard 0 a user read twice (a cache miss, then a hit) and an id that does not
     // exist (a miss); on shard 1 a user read once, then a write; and a path no route matches.
-    for path in [
-        format!("/v1/users/{}", on_shard0.id),
-        format!("/v1/users/{}", on_shard0.id),
-        "/v1/users/123".to_owned(),
-        format!("/v1/users/{}", on_shard1.id),
-    ] {
-        app.get(&path).await;
+    for id in [on_shard0.id, on_shard0.id, 123, on_shard1.id] {
+        app.users().get(id).await;
     }
     app.create_post(&on_shard1, "counted").await;
     assert_eq!(
@@ -144,7 +139,7 @@ async fn a_real_prometheus_scrapes_the_service_and_serves_its_series() {
     let app = TestApp::spawn().await;
     for id in [5, 6, 7] {
         // Ids nobody has: three cache misses, three reads on shard 0's replica.
-        app.get(&format!("/v1/users/{id}")).await;
+        app.users().get(id).await;
     }
     let target = app
         .base
@@ -232,11 +227,9 @@ async fn spawn_observed(config: &Config) -> (LogCapture, TestApp) {
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-/// A GET from a caller whose sampled span `CALLER_SPAN` of trace `TRACE_ID` is calling us.
-fn traced_get(app: &TestApp, path: &str) -> reqwest::RequestBuilder {
-    app.client
-        .get(format!("{}{path}", app.base))
-        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
+/// `request` from a caller whose sampled span `CALLER_SPAN` of trace `TRACE_ID` is calling us.
+fn traced(request: Request) -> Request {
+    request.header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
 }
 
 #[tokio::test]
@@ -249,16 +242,14 @@ async fn a_sent_request_id_is_echoed_and_on_every_log_line_of_its_request() {
     app.wait_for_replicas().await;
 
     // Act
-    let response = traced_get(&app, &format!("/v1/users/{}", user.id))
+    let response = traced(app.users().get(user.id))
         .header("x-request-id", "support-ticket-42")
-        .send()
-        .await
-        .expect("the request reaches the test server");
+        .await;
 
     // Assert: the id comes back, the trace continues the caller's.
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(header(&response, "x-request-id"), "support-ticket-42");
-    let traceparent = header(&response, "traceparent");
+    assert_eq!(response.header_str("x-request-id"), "support-ticket-42");
+    let traceparent = response.header_str("traceparent");
     assert!(
         traceparent.starts_with(&format!("00-{TRACE_ID}-")) && !traceparent.contains(CALLER_SPAN),
         "the response names this service's span in the caller's trace: {traceparent}"
@@ -303,7 +294,7 @@ async fn a_request_without_an_id_gets_a_generated_one() {
 
     let response = app.get("/healthz").await;
 
-    let id = header(&response, "x-request-id");
+    let id = response.header_str("x-request-id");
     assert_eq!(id.len(), 36, "a UUID: {id}");
     assert_eq!(id.matches('-').count(), 4, "a UUID: {id}");
     let access: Vec<Value> = logs
@@ -313,7 +304,7 @@ async fn a_request_without_an_id_gets_a_generated_one() {
         .collect();
     assert_eq!(access.len(), 1, "{access:#?}");
     assert_eq!(access[0]["request_id"], id.as_str());
-    let traceparent = header(&response, "traceparent");
+    let traceparent = response.header_str("traceparent");
     assert_eq!(
         access[0]["trace_id"].as_str(),
         traceparent.split('-').nth(1),
@@ -330,27 +321,19 @@ async fn no_password_or_token_appears_in_the_logs_of_registering_and_logging_in(
 
     // Act: register, log in, and use the token (in an `Authorization` header).
     let registered = app
-        .post_json(
-            "/v1/auth/register",
-            &json!({ "email": "secret@example.com", "name": "Secret", "password": password }),
-        )
+        .auth()
+        .register("secret@example.com", "Secret", password)
         .await;
     assert_eq!(registered.status(), StatusCode::CREATED);
     let token = app.login("secret@example.com", password).await;
     let wrong = app
-        .post_json(
-            "/v1/auth/login",
-            &json!({ "email": "secret@example.com", "password": "a-wrong-password-typed" }),
-        )
+        .auth()
+        .login("secret@example.com", "a-wrong-password-typed")
         .await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     let posted = app
-        .request(
-            Method::POST,
-            "/v1/posts",
-            Some(&token),
-            Some(&json!({ "title": "t", "body": "b" })),
-        )
+        .posts()
+        .create(&token, json!({ "title": "t", "body": "b" }))
         .await;
     assert_eq!(posted.status(), StatusCode::CREATED);
 
@@ -386,10 +369,7 @@ async fn a_trace_reaches_the_collector_with_cache_and_sql_spans_under_the_server
 
     // Act: a read carrying the caller's trace context, then flush the exporter (from a
     // blocking thread: this one runs the collector).
-    let response = traced_get(&app, &format!("/v1/users/{}", user.id))
-        .send()
-        .await
-        .expect("the request reaches the test server");
+    let response = traced(app.users().get(user.id)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let guard = logs.guard.clone();
     tokio::task::spawn_blocking(move || guard.flush())
@@ -412,7 +392,7 @@ async fn a_trace_reaches_the_collector_with_cache_and_sql_spans_under_the_server
         attribute(server, "http.response.status_code").as_deref(),
         Some("200")
     );
-    let traceparent = header(&response, "traceparent");
+    let traceparent = response.header_str("traceparent");
     assert_eq!(
         traceparent,
         format!("00-{TRACE_ID}-{}-01", hex(&server.span_id)),
@@ -480,15 +460,6 @@ async fn requests_never_wait_for_a_collector_that_does_not_answer() {
         .await
         .expect("50 requests finish without waiting for the exporter");
     drop((app, silent, logs));
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -6,25 +6,16 @@ use reqwest::StatusCode;
 use scalable_api::admin::seed::{SeedOptions, seed};
 use serde_json::Value;
 
-use crate::helpers::TestApp;
+use crate::helpers::{Request, TestApp};
 
-/// Walks `path?limit=L&offset=...` until an empty page; returns the ids in order.
-async fn walk(app: &TestApp, path: &str, limit: usize) -> Vec<i64> {
+/// Walks a list, `page(query)` for `query` = `?limit=L&offset=...`, until an empty page;
+/// returns the ids in order.
+async fn walk(page: impl Fn(&str) -> Request, limit: usize) -> Vec<i64> {
     let mut ids = Vec::new();
     loop {
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let response = app
-            .get(&format!(
-                "{path}{separator}limit={limit}&offset={}",
-                ids.len()
-            ))
-            .await;
-        assert_eq!(
-            response.status(),
-            StatusCode::OK,
-            "{path} at offset {}",
-            ids.len()
-        );
+        let query = format!("?limit={limit}&offset={}", ids.len());
+        let response = page(&query).await;
+        assert_eq!(response.status(), StatusCode::OK, "page {query}");
         let page: Vec<Value> = response.json().await.expect("a JSON array");
         assert!(page.len() <= limit, "a page never exceeds its limit");
         if page.is_empty() {
@@ -62,7 +53,7 @@ async fn the_id_ordered_user_list_walks_both_shards_without_gaps_or_duplicates()
     expected.sort_unstable();
 
     // Act: pages of 7 (a page straddles the shard boundary).
-    let walked = walk(&app, "/v1/users", 7).await;
+    let walked = walk(|query| app.users().list(query), 7).await;
 
     // Assert
     assert_eq!(walked, expected);
@@ -80,7 +71,7 @@ async fn the_newest_first_feed_merges_shards_without_gaps_or_duplicates() {
     let expected: Vec<i64> = expected.into_iter().map(|(id, _)| id).collect();
 
     // Act
-    let walked = walk(&app, "/v1/posts", 9).await;
+    let walked = walk(|query| app.posts().feed(query), 9).await;
 
     // Assert: the same sequence as a global sort, each post once.
     assert_eq!(walked.len(), 95);
@@ -111,7 +102,7 @@ async fn a_users_posts_come_newest_first_and_page_cleanly() {
     };
     assert!(expected.len() > 5, "the seed gives user 1 several posts");
 
-    let walked = walk(&app, &format!("/v1/users/{user_id}/posts"), 4).await;
+    let walked = walk(|query| app.users().posts(user_id, query), 4).await;
 
     expected.dedup();
     assert_eq!(walked, expected);

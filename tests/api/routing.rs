@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, route_of, statement_calls};
+use crate::helpers::{ResponseExt, TestApp, statement_calls};
 
 const POST_BY_ID: &str =
     "SELECT id, user_id, title, body, created_at, updated_at FROM posts WHERE id = ANY($1)";
@@ -26,18 +26,17 @@ async fn reads_are_served_by_the_replica_and_writes_by_the_primary() {
         // Act: a write.
         let inserts_before = statement_calls(&primary, "INSERT INTO posts%").await;
         let created = app
-            .request(
-                Method::POST,
-                "/v1/posts",
-                Some(&user.token),
-                Some(&json!({ "title": "routed", "body": "where does this go?" })),
+            .posts()
+            .create(
+                user,
+                json!({ "title": "routed", "body": "where does this go?" }),
             )
             .await;
 
         // Assert: the primary ran it, and the header says so.
         assert_eq!(created.status(), StatusCode::CREATED);
-        assert_eq!(route_of(&created), format!("shard={shard};role=primary"));
-        let post: serde_json::Value = created.json().await.expect("JSON");
+        assert_eq!(created.route(), format!("shard={shard};role=primary"));
+        let post = created.json_body().await;
         assert_eq!(
             statement_calls(&primary, "INSERT INTO posts%").await,
             inserts_before + 1
@@ -47,11 +46,11 @@ async fn reads_are_served_by_the_replica_and_writes_by_the_primary() {
         app.wait_for_replicas().await;
         let on_replica = statement_calls(&replica, POST_BY_ID).await;
         let on_primary = statement_calls(&primary, POST_BY_ID).await;
-        let read = app.get(&format!("/v1/posts/{}", post["id"])).await;
+        let read = app.posts().get(&post["id"]).await;
 
         // Assert: the replica ran the SELECT, the primary did not.
         assert_eq!(read.status(), StatusCode::OK);
-        assert_eq!(route_of(&read), format!("shard={shard};role=replica"));
+        assert_eq!(read.route(), format!("shard={shard};role=replica"));
         assert_eq!(
             statement_calls(&replica, POST_BY_ID).await,
             on_replica + 1,
@@ -77,13 +76,10 @@ async fn reads_are_served_by_the_replica_and_writes_by_the_primary() {
 async fn the_cross_shard_feed_reads_every_shard_from_its_replica() {
     let app = TestApp::spawn().await;
 
-    let feed = app.get("/v1/posts").await;
+    let feed = app.posts().feed("").await;
 
     assert_eq!(feed.status(), StatusCode::OK);
-    assert_eq!(
-        route_of(&feed),
-        "shard=0;role=replica, shard=1;role=replica"
-    );
+    assert_eq!(feed.route(), "shard=0;role=replica, shard=1;role=replica");
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! ID-range sharding: placement, physical location of rows, range exhaustion.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{PASSWORD, TestApp, assert_problem, assert_problem_mentioning};
 
 #[tokio::test]
 async fn users_land_on_both_shards_and_their_rows_and_posts_live_on_their_shard() {
@@ -77,25 +77,18 @@ async fn a_shard_whose_range_is_used_up_takes_no_more_rows_and_never_wraps() {
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
     assert_eq!(ids, [1, 2, 3]);
     let fourth = app
-        .post_json(
-            "/v1/auth/register",
-            &json!({ "email": "fourth@example.com", "name": "Fourth", "password": "correct horse battery" }),
-        )
+        .auth()
+        .register("fourth@example.com", "Fourth", PASSWORD)
         .await;
 
     // Assert: a clear 503, nothing half-written: the email is free again in the directory.
-    let body = assert_problem(
+    assert_problem_mentioning(
         fourth,
         StatusCode::SERVICE_UNAVAILABLE,
+        "no ids left",
         "registering past the range",
     )
     .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("no ids left")),
-        "{body}"
-    );
     let directory = app.directory().await;
     let entries: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM directory_entries WHERE email = 'fourth@example.com'",
@@ -119,12 +112,8 @@ async fn a_shard_whose_range_is_used_up_takes_no_more_rows_and_never_wraps() {
         app.create_post(&users[0], &format!("p{i}")).await;
     }
     let refused = app
-        .request(
-            Method::POST,
-            "/v1/posts",
-            Some(&users[0].token),
-            Some(&json!({ "title": "one too many", "body": "x" })),
-        )
+        .posts()
+        .create(&users[0], json!({ "title": "one too many", "body": "x" }))
         .await;
     assert_problem(
         refused,

@@ -8,14 +8,14 @@
 //! would.
 
 // The integration tests' harness; this binary uses only part of it.
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../api/helpers/mod.rs"]
 mod helpers;
 
 use std::time::Duration;
 
-use helpers::{TestApp, TestUser};
-use reqwest::{Method, StatusCode};
+use helpers::{PASSWORD, TestApp, TestUser};
+use reqwest::StatusCode;
 use serde_json::json;
 
 /// Repair applies at once (grace 0); the background pass stays out of the way.
@@ -28,21 +28,11 @@ async fn app() -> TestApp {
 }
 
 async fn register(app: &TestApp, email: &str) -> StatusCode {
-    app.post_json(
-        "/v1/auth/register",
-        &json!({ "email": email, "name": "Crash", "password": "correct horse battery" }),
-    )
-    .await
-    .status()
+    app.auth().register(email, "Crash", PASSWORD).await.status()
 }
 
 async fn login(app: &TestApp, email: &str) -> StatusCode {
-    app.post_json(
-        "/v1/auth/login",
-        &json!({ "email": email, "password": "correct horse battery" }),
-    )
-    .await
-    .status()
+    app.auth().login(email, PASSWORD).await.status()
 }
 
 /// No duplicate email: at most one user row across both shards and at most one directory
@@ -153,14 +143,10 @@ async fn a_crash_after_inserting_the_row_leaves_a_user_who_can_log_in() {
 }
 
 async fn change_email(app: &TestApp, user: &TestUser, email: &str) -> StatusCode {
-    app.request(
-        Method::PATCH,
-        &format!("/v1/users/{}", user.id),
-        Some(&user.token),
-        Some(&json!({ "email": email })),
-    )
-    .await
-    .status()
+    app.users()
+        .patch(user.id, user, json!({ "email": email }))
+        .await
+        .status()
 }
 
 #[tokio::test]
@@ -216,14 +202,7 @@ async fn a_crash_after_deleting_the_row_leaves_no_user_and_frees_the_email() {
     let user = app.register("gone@example.com", "Leaver").await;
     app.state.db.failpoints.arm("delete:shard_deleted");
 
-    let deleted = app
-        .request(
-            Method::DELETE,
-            &format!("/v1/users/{}", user.id),
-            Some(&user.token),
-            None,
-        )
-        .await;
+    let deleted = app.users().delete(user.id, &user).await;
     assert_eq!(deleted.status(), StatusCode::INTERNAL_SERVER_ERROR);
 
     assert_eq!(

@@ -1,11 +1,12 @@
 //! Abusive queries are refused with a clear error before any SQL runs; malformed requests get
 //! GraphQL errors, never a 5xx.
 
+use insta::assert_snapshot;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{code, statements_during, total};
-use crate::helpers::TestApp;
+use super::{code, extensions_line, statements_during, total};
+use crate::helpers::{ResponseExt, TestApp};
 
 #[tokio::test]
 async fn abusive_queries_are_refused_before_any_statement_runs() {
@@ -107,12 +108,9 @@ async fn malformed_graphql_gets_graphql_errors_never_a_5xx() {
     ];
 
     for (what, body, expected_code) in cases {
-        let response = app
-            .request(Method::POST, "/graphql", None, Some(&body))
-            .await;
+        let response = app.request(Method::POST, "/graphql").json(&body).await;
 
-        assert_eq!(response.status(), StatusCode::OK, "{what}");
-        let body: Value = response.json().await.expect("a JSON body");
+        let body = response.expect_json(StatusCode::OK, what).await;
         let errors = body["errors"].as_array().map_or(0, Vec::len);
         assert!(errors > 0, "{what}: an errors array in {body}");
         assert_eq!(code(&body), expected_code, "{what}: {body}");
@@ -122,12 +120,9 @@ async fn malformed_graphql_gets_graphql_errors_never_a_5xx() {
 #[tokio::test]
 async fn requests_that_are_not_graphql_get_an_errors_array_with_their_status() {
     let app = TestApp::spawn_with(|config| config.http.body_limit_bytes = 1024).await;
-    let post = |body: &'static str, content_type: &'static str| {
-        app.client
-            .post(format!("{}/graphql", app.base))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
+    let post = |content_type: &str, body: String| {
+        app.request(Method::POST, "/graphql")
+            .raw_body(Some(content_type), body)
     };
     let huge = format!(
         "{{\"query\": \"{{ users {{ edges {{ node {{ id }} }} }} }}\", \"x\": \"{}\"}}",
@@ -136,55 +131,61 @@ async fn requests_that_are_not_graphql_get_an_errors_array_with_their_status() {
     let cases = [
         (
             "broken JSON",
-            post("{\"query\": ", "application/json").await,
+            post("application/json", "{\"query\": ".into()).await,
             StatusCode::BAD_REQUEST,
             "BAD_USER_INPUT",
         ),
         (
             "a batch",
-            post("[{\"query\": \"{ viewer { id } }\"}]", "application/json").await,
+            post(
+                "application/json",
+                "[{\"query\": \"{ viewer { id } }\"}]".into(),
+            )
+            .await,
             StatusCode::BAD_REQUEST,
             "BAD_USER_INPUT",
         ),
         (
             "not JSON",
-            post("{ viewer { id } }", "application/graphql").await,
+            post("application/graphql", "{ viewer { id } }".into()).await,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "BAD_REQUEST",
         ),
         (
             "a body past http.body_limit_bytes",
-            app.client
-                .post(format!("{}/graphql", app.base))
-                .header("content-type", "application/json")
-                .body(huge)
-                .send()
-                .await,
+            post("application/json", huge).await,
             StatusCode::PAYLOAD_TOO_LARGE,
             "BAD_REQUEST",
         ),
         (
             "a forged token",
-            app.client
-                .post(format!("{}/graphql", app.base))
-                .bearer_auth("not.a.token")
+            app.request(Method::POST, "/graphql")
+                .bearer("not.a.token")
                 .json(&json!({ "query": "{ viewer { id } }" }))
-                .send()
                 .await,
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
         ),
     ];
 
+    let mut extensions = Vec::new();
     for (what, response, status, expected_code) in cases {
-        let response = response.expect("the request reaches the server");
         assert_eq!(response.status(), status, "{what}");
         if status == StatusCode::UNAUTHORIZED {
             assert_eq!(response.headers()["www-authenticate"], "Bearer", "{what}");
         }
-        let body: Value = response.json().await.expect("a JSON body");
+        let body = response.json_body().await;
         assert_eq!(code(&body), expected_code, "{what}: {body}");
+        extensions.push(extensions_line(what, &body));
     }
+    // The extensions exactly: each error's code and problem type.
+    assert_snapshot!(extensions.join("\n"), @r#"
+    broken JSON: BAD_USER_INPUT https://scalable-api.dev/problems/bad-request
+    a batch: BAD_USER_INPUT https://scalable-api.dev/problems/invalid-body
+    not JSON: BAD_REQUEST https://scalable-api.dev/problems/unsupported-media-type
+    a body past http.body_limit_bytes: BAD_REQUEST https://scalable-api.dev/problems/payload-too-large
+    a forged token: UNAUTHENTICATED https://scalable-api.dev/problems/unauthorized
+    "#);
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
 //! Mutations enforce the same rules as REST v1 with the same meanings: each refusal is tried
 //! through both APIs, and the GraphQL code must be the one of the REST status.
 
+use insta::assert_snapshot;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{code, id};
-use crate::helpers::{TestApp, TestUser};
+use super::{code, extensions_line, id};
+use crate::helpers::{ResponseExt, TestApp, TestUser};
 
 /// The `extensions.code` that means what a REST status means.
 fn code_for(status: StatusCode) -> &'static str {
@@ -58,10 +59,12 @@ async fn refusals_have_the_same_meaning_as_in_rest() {
         ("log in with a wrong password", None, Method::POST, "/v1/auth/login".to_owned(), json!({ "email": "alice@example.com", "password": "wrong password" }), StatusCode::UNAUTHORIZED, r#"mutation { login(email: "alice@example.com", password: "wrong password") { accessToken } }"#.to_owned()),
     ];
 
+    let mut extensions = Vec::new();
+
     for (what, who, method, path, body, status, mutation) in cases {
         // Act
+        let rest = app.request(method, &path).bearer(who).json(&body).await;
         let token = who.map(|u| u.token.as_str());
-        let rest = app.request(method, &path, token, Some(&body)).await;
         let (http, graphql) = app.graphql(token, &mutation, Value::Null).await;
 
         // Assert: the REST status, and the GraphQL code that means the same.
@@ -76,8 +79,9 @@ async fn refusals_have_the_same_meaning_as_in_rest() {
             graphql["data"].is_null(),
             "GraphQL: {what}: no data: {graphql}"
         );
+        extensions.push(extensions_line(what, &graphql));
         if status == StatusCode::UNPROCESSABLE_ENTITY {
-            let rest: Value = rest.json().await.expect("a problem body");
+            let rest = rest.json_body().await;
             let fields = |errors: &Value| -> Vec<Value> {
                 errors
                     .as_array()
@@ -93,6 +97,21 @@ async fn refusals_have_the_same_meaning_as_in_rest() {
             );
         }
     }
+    // The extensions exactly: each refusal's code and problem type.
+    assert_snapshot!(extensions.join("\n"), @r#"
+    create a post without a token: UNAUTHENTICATED https://scalable-api.dev/problems/unauthorized
+    create a post with a blank title: BAD_USER_INPUT https://scalable-api.dev/problems/validation
+    change someone else's post: FORBIDDEN https://scalable-api.dev/problems/forbidden
+    change a post that does not exist: NOT_FOUND https://scalable-api.dev/problems/not-found
+    change a post by a malformed id: BAD_USER_INPUT https://scalable-api.dev/problems/bad-request
+    delete someone else's post: FORBIDDEN https://scalable-api.dev/problems/forbidden
+    change someone else's account: FORBIDDEN https://scalable-api.dev/problems/forbidden
+    change one's email to a malformed one: BAD_USER_INPUT https://scalable-api.dev/problems/validation
+    delete someone else's account: FORBIDDEN https://scalable-api.dev/problems/forbidden
+    register a taken email, in other case: CONFLICT https://scalable-api.dev/problems/conflict
+    register with every field invalid: BAD_USER_INPUT https://scalable-api.dev/problems/validation
+    log in with a wrong password: UNAUTHENTICATED https://scalable-api.dev/problems/unauthorized
+    "#);
 
     // Assert: none of that changed anything.
     app.wait_for_replicas().await;

@@ -1,166 +1,30 @@
 //! Replicas that lag and die, primaries that die: routing, read-your-writes and failure
-//! isolation under real failures of the second ("chaos") stack's servers.
-//!
-//! These tests pause replay (`pg_wal_replay_pause()`), stop servers (`pg_ctl stop`) and start
-//! them again, so they take turns on that stack (a nextest test group, and a file lock for
-//! runners without one) and always leave it running (the guard's `Drop`).
+//! isolation under real failures of the chaos stack's Postgres servers.
 
-use std::{
-    fs::File,
-    future::Future,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use reqwest::{Method, Response, StatusCode};
-use serde_json::{Value, json};
+use reqwest::{Response, StatusCode};
+use serde_json::json;
 
-use crate::helpers::{Stack, TestApp, TestUser, assert_problem, route_of};
+use super::{Chaos, eventually, readyz};
+use crate::helpers::{ResponseExt, TestApp, assert_problem_mentioning};
 
-/// Exclusive use of the chaos stack for one test; restores it on drop.
-pub struct Chaos {
-    _lock: File,
-    pub stack: Stack,
-}
-
-impl Chaos {
-    pub async fn acquire() -> Self {
-        let lock = tokio::task::spawn_blocking(|| {
-            let path = std::env::temp_dir().join("scalable-api-chaos-tests.lock");
-            let file = File::create(path).expect("create the lock file");
-            file.lock().expect("lock the chaos stack");
-            file
-        })
-        .await
-        .expect("join");
-        Self {
-            _lock: lock,
-            stack: Stack::chaos(),
-        }
-    }
-
-    /// Runs `scripts/stack ARGS` against the chaos stack.
-    pub fn ctl(args: &[&str]) {
-        let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: use scripts/test"))
-        };
-        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack"))
-            .args(args)
-            .env(
-                "SCALABLE_API_STACK_PORT_BASE",
-                var("SCALABLE_API_CHAOS_PORT_BASE"),
-            )
-            .env("SCALABLE_API_STACK_DIR", var("SCALABLE_API_CHAOS_DIR"))
-            .status()
-            .expect("run scripts/stack");
-        assert!(status.success(), "scripts/stack {args:?} failed");
-    }
-
-    /// [`Chaos::ctl`] off the test's runtime thread: the app under test runs on that
-    /// thread too, and must keep serving while the script stops and starts servers.
-    pub async fn control(args: &'static [&'static str]) {
-        tokio::task::spawn_blocking(move || Chaos::ctl(args))
-            .await
-            .expect("scripts/stack ran");
-    }
-
-    pub async fn replay(&self, shard: usize, paused: bool) {
-        let pool =
-            crate::helpers::connect(&format!("{}/postgres", self.stack.replicas[shard])).await;
-        let sql = if paused {
-            "SELECT pg_wal_replay_pause()"
-        } else {
-            "SELECT pg_wal_replay_resume()"
-        };
-        sqlx::query(sql)
-            .execute(&pool)
-            .await
-            .expect("pause/resume replay");
-    }
-}
-
-impl Drop for Chaos {
-    /// Whatever the test did or wherever it failed: replay resumed, every server running.
-    fn drop(&mut self) {
-        let replicas = self.stack.replicas.clone();
-        let _ = std::thread::spawn(move || {
-            Chaos::ctl(&["up"]);
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                for replica in replicas {
-                    if let Ok(pool) = sqlx::PgPool::connect(&format!("{replica}/postgres")).await {
-                        let _ = sqlx::query("SELECT pg_wal_replay_resume()")
-                            .execute(&pool)
-                            .await;
-                    }
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// Polls `check` every 20 ms until it returns true, or panics after `limit` naming `what`.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    started.elapsed()
-}
-
-pub async fn readyz(app: &TestApp) -> Value {
-    app.get("/readyz").await.json().await.expect("readyz JSON")
-}
+const CONSISTENCY_TOKEN: &str = "x-consistency-token";
 
 async fn replica_in_rotation(app: &TestApp, shard: usize) -> bool {
     readyz(app).await["shards"][shard]["replicas"][0]["in_rotation"] == json!(true)
 }
 
+/// The consistency token a write returns.
 fn token_of(response: &Response) -> String {
-    response
-        .headers()
-        .get("x-consistency-token")
-        .and_then(|v| v.to_str().ok())
-        .expect("a write returns a consistency token")
-        .to_owned()
-}
-
-async fn get_with_token(app: &TestApp, path: &str, token: Option<&str>) -> Response {
-    let mut request = app.client.get(format!("{}{path}", app.base));
-    if let Some(token) = token {
-        request = request.header("x-consistency-token", token);
-    }
-    request.send().await.expect("request")
-}
-
-/// Renames `user` (a write on their shard), asserting it succeeded.
-pub async fn rename(app: &TestApp, user: &TestUser, name: &str) -> Response {
-    let response = app
-        .request(
-            Method::PATCH,
-            &format!("/v1/users/{}", user.id),
-            Some(&user.token),
-            Some(&json!({ "name": name })),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK, "rename to {name}");
-    response
+    let token = response.header_str(CONSISTENCY_TOKEN);
+    assert!(!token.is_empty(), "a write returns a consistency token");
+    token
 }
 
 /// Fast health checks so state changes show within a fraction of a second, and no cache:
-/// these tests watch where the data layer routes reads (the cache's own tests are in
-/// `cache.rs`).
+/// these tests watch where the data layer routes reads (the cache's own are in
+/// `chaos::cache`).
 fn fast_checks(config: &mut scalable_api::Config) {
     config.cache.strategy = scalable_api::config::CacheStrategy::None;
     config.db.replicas.check_interval = Duration::from_millis(50);
@@ -181,25 +45,19 @@ async fn a_read_carrying_the_token_of_a_write_sees_it_while_the_replica_lags() {
     chaos.replay(0, true).await;
 
     // Act: a write, then reads with and without its token.
-    let written = rename(&app, &user, "After").await;
+    let written = app.rename(&user, "After").await;
     let token = token_of(&written);
     assert!(token.starts_with("0="), "the token names shard 0: {token}");
-    let path = format!("/v1/users/{}", user.id);
-    let with_token = get_with_token(&app, &path, Some(&token)).await;
-    let without = get_with_token(&app, &path, None).await;
+    let with_token = || app.users().get(user.id).header(CONSISTENCY_TOKEN, &token);
+    let without = || app.users().get(user.id);
+    let (read_with, read_without) = (with_token().await, without().await);
 
     // Assert: the token's read sees the write (from the primary); the plain read is served
     // by the lagging replica and sees the old row.
-    assert_eq!(route_of(&with_token), "shard=0;role=primary");
-    assert_eq!(
-        with_token.json::<Value>().await.expect("JSON")["name"],
-        "After"
-    );
-    assert_eq!(route_of(&without), "shard=0;role=replica");
-    assert_eq!(
-        without.json::<Value>().await.expect("JSON")["name"],
-        "Before"
-    );
+    assert_eq!(read_with.route(), "shard=0;role=primary");
+    assert_eq!(read_with.json_body().await["name"], "After");
+    assert_eq!(read_without.route(), "shard=0;role=replica");
+    assert_eq!(read_without.json_body().await["name"], "Before");
 
     // Once replay resumes and the monitor sees the replica past the token, both agree, and
     // the token's read is served by the replica again.
@@ -207,18 +65,11 @@ async fn a_read_carrying_the_token_of_a_write_sees_it_while_the_replica_lags() {
     eventually(
         "the token's read returns to the replica",
         Duration::from_secs(10),
-        || async {
-            route_of(&get_with_token(&app, &path, Some(&token)).await) == "shard=0;role=replica"
-        },
+        || async { with_token().await.route() == "shard=0;role=replica" },
     )
     .await;
-    for token in [Some(token.as_str()), None] {
-        let read = get_with_token(&app, &path, token).await;
-        assert_eq!(
-            read.json::<Value>().await.expect("JSON")["name"],
-            "After",
-            "token: {token:?}"
-        );
+    for (what, read) in [("with the token", with_token()), ("without", without())] {
+        assert_eq!(read.await.json_body().await["name"], "After", "{what}");
     }
 }
 
@@ -229,16 +80,12 @@ async fn tokens_compose_across_the_shards_a_client_wrote_to() {
     let on0 = app.register("zero@example.com", "Zero").await;
     let on1 = app.register("one@example.com", "One").await;
 
-    let first = token_of(&rename(&app, &on0, "Zero again").await);
+    let first = token_of(&app.rename(&on0, "Zero again").await);
     let second = app
-        .client
-        .patch(format!("{}/v1/users/{}", app.base, on1.id))
-        .bearer_auth(&on1.token)
-        .header("x-consistency-token", &first)
-        .json(&json!({ "name": "One again" }))
-        .send()
-        .await
-        .expect("request");
+        .users()
+        .patch(on1.id, &on1, json!({ "name": "One again" }))
+        .header(CONSISTENCY_TOKEN, &first)
+        .await;
     let composed = token_of(&second);
 
     let shards: Vec<&str> = composed
@@ -263,12 +110,14 @@ async fn a_replica_paused_past_the_lag_bound_leaves_rotation_and_rejoins_after_r
     .await;
     let user = app.register("lag@example.com", "Lag").await;
     app.wait_for_replicas().await;
-    let path = format!("/v1/users/{}", user.id);
-    assert_eq!(route_of(&app.get(&path).await), "shard=0;role=replica");
+    assert_eq!(
+        app.users().get(user.id).await.route(),
+        "shard=0;role=replica"
+    );
 
     // Act: replay stops while the primary keeps writing.
     chaos.replay(0, true).await;
-    rename(&app, &user, "Lagging").await;
+    app.rename(&user, "Lagging").await;
     let left = eventually(
         "the lagging replica leaves rotation",
         Duration::from_secs(10),
@@ -278,10 +127,10 @@ async fn a_replica_paused_past_the_lag_bound_leaves_rotation_and_rejoins_after_r
     println!("time to leave rotation after the write (bound 300 ms, checks every 50 ms): {left:?}");
 
     // Assert: reads go to the primary and see the new row; nothing failed.
-    let read = app.get(&path).await;
+    let read = app.users().get(user.id).await;
     assert_eq!(read.status(), StatusCode::OK);
-    assert_eq!(route_of(&read), "shard=0;role=primary");
-    assert_eq!(read.json::<Value>().await.expect("JSON")["name"], "Lagging");
+    assert_eq!(read.route(), "shard=0;role=primary");
+    assert_eq!(read.json_body().await["name"], "Lagging");
     let ready = readyz(&app).await;
     assert_eq!(ready["degraded_shards"], json!([0]), "{ready}");
 
@@ -292,7 +141,10 @@ async fn a_replica_paused_past_the_lag_bound_leaves_rotation_and_rejoins_after_r
     })
     .await;
     println!("time to rejoin after resume: {back:?}");
-    assert_eq!(route_of(&app.get(&path).await), "shard=0;role=replica");
+    assert_eq!(
+        app.users().get(user.id).await.route(),
+        "shard=0;role=replica"
+    );
 }
 
 #[tokio::test]
@@ -301,22 +153,17 @@ async fn a_stopped_replica_leaves_rotation_without_failing_a_single_read_and_rej
     let app = TestApp::spawn_on(chaos.stack.clone(), fast_checks).await;
     let user = app.register("steady@example.com", "Steady").await;
     app.wait_for_replicas().await;
-    let path = format!("/v1/users/{}", user.id);
 
     // Reads keep flowing while the replica is stopped and started again.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
-        let (client, url, stop) = (
-            app.client.clone(),
-            format!("{}{path}", app.base),
-            stop.clone(),
-        );
+        let (read, stop) = (app.users().get(user.id), stop.clone());
         tokio::spawn(async move {
             let mut statuses = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let status = client
-                    .get(&url)
-                    .send()
+                let status = read
+                    .clone()
+                    .try_send()
                     .await
                     .map(|r| r.status().as_u16())
                     .unwrap_or(0);
@@ -335,7 +182,10 @@ async fn a_stopped_replica_leaves_rotation_without_failing_a_single_read_and_rej
     )
     .await;
     println!("time to leave rotation after the replica stopped: {left:?}");
-    assert_eq!(route_of(&app.get(&path).await), "shard=0;role=primary");
+    assert_eq!(
+        app.users().get(user.id).await.route(),
+        "shard=0;role=primary"
+    );
     Chaos::control(&["start", "shard0-replica"]).await;
     let back = eventually(
         "the restarted replica rejoins",
@@ -357,7 +207,10 @@ async fn a_stopped_replica_leaves_rotation_without_failing_a_single_read_and_rej
         statuses.iter().all(|s| *s == 200),
         "every read succeeded: {statuses:?}"
     );
-    assert_eq!(route_of(&app.get(&path).await), "shard=0;role=replica");
+    assert_eq!(
+        app.users().get(user.id).await.route(),
+        "shard=0;role=replica"
+    );
 }
 
 #[tokio::test]
@@ -386,30 +239,21 @@ async fn a_dead_primary_fails_its_shards_writes_fast_while_its_reads_and_the_oth
     for i in 0..10 {
         let started = Instant::now();
         let write = app
-            .request(
-                Method::POST,
-                "/v1/posts",
-                Some(&on1.token),
-                Some(&json!({ "title": format!("t{i}"), "body": "b" })),
-            )
+            .posts()
+            .create(&on1, json!({ "title": format!("t{i}"), "body": "b" }))
             .await;
         timings.push(started.elapsed());
         assert!(
             write.headers().contains_key("retry-after"),
             "Retry-After on a failed-fast write"
         );
-        let problem = assert_problem(
+        assert_problem_mentioning(
             write,
             StatusCode::SERVICE_UNAVAILABLE,
+            "fail fast",
             "a write to a dead primary",
         )
         .await;
-        assert!(
-            problem["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("fail fast")),
-            "{problem}"
-        );
     }
     timings.sort();
     println!(
@@ -417,13 +261,13 @@ async fn a_dead_primary_fails_its_shards_writes_fast_while_its_reads_and_the_oth
         timings[5], timings[9]
     );
     // Its reads go on from the replica.
-    let read = app.get(&format!("/v1/posts/{}", post1["id"])).await;
+    let read = app.posts().get(&post1["id"]).await;
     assert_eq!(
         read.status(),
         StatusCode::OK,
         "a read of the dead primary's shard"
     );
-    assert_eq!(route_of(&read), "shard=1;role=replica");
+    assert_eq!(read.route(), "shard=1;role=replica");
     // The other shard serves everything, and new users are placed there.
     app.create_post(&on0, "on shard 0").await;
     for i in 0..2 {
@@ -446,15 +290,11 @@ async fn a_dead_primary_fails_its_shards_writes_fast_while_its_reads_and_the_oth
         "writes to shard 1 succeed again",
         Duration::from_secs(10),
         || async {
-            app.request(
-                Method::POST,
-                "/v1/posts",
-                Some(&on1.token),
-                Some(&json!({ "title": "back", "body": "b" })),
-            )
-            .await
-            .status()
-                == StatusCode::CREATED
+            let write = app
+                .posts()
+                .create(&on1, json!({ "title": "back", "body": "b" }))
+                .await;
+            write.status() == StatusCode::CREATED
         },
     )
     .await;

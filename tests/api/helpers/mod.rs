@@ -1,0 +1,22 @@
+//! The harness of the integration tests.
+//!
+//! - [`TestApp`] (`app.rs`): the real service on port 0 over this test's own databases on the
+//!   shared stack, and the arrange steps that assert they worked: `app.register(..)`,
+//!   `app.login(..)`, `app.create_post(..)`, `app.rename(..)`.
+//! - The typed client (`client.rs`): `app.users()`, `app.posts()`, `app.auth()`,
+//!   `app.graphql(..)` for the act step; each route method returns a request that is sent by
+//!   awaiting it, after optional `.bearer(..)`, `.header(..)` or `.raw_body(..)`.
+//! - The error contract (`problem.rs`): [`assert_problem`], [`assert_problem_mentioning`],
+//!   and [`pretty`] for insta inline snapshots of exact bodies.
+//! - Direct database access (`db.rs`): `app.primary(i)`, `app.replica(i)`,
+//!   `app.directory()`, `app.wait_for_replicas()`, and statement counts per server.
+
+mod app;
+mod client;
+mod db;
+mod problem;
+
+pub use app::{PASSWORD, Stack, TestApp, TestUser};
+pub use client::{Anonymous, Request, ResponseExt};
+pub use db::{all_statement_calls, connect, statement_calls};
+pub use problem::{assert_problem, assert_problem_mentioning, detail_of, pretty};
