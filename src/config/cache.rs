@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::SecretUrl;
-use crate::traffic::BreakerConfig;
+use super::breaker::BreakerConfig;
 
 /// Which caching strategy serves reads of users, posts and a user's first page of posts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

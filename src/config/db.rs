@@ -7,7 +7,7 @@ use anyhow::ensure;
 use serde::{Deserialize, Serialize};
 
 use super::SecretUrl;
-use crate::traffic::BreakerConfig;
+use super::breaker::BreakerConfig;
 
 /// Largest id a shard range may reach: ids are JSON numbers in v1, and JavaScript clients
 /// lose precision past 2^53 - 1.

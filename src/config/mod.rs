@@ -82,6 +82,7 @@
 
 mod api;
 mod auth;
+mod breaker;
 mod cache;
 mod db;
 mod graphql;
@@ -101,6 +102,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     api::ApiConfig,
     auth::{AuthConfig, DEV_JWT_SECRET},
+    breaker::BreakerConfig,
     cache::{CacheConfig, CacheStrategy},
     db::{DbConfig, DirectoryRepairConfig, MAX_ID, ReplicaHealthConfig, ShardConfig},
     graphql::GraphqlConfig,

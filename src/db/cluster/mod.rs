@@ -19,10 +19,26 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 pub use replicas::{ReplicaSet, ReplicaStatus};
-pub use shard::{Role, Shard};
+pub use shard::Shard;
 
 use super::{ConsistencyToken, Error, Lsn, Session};
 use crate::config::DbConfig;
+
+/// Which server of a shard a statement ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
 
 /// Every shard, ordered by their (disjoint) id ranges, and the health monitor's own
 /// connections to each server.

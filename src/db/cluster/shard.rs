@@ -15,6 +15,7 @@ use std::{
 use sqlx::PgPool;
 
 use super::{
+    Role,
     instrument::{Op, QueryMetrics},
     replicas::{Replica, ReplicaSet},
 };
@@ -24,22 +25,6 @@ use crate::{
     telemetry,
     traffic::{BreakerConfig, BreakerState, CircuitBreaker},
 };
-
-/// Which server of a shard a statement ran on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Primary,
-    Replica,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-        }
-    }
-}
 
 /// One shard: a closed id range, a primary for writes, replicas for reads.
 ///
