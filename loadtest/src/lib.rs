@@ -1,4 +1,4 @@
-//! Load generator for scalable-api: the standard workloads of DESIGN.md §8, one run or a
+//! Load generator for scalable-api: the standard workloads (docs/benchmarks.md), one run or a
 //! comparison across the settings of a knob (the cache strategy), against a hello-world
 //! baseline, with a report (Markdown table, JSON, SVG chart).
 //!

@@ -1,4 +1,4 @@
-//! The standard workloads (DESIGN.md §8) and the data they need from the service.
+//! The standard workloads (docs/benchmarks.md) and the data they need from the service.
 //!
 //! Ids are range-sharded (shard 0 from 1, shard 1 from 1,000,000,001, ...), so a workload
 //! never assumes `1..=N`: [`DataSet::load`] pages through the service's own user list
@@ -89,7 +89,7 @@ impl FromStr for Workload {
     }
 }
 
-/// The nested query of issue 5 and DESIGN.md §8.
+/// The nested query: the first 50 users, each with their 5 newest posts and each post's author.
 pub const NESTED_QUERY: &str = "{ users(first: 50) { edges { node { id name posts(first: 5) { id title author { id name } } } } } }";
 
 /// Setup knobs of the workloads.

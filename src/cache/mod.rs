@@ -183,7 +183,7 @@ impl Cache {
 
     /// The newest `first` posts of each user, newest first (a user without posts maps to an
     /// empty list; one that does not exist is absent). Within the cached page size, from each
-    /// user's first-page entry; past it, one statement per shard.
+    /// user's first-page entry; past it (or with no cache), one statement per shard.
     pub async fn newest_posts(
         &self,
         session: &Session,
@@ -195,7 +195,7 @@ impl Cache {
             return Ok(self
                 .db
                 .posts()
-                .newest_of_users(session, user_ids, first)
+                .first_pages(session, user_ids, first)
                 .await?);
         }
         let mut pages = self.first_pages(session, user_ids).await?;

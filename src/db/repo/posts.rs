@@ -173,8 +173,11 @@ impl Posts<'_> {
     /// shard involved. A user without posts maps to an empty list; a user that does not exist
     /// is absent, so the cache can tell "no posts yet" from "no such user" (a 404).
     ///
-    /// Users `LEFT JOIN LATERAL` their newest posts: one primary-key probe per user and one
-    /// short range scan of the `(user_id, id DESC)` index, reading exactly `per_user` rows.
+    /// A top-k per group: users `LEFT JOIN LATERAL` their newest posts, one primary-key probe
+    /// per user and one short range scan of the `(user_id, id DESC)` index reading exactly
+    /// `per_user` rows. A window function (`row_number() OVER (PARTITION BY user_id ...) <=
+    /// k`) would say the same but read every post of those users before filtering: fine for
+    /// 5 posts each, not for a user with 100,000.
     pub async fn first_pages(
         &self,
         session: &Session,
@@ -196,36 +199,6 @@ impl Posts<'_> {
             page.extend(row.post());
         }
         Ok(pages)
-    }
-
-    /// The newest `per_user` posts of each user, newest first: one statement per shard
-    /// involved, for pages larger than the cached first page. Users without posts (or that
-    /// do not exist) are absent from the map.
-    ///
-    /// A top-k per group: for each id, a `LATERAL` subquery `WHERE user_id = u.id ORDER BY id
-    /// DESC LIMIT k`, one short index range scan reading exactly k rows. A window function
-    /// (`row_number() OVER (PARTITION BY user_id ...) <= k`) would say the same but read
-    /// every post of those users before filtering: fine for 5 posts each, not for a user
-    /// with 100,000.
-    pub async fn newest_of_users(
-        &self,
-        session: &Session,
-        user_ids: &[i64],
-        per_user: i64,
-    ) -> Result<HashMap<i64, Vec<Post>>, Error> {
-        const SQL: &str = concat!(
-            "SELECT p.* FROM unnest($1::bigint[]) AS u(id) CROSS JOIN LATERAL (SELECT ",
-            post_columns!(),
-            " FROM posts WHERE user_id = u.id ORDER BY id DESC LIMIT $2) p ",
-            "ORDER BY p.user_id, p.id DESC"
-        );
-        let rows: Vec<Post> =
-            read_by_ids(self.cluster, session, user_ids, SQL, Some(per_user)).await?;
-        let mut posts: HashMap<i64, Vec<Post>> = HashMap::new();
-        for post in rows {
-            posts.entry(post.user_id).or_default().push(post);
-        }
-        Ok(posts)
     }
 }
 

@@ -10,6 +10,7 @@ use scalable_api::{
         keys::Key,
         redis_tier::{Fill, Invalidation, Lookup, RedisTier},
     },
+    config::CacheStrategy,
 };
 use serde_json::json;
 
@@ -66,6 +67,70 @@ async fn a_fill_from_a_lagging_replica_never_puts_the_old_value_back() {
     chaos.replay(0, false).await;
     app.wait_for_replicas().await;
     assert_eq!(read(user_read()).await.2["name"], "New");
+}
+
+#[tokio::test]
+async fn batch_fills_from_a_lagging_replica_never_put_an_old_row_or_an_old_page_back() {
+    // Arrange: a page of the user list cached (its ids and each user's entry, in both tiers);
+    // then shard 0's replica stops replaying.
+    let chaos = Chaos::acquire().await;
+    let app = TestApp::spawn_on(chaos.stack.clone(), |config| {
+        on_chaos(config);
+        config.cache.strategy = CacheStrategy::TwoTier;
+    })
+    .await;
+    let ada = app.register("ada@example.com", "Old").await;
+    app.wait_for_replicas().await;
+    let names = |body: serde_json::Value| -> Vec<(i64, String)> {
+        body.as_array()
+            .into_iter()
+            .flatten()
+            .map(|u| {
+                (
+                    u["id"].as_i64().unwrap_or(0),
+                    u["name"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let page = || app.users().list("?limit=100");
+    assert_eq!(
+        names(page().await.json_body().await),
+        [(ada.id, "Old".to_owned())]
+    );
+    assert_eq!(page().await.cache(), "hit");
+    chaos.replay(0, true).await;
+
+    // Act: a rename (Ada's entry) and two registrations, one per shard (the list's family),
+    // none of which the paused replica has.
+    app.rename(&ada, "New").await;
+    let bea = app.register("bea@example.com", "Bea").await;
+    let cid = app.register("cid@example.com", "Cid").await;
+    let shard0 = |id: i64| id <= 1_000_000_000;
+    assert!(
+        shard0(cid.id) != shard0(bea.id),
+        "one registration on each shard"
+    );
+
+    // Assert: the page's ids and Ada's row are reloaded past the writes' fences, on shard 0's
+    // primary (its replica cannot serve them), and the page is right at once.
+    let reloaded = page().await;
+    assert!(
+        reloaded.route().contains("shard=0;role=primary"),
+        "{}",
+        reloaded.route()
+    );
+    let mut expected = vec![
+        (ada.id, "New".to_owned()),
+        (bea.id, "Bea".to_owned()),
+        (cid.id, "Cid".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(names(reloaded.json_body().await), expected);
+    let again = page().await;
+    assert_eq!(again.cache(), "hit");
+    assert_eq!(names(again.json_body().await), expected);
+    chaos.replay(0, false).await;
 }
 
 #[tokio::test]
