@@ -43,13 +43,13 @@ pub async fn run(db: &Db, config: &DbConfig) -> anyhow::Result<()> {
 /// first time; afterwards checks that the config still says the same.
 async fn bind_range(pool: &PgPool, shard: u16, first: i64, last: i64) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("LOCK TABLE shard_identity IN EXCLUSIVE MODE")
+    sqlx::query!("LOCK TABLE shard_identity IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    let bound: Option<(i32, i64, i64)> =
-        sqlx::query_as("SELECT shard_id, first_id, last_id FROM shard_identity")
-            .fetch_optional(&mut *tx)
-            .await?;
+    let bound = sqlx::query!("SELECT shard_id, first_id, last_id FROM shard_identity")
+        .map(|row| (row.shard_id, row.first_id, row.last_id))
+        .fetch_optional(&mut *tx)
+        .await?;
     match bound {
         Some((id, f, l)) if (id, f, l) == (i32::from(shard), first, last) => return Ok(()),
         Some((id, f, l)) => bail!(
@@ -58,13 +58,16 @@ async fn bind_range(pool: &PgPool, shard: u16, first: i64, last: i64) -> anyhow:
         ),
         None => {}
     }
-    sqlx::query("INSERT INTO shard_identity (shard_id, first_id, last_id) VALUES ($1, $2, $3)")
-        .bind(i32::from(shard))
-        .bind(first)
-        .bind(last)
-        .execute(&mut *tx)
-        .await?;
-    // DDL takes no bind parameters; these are integers from a validated config.
+    sqlx::query!(
+        "INSERT INTO shard_identity (shard_id, first_id, last_id) VALUES ($1, $2, $3)",
+        i32::from(shard),
+        first,
+        last
+    )
+    .execute(&mut *tx)
+    .await?;
+    // DDL takes no bind parameters, so these are built as text (integers from a validated
+    // config) and cannot be checked macros: their text is only known at run time.
     for table in ["users", "posts"] {
         sqlx::query(&format!(
             "ALTER SEQUENCE {table}_id_seq MINVALUE {first} MAXVALUE {last} \

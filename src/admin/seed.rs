@@ -55,7 +55,7 @@ pub async fn seed(db: &Db, options: SeedOptions) -> anyhow::Result<SeedReport> {
     let shards: Vec<_> = db.cluster().iter().collect();
     let mut has_data = false;
     for shard in &shards {
-        has_data |= sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM users)")
+        has_data |= sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM users) AS \"exists!\"")
             .fetch_one(shard.primary_pool())
             .await
             .with_context(|| {
@@ -78,11 +78,11 @@ pub async fn seed(db: &Db, options: SeedOptions) -> anyhow::Result<SeedReport> {
             bail!("the shards already hold users: pass --reset to replace them");
         }
         for shard in &shards {
-            sqlx::query("TRUNCATE users, posts")
+            sqlx::query!("TRUNCATE users, posts")
                 .execute(shard.primary_pool())
                 .await?;
         }
-        sqlx::query("TRUNCATE directory_entries")
+        sqlx::query!("TRUNCATE directory_entries")
             .execute(db.directory_pool())
             .await?;
     }
@@ -145,9 +145,10 @@ async fn load_shard(
     // One transaction per shard: a failed load leaves the shard as it was, not half-filled.
     let mut tx = pool.begin().await?;
     // Bulk loads outlast the service's per-statement bound.
-    sqlx::query("SET LOCAL statement_timeout = 0")
+    sqlx::query!("SET LOCAL statement_timeout = 0")
         .execute(&mut *tx)
         .await?;
+    // COPY FROM STDIN is a data stream, not a statement sqlx can prepare: no checked form.
     let mut copy = tx
         .copy_in_raw(
             "COPY users (id, email, name, password_hash, tier, created_at, updated_at) FROM STDIN",
@@ -178,6 +179,7 @@ async fn load_shard(
     copy.send(std::mem::take(&mut buf).into_bytes()).await?;
     copy.finish().await?;
 
+    // COPY FROM STDIN: no checked form (see above).
     let mut copy = tx
         .copy_in_raw("COPY posts (id, user_id, title, body, created_at, updated_at) FROM STDIN")
         .await?;
@@ -207,19 +209,17 @@ async fn load_shard(
 
     // COPY with explicit ids leaves the sequences behind; move them past what was loaded.
     if let Some(last) = last_user {
-        sqlx::query("SELECT setval('users_id_seq', $1)")
-            .bind(last)
-            .execute(&mut *tx)
+        sqlx::query_scalar!("SELECT setval('users_id_seq', $1)", last)
+            .fetch_one(&mut *tx)
             .await?;
     }
     if next_post > first_post {
-        sqlx::query("SELECT setval('posts_id_seq', $1)")
-            .bind(next_post - 1)
-            .execute(&mut *tx)
+        sqlx::query_scalar!("SELECT setval('posts_id_seq', $1)", next_post - 1)
+            .fetch_one(&mut *tx)
             .await?;
     }
     // Fresh statistics, or the planner guesses from an empty table.
-    sqlx::query("ANALYZE users, posts")
+    sqlx::query!("ANALYZE users, posts")
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -228,9 +228,10 @@ async fn load_shard(
 
 async fn load_directory(pool: &PgPool, layout: &Layout, users: u64) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL statement_timeout = 0")
+    sqlx::query!("SET LOCAL statement_timeout = 0")
         .execute(&mut *tx)
         .await?;
+    // COPY FROM STDIN: no checked form (see `load_shard`).
     let mut copy = tx
         .copy_in_raw("COPY directory_entries (email, user_id, state) FROM STDIN")
         .await?;
@@ -244,7 +245,7 @@ async fn load_directory(pool: &PgPool, layout: &Layout, users: u64) -> anyhow::R
     }
     copy.send(std::mem::take(&mut buf).into_bytes()).await?;
     copy.finish().await?;
-    sqlx::query("ANALYZE directory_entries")
+    sqlx::query!("ANALYZE directory_entries")
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

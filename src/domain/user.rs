@@ -11,7 +11,6 @@ pub struct User {
     pub id: i64,
     pub email: String,
     pub name: String,
-    #[sqlx(try_from = "String")]
     pub tier: Tier,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -34,7 +33,6 @@ pub struct Credentials {
     pub email: String,
     /// argon2id PHC string.
     pub password_hash: String,
-    #[sqlx(try_from = "String")]
     pub tier: Tier,
 }
 
@@ -64,13 +62,24 @@ impl Tier {
     }
 }
 
-impl TryFrom<String> for Tier {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        match value.as_str() {
+/// Stored as `text` (the column's CHECK lists the values): decoded like a string, and a value
+/// this build does not know is a decode error, not a silent default. What lets the checked
+/// queries say `tier AS "tier: Tier"` and get a `Tier` straight from the row.
+impl sqlx::Type<sqlx::Postgres> for Tier {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Tier {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        match <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)? {
             "free" => Ok(Tier::Free),
             "pro" => Ok(Tier::Pro),
-            other => Err(format!("unknown tier {other:?}")),
+            other => Err(format!("unknown tier {other:?}").into()),
         }
     }
 }

@@ -104,7 +104,12 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
 }
 
 async fn check(pool: &PgPool) -> &'static str {
-    match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await {
+    match tokio::time::timeout(
+        CHECK_TIMEOUT,
+        sqlx::query_scalar!("SELECT 1").fetch_one(pool),
+    )
+    .await
+    {
         Ok(Ok(_)) => "up",
         _ => "down",
     }

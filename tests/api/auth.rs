@@ -3,6 +3,7 @@
 
 use insta::assert_snapshot;
 use reqwest::{Response, StatusCode, header};
+use scalable_api::domain::Tier;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -503,6 +504,29 @@ async fn logging_in_reads_the_credentials_on_the_primary_never_a_replica() {
         (after.0 - before.0, after.1 - before.1),
         (1, 0),
         "login's user read: (on the primary, on the replica)"
+    );
+}
+
+#[tokio::test]
+async fn a_tier_is_decoded_from_its_text_and_an_unknown_one_is_an_error_not_a_default() {
+    // Arrange: the checked queries decode `users.tier` (text) straight into a `Tier`.
+    let app = TestApp::spawn().await;
+    let primary = app.primary(0).await;
+
+    // Act
+    let pro = sqlx::query_scalar::<_, Tier>("SELECT 'pro'::text")
+        .fetch_one(&primary)
+        .await;
+    let unknown = sqlx::query_scalar::<_, Tier>("SELECT 'gold'::text")
+        .fetch_one(&primary)
+        .await;
+
+    // Assert
+    assert_eq!(pro.expect("'pro' decodes"), Tier::Pro);
+    assert!(
+        matches!(&unknown, Err(sqlx::Error::ColumnDecode { source, .. })
+            if source.to_string() == r#"unknown tier "gold""#),
+        "an unknown tier is a decode error: {unknown:?}"
     );
 }
 

@@ -106,7 +106,7 @@ async fn run(mut probe: ShardProbe, config: ReplicaHealthConfig) {
 async fn check_primary(probe: &mut ShardProbe, timeout: Duration) -> Option<Lsn> {
     let checked = tokio::time::timeout(
         timeout,
-        sqlx::query_scalar::<_, String>("SELECT pg_current_wal_insert_lsn()::text")
+        sqlx::query_scalar!("SELECT pg_current_wal_insert_lsn()::text AS \"lsn!\"")
             .fetch_one(&probe.primary),
     )
     .await;
@@ -144,8 +144,7 @@ async fn check_replica(
 ) {
     let checked = tokio::time::timeout(
         check_timeout(config),
-        sqlx::query_scalar::<_, Option<String>>("SELECT pg_last_wal_replay_lsn()::text")
-            .fetch_one(pool),
+        sqlx::query_scalar!("SELECT pg_last_wal_replay_lsn()::text").fetch_one(pool),
     )
     .await;
     let replay = match checked {

@@ -155,8 +155,8 @@ impl Shard {
     async fn caught_up_replica(&self, lsn: Lsn) -> Option<&Replica> {
         let replica = self.replicas.pick(None)?;
         let probe =
-            sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text").fetch_one(&replica.pool);
-        let replayed: Option<String> = self
+            sqlx::query_scalar!("SELECT pg_last_wal_replay_lsn()::text").fetch_one(&replica.pool);
+        let replayed = self
             .metrics
             .observe(Role::Replica, Op::ReplayLsn, probe)
             .await
@@ -197,7 +197,7 @@ impl Shard {
         }
         let text: String = self
             .on_primary(session, Op::CommitLsn, |db| async move {
-                sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+                sqlx::query_scalar!("SELECT pg_current_wal_insert_lsn()::text AS \"lsn!\"")
                     .fetch_one(&db)
                     .await
             })

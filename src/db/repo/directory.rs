@@ -48,10 +48,10 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::task::JoinHandle;
 
-use super::users::{UserUpdate, select_user, update_user_row, user_columns};
+use super::users::{UserUpdate, select_user, update_user_row};
 use crate::{
     db::{Db, Error, Session, cluster::Shard},
-    domain::{Credentials, Email, NewUser, User},
+    domain::{Credentials, Email, NewUser, Tier, User},
 };
 
 /// Injects a crash (a panic, which skips every compensating step like a dying process
@@ -97,7 +97,7 @@ impl Directory<'_> {
             // Sequences are not transactional: an id taken here and not used is a harmless gap.
             let id = match shard
                 .write(session, |db| async move {
-                    sqlx::query_scalar::<_, i64>("SELECT nextval('users_id_seq')")
+                    sqlx::query_scalar!("SELECT nextval('users_id_seq') AS \"id!\"")
                         .fetch_one(&db)
                         .await
                 })
@@ -118,14 +118,16 @@ impl Directory<'_> {
             fail_point!(self.db, "register:reserved");
             let inserted = shard
                 .write(session, |db| async move {
-                    sqlx::query_as::<_, User>(concat!(
-                        "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) RETURNING ",
-                        user_columns!()
-                    ))
-                    .bind(id)
-                    .bind(email)
-                    .bind(user.name.as_str())
-                    .bind(password_hash)
+                    sqlx::query_as!(
+                        User,
+                        "INSERT INTO users (id, email, name, password_hash) \
+                         VALUES ($1, $2, $3, $4) \
+                         RETURNING id, email, name, tier AS \"tier: Tier\", created_at, updated_at",
+                        id,
+                        email,
+                        user.name.as_str(),
+                        password_hash
+                    )
                     .fetch_one(&db)
                     .await
                 })
@@ -143,8 +145,7 @@ impl Directory<'_> {
                 // grace period) and may already have given the email to someone else: undo.
                 shard
                     .write(session, |db| async move {
-                        sqlx::query("DELETE FROM users WHERE id = $1")
-                            .bind(id)
+                        sqlx::query!("DELETE FROM users WHERE id = $1", id)
                             .execute(&db)
                             .await
                     })
@@ -180,10 +181,14 @@ impl Directory<'_> {
         let id = entry.user_id;
         let credentials: Option<Credentials> = shard
             .read_primary(session, |db| async move {
-                sqlx::query_as("SELECT id, email, password_hash, tier FROM users WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&db)
-                    .await
+                sqlx::query_as!(
+                    Credentials,
+                    "SELECT id, email, password_hash, tier AS \"tier: Tier\" \
+                     FROM users WHERE id = $1",
+                    id
+                )
+                .fetch_optional(&db)
+                .await
             })
             .await?;
         match credentials {
@@ -244,14 +249,12 @@ impl Directory<'_> {
             .write(session, |db| async move {
                 let mut tx = db.begin().await?;
                 // Explicit rather than left to ON DELETE CASCADE: the cache needs the ids.
-                let posts: Vec<i64> =
-                    sqlx::query_scalar("DELETE FROM posts WHERE user_id = $1 RETURNING id")
-                        .bind(id)
+                let posts =
+                    sqlx::query_scalar!("DELETE FROM posts WHERE user_id = $1 RETURNING id", id)
                         .fetch_all(&mut *tx)
                         .await?;
-                let email: Option<String> =
-                    sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")
-                        .bind(id)
+                let email =
+                    sqlx::query_scalar!("DELETE FROM users WHERE id = $1 RETURNING email", id)
                         .fetch_optional(&mut *tx)
                         .await?;
                 tx.commit().await?;
@@ -297,11 +300,13 @@ impl Directory<'_> {
         };
         fail_point!(self.db, "email:updated");
         let mut tx = self.db.directory.begin().await?;
-        sqlx::query("DELETE FROM directory_entries WHERE email = $1 AND user_id = $2")
-            .bind(&current.email)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM directory_entries WHERE email = $1 AND user_id = $2",
+            current.email,
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
         confirm(&mut *tx, email.as_str(), id).await?;
         tx.commit().await?;
         Ok(Some(updated))
@@ -309,11 +314,13 @@ impl Directory<'_> {
 
     /// Removes a deleted user's entry.
     async fn release_email(&self, email: &str, id: i64) -> Result<(), Error> {
-        sqlx::query("DELETE FROM directory_entries WHERE email = $1 AND user_id = $2")
-            .bind(email)
-            .bind(id)
-            .execute(&self.db.directory)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM directory_entries WHERE email = $1 AND user_id = $2",
+            email,
+            id
+        )
+        .execute(&self.db.directory)
+        .await?;
         Ok(())
     }
 
@@ -321,12 +328,12 @@ impl Directory<'_> {
     /// the holding entry is judged by the repair rule first: an orphan does not block.
     async fn reserve_email(&self, session: &Session, email: &str, id: i64) -> Result<(), Error> {
         for _ in 0..3 {
-            let reserved = sqlx::query(
+            let reserved = sqlx::query!(
                 "INSERT INTO directory_entries (email, user_id, state) VALUES ($1, $2, 'pending') \
                  ON CONFLICT (email) DO NOTHING",
+                email,
+                id
             )
-            .bind(email)
-            .bind(id)
             .execute(&self.db.directory)
             .await?;
             if reserved.rows_affected() == 1 {
@@ -345,11 +352,11 @@ impl Directory<'_> {
     /// The compensating step when a shard write failed: give a reserved email back. If even
     /// this fails, the entry stays `pending` for the repair pass; the caller's error stands.
     async fn release(&self, email: &str, id: i64) {
-        let released = sqlx::query(
+        let released = sqlx::query!(
             "DELETE FROM directory_entries WHERE email = $1 AND user_id = $2 AND state = 'pending'",
+            email,
+            id
         )
-        .bind(email)
-        .bind(id)
         .execute(&self.db.directory)
         .await;
         if let Err(err) = released {
@@ -358,13 +365,14 @@ impl Directory<'_> {
     }
 
     async fn entry(&self, email: &str) -> Result<Option<Entry>, Error> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as!(
+            Entry,
             "SELECT email, user_id, state, \
-             updated_at < now() - make_interval(secs => $2::float8 / 1000) AS stale \
+             updated_at < now() - make_interval(secs => $2::float8 / 1000) AS \"stale!\" \
              FROM directory_entries WHERE email = $1",
+            email,
+            self.db.config.directory_repair.grace.as_millis() as f64
         )
-        .bind(email)
-        .bind(self.db.config.directory_repair.grace.as_millis() as f64)
         .fetch_optional(&self.db.directory)
         .await?)
     }
@@ -379,8 +387,7 @@ impl Directory<'_> {
             Some(shard) => {
                 shard
                     .read_primary(session, |db| async move {
-                        sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
-                            .bind(id)
+                        sqlx::query_scalar!("SELECT email FROM users WHERE id = $1", id)
                             .fetch_optional(&db)
                             .await
                     })
@@ -391,12 +398,12 @@ impl Directory<'_> {
         // Conditional on the state we judged, so a concurrent saga step is not overridden.
         if row_email.as_deref() == Some(entry.email.as_str()) {
             if entry.state == "pending" {
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE directory_entries SET state = 'active', updated_at = now() \
                      WHERE email = $1 AND user_id = $2 AND state = 'pending'",
+                    entry.email,
+                    id
                 )
-                .bind(&entry.email)
-                .bind(id)
                 .execute(&self.db.directory)
                 .await?;
                 tracing::info!(
@@ -406,12 +413,12 @@ impl Directory<'_> {
             }
             return Ok(Repair::Kept);
         }
-        sqlx::query(
+        sqlx::query!(
             "DELETE FROM directory_entries WHERE email = $1 AND user_id = $2 AND state = $3",
+            entry.email,
+            id,
+            entry.state
         )
-        .bind(&entry.email)
-        .bind(id)
-        .bind(&entry.state)
         .execute(&self.db.directory)
         .await?;
         tracing::info!(user_id = id, state = %entry.state, "directory repair: removed an orphaned entry");
@@ -421,12 +428,13 @@ impl Directory<'_> {
     /// One pass of the background repair over stale `pending` entries; returns how many it
     /// looked at.
     pub async fn repair_pass(&self) -> Result<usize, Error> {
-        let stale: Vec<Entry> = sqlx::query_as(
-            "SELECT email, user_id, state, true AS stale FROM directory_entries \
+        let stale = sqlx::query_as!(
+            Entry,
+            "SELECT email, user_id, state, true AS \"stale!\" FROM directory_entries \
              WHERE state = 'pending' AND updated_at < now() - make_interval(secs => $1::float8 / 1000) \
              ORDER BY updated_at LIMIT 500",
+            self.db.config.directory_repair.grace.as_millis() as f64
         )
-        .bind(self.db.config.directory_repair.grace.as_millis() as f64)
         .fetch_all(&self.db.directory)
         .await?;
         let session = Session::background();
@@ -437,7 +445,7 @@ impl Directory<'_> {
     }
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Entry {
     email: String,
     user_id: i64,
@@ -448,12 +456,12 @@ struct Entry {
 /// The saga's last step: the entry becomes usable for login. `false` if the reservation is
 /// gone (removed by repair).
 async fn confirm(db: impl sqlx::PgExecutor<'_>, email: &str, id: i64) -> Result<bool, sqlx::Error> {
-    let confirmed = sqlx::query(
+    let confirmed = sqlx::query!(
         "UPDATE directory_entries SET state = 'active', updated_at = now() \
          WHERE email = $1 AND user_id = $2",
+        email,
+        id
     )
-    .bind(email)
-    .bind(id)
     .execute(db)
     .await?;
     Ok(confirmed.rows_affected() == 1)

@@ -9,7 +9,7 @@ use std::{cmp::Reverse, collections::BinaryHeap};
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 
-use super::{posts::post_columns, users::Page};
+use super::users::Page;
 use crate::{
     db::{Cluster, Error, Session},
     domain::Post,
@@ -36,10 +36,11 @@ impl Feed<'_> {
         let depth = page.offset + page.limit;
         let per_shard = try_join_all(self.cluster.iter().map(|shard| {
             shard.read(session, move |db| async move {
-                sqlx::query_as::<_, PostKey>(
+                sqlx::query!(
                     "SELECT created_at, id FROM posts ORDER BY created_at DESC, id DESC LIMIT $1",
+                    depth
                 )
-                .bind(depth)
+                .map(|key| (key.created_at, key.id))
                 .fetch_all(&db)
                 .await
             })
@@ -72,25 +73,25 @@ impl Feed<'_> {
                     // Two statements rather than one with `$1 IS NULL OR ...`: each gets a plan
                     // that seeks the index, instead of a generic plan that must serve both cases.
                     None => {
-                        sqlx::query_as::<_, Post>(concat!(
-                            "SELECT ",
-                            post_columns!(),
-                            " FROM posts ORDER BY created_at DESC, id DESC LIMIT $1"
-                        ))
-                        .bind(limit)
+                        sqlx::query_as!(
+                            Post,
+                            "SELECT id, user_id, title, body, created_at, updated_at \
+                             FROM posts ORDER BY created_at DESC, id DESC LIMIT $1",
+                            limit
+                        )
                         .fetch_all(replica)
                         .await
                     }
                     Some((at, id)) => {
-                        sqlx::query_as::<_, Post>(concat!(
-                            "SELECT ",
-                            post_columns!(),
-                            " FROM posts WHERE (created_at, id) < ($1, $2) ",
-                            "ORDER BY created_at DESC, id DESC LIMIT $3"
-                        ))
-                        .bind(at)
-                        .bind(id)
-                        .bind(limit)
+                        sqlx::query_as!(
+                            Post,
+                            "SELECT id, user_id, title, body, created_at, updated_at \
+                             FROM posts WHERE (created_at, id) < ($1, $2) \
+                             ORDER BY created_at DESC, id DESC LIMIT $3",
+                            at,
+                            id,
+                            limit
+                        )
                         .fetch_all(replica)
                         .await
                     }

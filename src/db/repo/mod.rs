@@ -11,35 +11,32 @@ pub(crate) mod feed;
 pub(crate) mod posts;
 pub(crate) mod users;
 
-use sqlx::{FromRow, postgres::PgRow};
+use sqlx::PgPool;
 
 use super::{Cluster, Error, Session};
 
-/// Runs `sql` on a replica of each shard that owns some of `ids`, concurrently, with that
-/// shard's ids as `$1` (and `limit`, if any, as `$2`); returns every shard's rows: a batch
-/// read costs one statement per shard involved, whatever the number of ids.
-async fn read_by_ids<T>(
+/// Runs `query` on a replica of each shard that owns some of `ids`, concurrently, with that
+/// shard's ids; returns every shard's rows: a batch read costs one statement per shard
+/// involved, whatever the number of ids.
+///
+/// The statement is the caller's closure (`|db, ids| async move { sqlx::query_as!(..) }`)
+/// rather than SQL text handed in, so that it is a checked macro at its call site: the
+/// compiler, not a test, finds a column the struct lacks. `query` may run twice (replica,
+/// then primary, see [`Shard::read`](super::cluster::Shard::read)).
+async fn read_by_ids<T, Q, Fut>(
     cluster: &Cluster,
     session: &Session,
     ids: &[i64],
-    sql: &'static str,
-    limit: Option<i64>,
+    query: Q,
 ) -> Result<Vec<T>, Error>
 where
-    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    Q: Fn(PgPool, Vec<i64>) -> Fut,
+    Fut: Future<Output = Result<Vec<T>, sqlx::Error>>,
 {
+    let query = &query;
     cluster
         .on_owning_shards(ids, |shard, mine| async move {
-            let mine = &mine;
-            shard
-                .read(session, |db| async move {
-                    let mut query = sqlx::query_as::<_, T>(sql).bind(mine);
-                    if let Some(limit) = limit {
-                        query = query.bind(limit);
-                    }
-                    query.fetch_all(&db).await
-                })
-                .await
+            shard.read(session, |db| query(db, mine.clone())).await
         })
         .await
 }

@@ -12,13 +12,6 @@ use crate::{
     domain::{NewPost, Post, PostBody, PostPatch, PostTitle},
 };
 
-macro_rules! post_columns {
-    () => {
-        "id, user_id, title, body, created_at, updated_at"
-    };
-}
-pub(crate) use post_columns;
-
 /// The outcome of a change that only the author may make.
 #[derive(Debug)]
 pub enum AuthorWrite<T> {
@@ -44,13 +37,14 @@ impl Posts<'_> {
         let shard = self.cluster.owner(author).ok_or(Error::AuthorMissing)?;
         shard
             .write(session, |db| async move {
-                sqlx::query_as(concat!(
-                    "INSERT INTO posts (user_id, title, body) VALUES ($1, $2, $3) RETURNING ",
-                    post_columns!()
-                ))
-                .bind(author)
-                .bind(post.title.as_str())
-                .bind(post.body.as_str())
+                sqlx::query_as!(
+                    Post,
+                    "INSERT INTO posts (user_id, title, body) VALUES ($1, $2, $3) \
+                     RETURNING id, user_id, title, body, created_at, updated_at",
+                    author,
+                    post.title.as_str(),
+                    post.body.as_str()
+                )
                 .fetch_one(&db)
                 .await
             })
@@ -63,8 +57,17 @@ impl Posts<'_> {
         session: &Session,
         ids: &[i64],
     ) -> Result<HashMap<i64, Post>, Error> {
-        const SQL: &str = concat!("SELECT ", post_columns!(), " FROM posts WHERE id = ANY($1)");
-        let posts: Vec<Post> = read_by_ids(self.cluster, session, ids, SQL, None).await?;
+        let posts = read_by_ids(self.cluster, session, ids, |db, ids| async move {
+            sqlx::query_as!(
+                Post,
+                "SELECT id, user_id, title, body, created_at, updated_at \
+                 FROM posts WHERE id = ANY($1)",
+                &ids[..]
+            )
+            .fetch_all(&db)
+            .await
+        })
+        .await?;
         Ok(posts.into_iter().map(|p| (p.id, p)).collect())
     }
 
@@ -82,15 +85,16 @@ impl Posts<'_> {
         };
         shard
             .write(session, |db| async move {
-                let updated: Option<Post> = sqlx::query_as(concat!(
-                    "UPDATE posts SET title = COALESCE($3, title), body = COALESCE($4, body), ",
-                    "updated_at = now() WHERE id = $1 AND user_id = $2 RETURNING ",
-                    post_columns!()
-                ))
-                .bind(id)
-                .bind(author)
-                .bind(update.title.as_ref().map(PostTitle::as_str))
-                .bind(update.body.as_ref().map(PostBody::as_str))
+                let updated = sqlx::query_as!(
+                    Post,
+                    "UPDATE posts SET title = COALESCE($3, title), body = COALESCE($4, body), \
+                     updated_at = now() WHERE id = $1 AND user_id = $2 \
+                     RETURNING id, user_id, title, body, created_at, updated_at",
+                    id,
+                    author,
+                    update.title.as_ref().map(PostTitle::as_str),
+                    update.body.as_ref().map(PostBody::as_str)
+                )
                 .fetch_optional(&db)
                 .await?;
                 match updated {
@@ -112,11 +116,13 @@ impl Posts<'_> {
         };
         shard
             .write(session, |db| async move {
-                let deleted = sqlx::query("DELETE FROM posts WHERE id = $1 AND user_id = $2")
-                    .bind(id)
-                    .bind(author)
-                    .execute(&db)
-                    .await?;
+                let deleted = sqlx::query!(
+                    "DELETE FROM posts WHERE id = $1 AND user_id = $2",
+                    id,
+                    author
+                )
+                .execute(&db)
+                .await?;
                 if deleted.rows_affected() == 1 {
                     return Ok(AuthorWrite::Done(()));
                 }
@@ -141,25 +147,26 @@ impl Posts<'_> {
             .read(session, |db| async move {
                 // Within a shard ids grow with time, so `id DESC` is newest first and is
                 // served by the `(user_id, id DESC)` index without a sort.
-                let posts: Vec<Post> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    post_columns!(),
-                    " FROM posts WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
-                ))
-                .bind(user_id)
-                .bind(page.limit)
-                .bind(page.offset)
+                let posts = sqlx::query_as!(
+                    Post,
+                    "SELECT id, user_id, title, body, created_at, updated_at \
+                     FROM posts WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
+                    user_id,
+                    page.limit,
+                    page.offset
+                )
                 .fetch_all(&db)
                 .await?;
                 // An empty page is the only case that needs to know whether the user exists
                 // (a non-empty one proves it through the foreign key), so 404s cost a second
                 // query and ordinary pages do not.
                 if posts.is_empty() {
-                    let exists: bool =
-                        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
-                            .bind(user_id)
-                            .fetch_one(&db)
-                            .await?;
+                    let exists = sqlx::query_scalar!(
+                        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS \"exists!\"",
+                        user_id
+                    )
+                    .fetch_one(&db)
+                    .await?;
                     if !exists {
                         return Ok(None);
                     }
@@ -184,15 +191,24 @@ impl Posts<'_> {
         user_ids: &[i64],
         per_user: i64,
     ) -> Result<HashMap<i64, Vec<Post>>, Error> {
-        const SQL: &str = concat!(
-            "SELECT u.id AS owner, p.id, p.user_id, p.title, p.body, p.created_at, p.updated_at ",
-            "FROM users u LEFT JOIN LATERAL (SELECT ",
-            post_columns!(),
-            " FROM posts WHERE user_id = u.id ORDER BY id DESC LIMIT $2) p ON true ",
-            "WHERE u.id = ANY($1) ORDER BY u.id, p.id DESC"
-        );
-        let rows: Vec<PageRow> =
-            read_by_ids(self.cluster, session, user_ids, SQL, Some(per_user)).await?;
+        // `?` on every post column: the macro cannot tell that the LEFT JOIN makes them
+        // nullable (a user without posts), and would decode a NULL as an error.
+        let rows = read_by_ids(self.cluster, session, user_ids, |db, ids| async move {
+            sqlx::query_as!(
+                PageRow,
+                "SELECT u.id AS owner, p.id AS \"id?\", p.user_id AS \"user_id?\", \
+                 p.title AS \"title?\", p.body AS \"body?\", p.created_at AS \"created_at?\", \
+                 p.updated_at AS \"updated_at?\" \
+                 FROM users u LEFT JOIN LATERAL (SELECT id, user_id, title, body, created_at, \
+                 updated_at FROM posts WHERE user_id = u.id ORDER BY id DESC LIMIT $2) p ON true \
+                 WHERE u.id = ANY($1) ORDER BY u.id, p.id DESC",
+                &ids[..],
+                per_user
+            )
+            .fetch_all(&db)
+            .await
+        })
+        .await?;
         let mut pages: HashMap<i64, Vec<Post>> = HashMap::new();
         for row in rows {
             let page = pages.entry(row.owner).or_default();
@@ -203,7 +219,6 @@ impl Posts<'_> {
 }
 
 /// A row of [`Posts::first_pages`]: the user, and one of their posts if they have any.
-#[derive(sqlx::FromRow)]
 struct PageRow {
     owner: i64,
     id: Option<i64>,
@@ -232,10 +247,12 @@ async fn why_not_author<T>(
     primary: impl PgExecutor<'_>,
     id: i64,
 ) -> Result<AuthorWrite<T>, sqlx::Error> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM posts WHERE id = $1)")
-        .bind(id)
-        .fetch_one(primary)
-        .await?;
+    let exists = sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM posts WHERE id = $1) AS \"exists!\"",
+        id
+    )
+    .fetch_one(primary)
+    .await?;
     Ok(if exists {
         AuthorWrite::NotAuthor
     } else {

@@ -6,22 +6,14 @@
 
 use std::collections::HashMap;
 
-use sqlx::{FromRow, PgExecutor, postgres::PgRow};
+use sqlx::{PgExecutor, PgPool};
 
 use super::read_by_ids;
 
 use crate::{
     db::{Cluster, Error, Session},
-    domain::{Email, User, UserName},
+    domain::{Email, Tier, User, UserName},
 };
-
-/// The user columns every query that returns a [`User`] selects.
-macro_rules! user_columns {
-    () => {
-        "id, email, name, tier, created_at, updated_at"
-    };
-}
-pub(crate) use user_columns;
 
 /// Offset pagination, already bounded by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,21 +51,77 @@ impl Users<'_> {
         session: &Session,
         ids: &[i64],
     ) -> Result<HashMap<i64, User>, Error> {
-        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = ANY($1)");
-        let users: Vec<User> = read_by_ids(self.cluster, session, ids, SQL, None).await?;
+        let users = read_by_ids(self.cluster, session, ids, |db, ids| async move {
+            sqlx::query_as!(
+                User,
+                "SELECT id, email, name, tier AS \"tier: Tier\", created_at, updated_at \
+                 FROM users WHERE id = ANY($1)",
+                &ids[..]
+            )
+            .fetch_all(&db)
+            .await
+        })
+        .await?;
         Ok(users.into_iter().map(|u| (u.id, u)).collect())
     }
 
     /// A page of whole user rows in id order (what a list costs with no cache).
     pub async fn list(&self, session: &Session, list: UserList) -> Result<Vec<User>, Error> {
-        self.walk(session, list).await
+        self.walk(session, list, |db, step| async move {
+            match step {
+                Step::Offset { limit, offset } => {
+                    sqlx::query_as!(
+                        User,
+                        "SELECT id, email, name, tier AS \"tier: Tier\", created_at, updated_at \
+                         FROM users ORDER BY id LIMIT $1 OFFSET $2",
+                        limit,
+                        offset
+                    )
+                    .fetch_all(&db)
+                    .await
+                }
+                Step::After { after, limit } => {
+                    sqlx::query_as!(
+                        User,
+                        "SELECT id, email, name, tier AS \"tier: Tier\", created_at, updated_at \
+                         FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+                        after,
+                        limit
+                    )
+                    .fetch_all(&db)
+                    .await
+                }
+            }
+        })
+        .await
     }
 
     /// The ids of a page of users in id order: what the cache keeps of a list (each user's
     /// row is its own entry). An index-only scan on each shard visited.
     pub async fn list_ids(&self, session: &Session, list: UserList) -> Result<Vec<i64>, Error> {
-        let ids: Vec<UserId> = self.walk(session, list).await?;
-        Ok(ids.into_iter().map(|row| row.id).collect())
+        self.walk(session, list, |db, step| async move {
+            match step {
+                Step::Offset { limit, offset } => {
+                    sqlx::query_scalar!(
+                        "SELECT id FROM users ORDER BY id LIMIT $1 OFFSET $2",
+                        limit,
+                        offset
+                    )
+                    .fetch_all(&db)
+                    .await
+                }
+                Step::After { after, limit } => {
+                    sqlx::query_scalar!(
+                        "SELECT id FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+                        after,
+                        limit
+                    )
+                    .fetch_all(&db)
+                    .await
+                }
+            }
+        })
+        .await
     }
 
     /// Users in id order across shards.
@@ -84,7 +132,20 @@ impl Users<'_> {
     /// costs an extra `count(*)` (an index-only scan) on each shard the offset skips
     /// entirely, and reads and drops `offset` rows: the reason offsets are bounded and
     /// cursors are offered.
-    async fn walk<T: Listed>(&self, session: &Session, list: UserList) -> Result<Vec<T>, Error> {
+    ///
+    /// `query` reads one shard's part of the page (a [`Step`]). It is a closure, not SQL
+    /// text, so that each caller's statement is a checked macro where it is written.
+    async fn walk<T, Q, Fut>(
+        &self,
+        session: &Session,
+        list: UserList,
+        query: Q,
+    ) -> Result<Vec<T>, Error>
+    where
+        Q: Fn(PgPool, Step) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, sqlx::Error>>,
+    {
+        let query = &query;
         let (limit, mut offset, after) = match list {
             UserList::Offset(page) => (page.limit, page.offset, 0),
             UserList::After { after, limit } => (limit, 0, after),
@@ -95,29 +156,24 @@ impl Users<'_> {
             if wanted <= 0 {
                 break;
             }
+            let step = match list {
+                UserList::Offset(_) => Step::Offset {
+                    limit: wanted,
+                    offset,
+                },
+                UserList::After { .. } => Step::After {
+                    after,
+                    limit: wanted,
+                },
+            };
             let (found, count) = shard
                 .read(session, |db| async move {
-                    let found: Vec<T> = match list {
-                        UserList::Offset(_) => {
-                            sqlx::query_as(T::PAGE)
-                                .bind(wanted)
-                                .bind(offset)
-                                .fetch_all(&db)
-                                .await?
-                        }
-                        UserList::After { .. } => {
-                            sqlx::query_as(T::AFTER)
-                                .bind(after)
-                                .bind(wanted)
-                                .fetch_all(&db)
-                                .await?
-                        }
-                    };
+                    let found = query(db.clone(), step).await?;
                     if !found.is_empty() || offset == 0 {
                         return Ok((found, 0));
                     }
                     // The offset reaches past this shard: count it to carry the rest over.
-                    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+                    let count = sqlx::query_scalar!("SELECT count(*) AS \"count!\" FROM users")
                         .fetch_one(&db)
                         .await?;
                     Ok((found, count))
@@ -152,47 +208,25 @@ impl Users<'_> {
     }
 }
 
-/// What a walk of users in id order reads: whole rows, or ids alone.
-trait Listed: for<'r> FromRow<'r, PgRow> + Send + Unpin {
-    /// `$1` limit, `$2` offset.
-    const PAGE: &'static str;
-    /// `$1` the key to start after, `$2` limit.
-    const AFTER: &'static str;
-}
-
-impl Listed for User {
-    const PAGE: &'static str = concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users ORDER BY id LIMIT $1 OFFSET $2"
-    );
-    const AFTER: &'static str = concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
-    );
-}
-
-#[derive(FromRow)]
-struct UserId {
-    id: i64,
-}
-
-impl Listed for UserId {
-    const PAGE: &'static str = "SELECT id FROM users ORDER BY id LIMIT $1 OFFSET $2";
-    const AFTER: &'static str = "SELECT id FROM users WHERE id > $1 ORDER BY id LIMIT $2";
+/// One shard's part of a walk of users in id order; `limit` is what the page still wants.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// `ORDER BY id LIMIT limit OFFSET offset`.
+    Offset { limit: i64, offset: i64 },
+    /// `WHERE id > after ORDER BY id LIMIT limit`.
+    After { after: i64, limit: i64 },
 }
 
 pub(crate) async fn select_user(
     db: impl PgExecutor<'_>,
     id: i64,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = $1"
-    ))
-    .bind(id)
+    sqlx::query_as!(
+        User,
+        "SELECT id, email, name, tier AS \"tier: Tier\", created_at, updated_at \
+         FROM users WHERE id = $1",
+        id
+    )
     .fetch_optional(db)
     .await
 }
@@ -202,16 +236,16 @@ pub(crate) async fn update_user_row(
     id: i64,
     update: &UserUpdate,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), ",
-        "password_hash = COALESCE($4, password_hash), updated_at = now() ",
-        "WHERE id = $1 RETURNING ",
-        user_columns!()
-    ))
-    .bind(id)
-    .bind(update.email.as_ref().map(Email::as_str))
-    .bind(update.name.as_ref().map(UserName::as_str))
-    .bind(update.password_hash.as_deref())
+    sqlx::query_as!(
+        User,
+        "UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), \
+         password_hash = COALESCE($4, password_hash), updated_at = now() \
+         WHERE id = $1 RETURNING id, email, name, tier AS \"tier: Tier\", created_at, updated_at",
+        id,
+        update.email.as_ref().map(Email::as_str),
+        update.name.as_ref().map(UserName::as_str),
+        update.password_hash.as_deref()
+    )
     .fetch_optional(db)
     .await
 }
