@@ -31,7 +31,7 @@ pub mod redis_tier;
 mod single_flight;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     hash::{BuildHasher, RandomState},
     sync::{
         Arc,
@@ -139,7 +139,8 @@ impl Cache {
         let db = &self.db;
         self.read(
             session,
-            self.rows(ids, Key::user),
+            ids,
+            |id| self.key(Key::user, id),
             |session, ids| async move { db.users().by_ids(&session, &ids).await },
         )
         .await
@@ -154,7 +155,8 @@ impl Cache {
         let db = &self.db;
         self.read(
             session,
-            self.rows(ids, Key::post),
+            ids,
+            |id| self.key(Key::post, id),
             |session, ids| async move { db.posts().by_ids(&session, &ids).await },
         )
         .await
@@ -214,7 +216,8 @@ impl Cache {
         let (db, per_user) = (&self.db, i64::from(self.config.page_size));
         self.read(
             session,
-            self.rows(user_ids, Key::posts_page),
+            user_ids,
+            |id| self.key(Key::posts_page, id),
             |session, ids| async move { db.posts().first_pages(&session, &ids, per_user).await },
         )
         .await
@@ -235,13 +238,18 @@ impl Cache {
         let key = Key::users_page(&self.config.key_prefix, &shape, self.shard_ids());
         let db = &self.db;
         let mut ids = self
-            .read(session, vec![(list, key)], |session, lists| async move {
-                let mut pages = HashMap::with_capacity(lists.len());
-                for list in lists {
-                    pages.insert(list, db.users().list_ids(&session, list).await?);
-                }
-                Ok(pages)
-            })
+            .read(
+                session,
+                &[list],
+                |_| Some(key.clone()),
+                |session, lists| async move {
+                    let mut pages = HashMap::with_capacity(lists.len());
+                    for list in lists {
+                        pages.insert(list, db.users().list_ids(&session, list).await?);
+                    }
+                    Ok(pages)
+                },
+            )
             .await?;
         let ids = ids.remove(&list).unwrap_or_default();
         let mut users = self.users(session, &ids).await?;
@@ -253,55 +261,38 @@ impl Cache {
     /// After a user registered: their entry and posts page (a cached "not found" for the new
     /// id), and every page of the user list.
     pub async fn user_created(&self, session: &Session, id: i64) {
-        let keys = vec![
-            self.key(Key::user, id),
-            self.key(Key::posts_page, id),
-            self.users_family(),
-        ];
-        self.invalidate(session, id, keys).await;
+        let keys = [self.key(Key::user, id), self.key(Key::posts_page, id)];
+        let keys = keys.into_iter().flatten().chain([self.users_family()]);
+        self.invalidate(session, id, keys.collect()).await;
     }
 
     /// After a user's own fields changed: their entry (lists hold ids only).
     pub async fn user_changed(&self, session: &Session, id: i64) {
-        self.invalidate(session, id, vec![self.key(Key::user, id)])
-            .await;
+        let keys = self.key(Key::user, id).into_iter().collect();
+        self.invalidate(session, id, keys).await;
     }
 
     /// After a user and their posts were deleted.
     pub async fn user_deleted(&self, session: &Session, id: i64, posts: &[i64]) {
-        let mut keys = vec![
-            self.key(Key::user, id),
-            self.key(Key::posts_page, id),
-            self.users_family(),
-        ];
-        keys.extend(posts.iter().map(|&post| self.key(Key::post, post)));
+        let rows = [self.key(Key::user, id), self.key(Key::posts_page, id)];
+        let posts = posts.iter().map(|&post| self.key(Key::post, post));
+        let keys = rows.into_iter().chain(posts).flatten();
+        let keys = keys.chain([self.users_family()]).collect();
         self.invalidate(session, id, keys).await;
     }
 
     /// After a post was created, changed or deleted: the post and its author's page.
     pub async fn post_written(&self, session: &Session, post: i64, author: i64) {
-        let keys = vec![self.key(Key::post, post), self.key(Key::posts_page, author)];
+        let keys = [self.key(Key::post, post), self.key(Key::posts_page, author)];
+        let keys = keys.into_iter().flatten().collect();
         self.invalidate(session, author, keys).await;
     }
 
-    /// The entries of `ids` (distinct; ids no shard owns are left out: nothing can exist
-    /// there, so they cost neither a lookup nor a query).
-    fn rows(&self, ids: &[i64], key: fn(&str, i64, u16) -> Key) -> Vec<(i64, Key)> {
-        let mut seen = HashSet::with_capacity(ids.len());
-        ids.iter()
-            .filter(|id| seen.insert(**id))
-            .filter_map(|&id| {
-                let shard = self.db.cluster().owner(id)?.id();
-                Some((id, key(&self.config.key_prefix, id, shard)))
-            })
-            .collect()
-    }
-
-    /// The entry of `id` (on its owner's shard; `u16::MAX` for an id no shard owns, which no
-    /// read ever caches).
-    fn key(&self, key: fn(&str, i64, u16) -> Key, id: i64) -> Key {
-        let shard = self.db.cluster().owner(id).map_or(u16::MAX, db::Shard::id);
-        key(&self.config.key_prefix, id, shard)
+    /// The entry of row `id`, on its owner's shard; `None` for an id no shard owns: nothing
+    /// can exist there, so it costs neither a lookup nor a query, and nothing is cached.
+    fn key(&self, key: fn(&str, i64, u16) -> Key, id: i64) -> Option<Key> {
+        let shard = self.db.cluster().owner(id)?.id();
+        Some(key(&self.config.key_prefix, id, shard))
     }
 
     fn users_family(&self) -> Key {

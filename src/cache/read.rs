@@ -22,7 +22,11 @@
 //! The guarantee is the single-key one, per key (see `redis_tier.rs`): a fill is never older
 //! than the last invalidated write, and never lands after an invalidation it raced.
 
-use std::{collections::HashMap, hash::Hash, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+    sync::Arc,
+};
 
 use futures_util::future::join_all;
 use serde::{Serialize, de::DeserializeOwned};
@@ -52,13 +56,15 @@ struct Lead<'a, K> {
 }
 
 impl Cache {
-    /// Reads the entries `wanted` (an id and its key each), loading the misses with `load`,
-    /// which gets every id this request must load at once and returns the values it found
-    /// (an absent id has no value). Returns the values found, by id.
+    /// Reads the entries of `ids` (`key` names each id's entry; an id without one cannot
+    /// exist and is skipped), loading the misses with `load`, which gets every id this
+    /// request must load at once and returns the values it found (an absent id has no
+    /// value). Returns the values found, by id.
     pub(super) async fn read<K, T, F, Fut>(
         &self,
         session: &Session,
-        wanted: Vec<(K, Key)>,
+        ids: &[K],
+        key: impl Fn(K) -> Option<Key>,
         load: F,
     ) -> Result<HashMap<K, T>, Error>
     where
@@ -68,11 +74,15 @@ impl Cache {
         Fut: Future<Output = Result<HashMap<K, T>, db::Error>>,
     {
         let Some(redis) = &self.redis else {
-            let ids = wanted.into_iter().map(|(id, _)| id).collect();
-            return Ok(load(session.clone(), ids).await?);
+            return Ok(load(session.clone(), ids.to_vec()).await?);
         };
-        let mut found = HashMap::with_capacity(wanted.len());
-        let mut remote = Vec::with_capacity(wanted.len());
+        let mut distinct = HashSet::with_capacity(ids.len());
+        let wanted = ids
+            .iter()
+            .filter(|id| distinct.insert(**id))
+            .filter_map(|&id| Some((id, key(id)?)));
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut remote = Vec::with_capacity(ids.len());
         for (id, key) in wanted {
             if let Some(l1) = &self.l1
                 && let Some(json) = l1.get(key.as_str()).await

@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Request, ResponseExt, TestApp, statement_calls};
 
-/// The batched user read, as the server records it (`tier AS "tier: Tier"` is the checked
+/// A single user read, as the server records it (`tier AS "tier: Tier"` is the checked
 /// macro's type override for the column, sent as part of the statement).
 const USER_BY_ID: &str = "SELECT id, email, name, tier AS \"tier: Tier\", created_at, updated_at \
-                          FROM users WHERE id = ANY($1)";
+                          FROM users WHERE id = $1";
 
 /// Sends `request`, returning (X-Cache, status, body; `null` for none).
 pub async fn read(request: Request) -> (String, StatusCode, Value) {

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::helpers::{ResponseExt, TestApp, statement_calls};
 
 const POST_BY_ID: &str =
-    "SELECT id, user_id, title, body, created_at, updated_at FROM posts WHERE id = ANY($1)";
+    "SELECT id, user_id, title, body, created_at, updated_at FROM posts WHERE id = $1";
 
 #[tokio::test]
 async fn reads_are_served_by_the_replica_and_writes_by_the_primary() {

@@ -57,6 +57,25 @@ impl Posts<'_> {
         session: &Session,
         ids: &[i64],
     ) -> Result<HashMap<i64, Post>, Error> {
+        if let &[id] = ids {
+            // One key: the primary-key lookup (see `Users::by_ids`).
+            let Some(shard) = self.cluster.owner(id) else {
+                return Ok(HashMap::new());
+            };
+            let post = shard
+                .read(session, |db| async move {
+                    sqlx::query_as!(
+                        Post,
+                        "SELECT id, user_id, title, body, created_at, updated_at \
+                         FROM posts WHERE id = $1",
+                        id
+                    )
+                    .fetch_optional(&db)
+                    .await
+                })
+                .await?;
+            return Ok(post.into_iter().map(|p| (p.id, p)).collect());
+        }
         let posts = read_by_ids(self.cluster, session, ids, |db, ids| async move {
             sqlx::query_as!(
                 Post,

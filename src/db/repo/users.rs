@@ -51,6 +51,17 @@ impl Users<'_> {
         session: &Session,
         ids: &[i64],
     ) -> Result<HashMap<i64, User>, Error> {
+        if let &[id] = ids {
+            // One key (a single read, a one-key miss): the primary-key lookup, which the
+            // server runs more cheaply than `= ANY` over a one-element array.
+            let Some(shard) = self.cluster.owner(id) else {
+                return Ok(HashMap::new());
+            };
+            let user = shard
+                .read(session, |db| async move { select_user(&db, id).await })
+                .await?;
+            return Ok(user.into_iter().map(|u| (u.id, u)).collect());
+        }
         let users = read_by_ids(self.cluster, session, ids, |db, ids| async move {
             sqlx::query_as!(
                 User,
