@@ -27,7 +27,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use http::router;
 
-use auth::JwtKeys;
+use auth::{JwtKeys, password::Hasher};
 use cache::Cache;
 use db::Db;
 
@@ -39,6 +39,8 @@ pub struct App {
     /// The cache in front of `db` for users, posts and post pages.
     pub cache: Cache,
     pub jwt: JwtKeys,
+    /// argon2, behind a bound on concurrent runs.
+    pub hasher: Hasher,
     /// Renders `/metrics`; `None` when `telemetry.metrics` is off.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -63,12 +65,14 @@ impl App {
         let metrics = config.telemetry.metrics.then(telemetry::metrics::install);
         let db = Arc::new(Db::connect_lazy(&config.db)?);
         let jwt = JwtKeys::new(&config.auth);
+        let hasher = Hasher::new(&config.auth);
         let cache = Cache::new(&config.cache, db.clone())?;
         Ok(AppState(Arc::new(App {
             config,
             db,
             cache,
             jwt,
+            hasher,
             metrics,
         })))
     }

@@ -59,6 +59,11 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("Failed to bind {}", app.config.http.addr))?;
             tracing::info!(addr = %listener.local_addr()?, profile = ?app.config.profile, "serving");
+            if app.config.auth.uses_dev_secret() {
+                tracing::warn!(
+                    "access tokens are signed with the development secret from the source: accepted on loopback only; set SCALABLE_API_AUTH__JWT_SECRET anywhere else"
+                );
+            }
             serve(listener, app, shutdown_signal()).await?;
         }
         Command::Migrate => {

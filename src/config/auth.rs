@@ -1,6 +1,6 @@
 //! `[auth]`: how access tokens are signed and checked.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{bail, ensure};
 use secrecy::{ExposeSecret, SecretString};
@@ -27,6 +27,12 @@ pub struct AuthConfig {
     /// Lifetime of an access token; tokens count whole seconds (`exp`), so at least `1s`.
     #[serde(with = "humantime_serde")]
     pub access_token_ttl: Duration,
+    /// argon2 runs (hash or verify) at once per instance, each 19 MiB and a core; `0` means
+    /// one per core. More logins than this wait (see `hash_wait`), then get a 503.
+    pub max_concurrent_hashes: usize,
+    /// How long a login or registration waits for a free hashing slot before a 503.
+    #[serde(with = "humantime_serde")]
+    pub hash_wait: Duration,
 }
 
 impl Default for AuthConfig {
@@ -36,14 +42,23 @@ impl Default for AuthConfig {
             issuer: "scalable-api".into(),
             audience: "scalable-api".into(),
             access_token_ttl: Duration::from_secs(3600),
+            max_concurrent_hashes: 0,
+            hash_wait: Duration::from_millis(100),
         }
     }
 }
 
 impl AuthConfig {
-    /// A secret long enough for HS256, never the development one in production, and tokens
-    /// that live at least a second.
-    pub(super) fn validate(&self, profile: Profile) -> anyhow::Result<()> {
+    /// Whether tokens are signed with the development secret, which anyone who has read this
+    /// repository knows: anyone could forge a token for any user.
+    pub fn uses_dev_secret(&self) -> bool {
+        self.jwt_secret.expose_secret() == DEV_JWT_SECRET
+    }
+
+    /// A secret long enough for HS256; the development one never in production, nor on an
+    /// address other machines can reach (whatever the profile: a forgotten `profile` must not
+    /// expose forgeable tokens); tokens that live at least a second.
+    pub(super) fn validate(&self, profile: Profile, listen: SocketAddr) -> anyhow::Result<()> {
         let secret = self.jwt_secret.expose_secret();
         ensure!(
             secret.len() >= 32,
@@ -52,6 +67,11 @@ impl AuthConfig {
         if profile == Profile::Production && secret == DEV_JWT_SECRET {
             bail!(
                 "auth.jwt_secret: the development secret is refused in production; set SCALABLE_API_AUTH__JWT_SECRET"
+            );
+        }
+        if self.uses_dev_secret() && !listen.ip().is_loopback() {
+            bail!(
+                "auth.jwt_secret: the development secret is accepted only while the service listens on loopback, and http.addr is {listen}; set SCALABLE_API_AUTH__JWT_SECRET"
             );
         }
         ensure!(

@@ -33,6 +33,8 @@
 //! - `SCALABLE_API_AUTH__ISSUER`
 //! - `SCALABLE_API_AUTH__AUDIENCE`
 //! - `SCALABLE_API_AUTH__ACCESS_TOKEN_TTL` (default `1h`)
+//! - `SCALABLE_API_AUTH__MAX_CONCURRENT_HASHES`: argon2 runs at once, `0` = one per core
+//! - `SCALABLE_API_AUTH__HASH_WAIT` (default `100ms`)
 //! - `SCALABLE_API_DB__DIRECTORY_URL`: may carry a password
 //! - `SCALABLE_API_DB__SHARDS`: the whole shard map, as a TOML array
 //! - `SCALABLE_API_DB__POOL_MAX_CONNECTIONS`
@@ -189,7 +191,7 @@ impl Config {
         self.api.validate()?;
         self.telemetry.validate(self.http.addr)?;
         self.graphql.validate()?;
-        self.auth.validate(self.profile)?;
+        self.auth.validate(self.profile, self.http.addr)?;
         Ok(())
     }
 

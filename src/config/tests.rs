@@ -226,6 +226,26 @@ fn overlapping_shard_ranges_are_refused() {
 }
 
 #[test]
+fn the_development_secret_is_refused_on_an_address_other_machines_reach() {
+    let mut config = Config::default();
+    config.http.addr = ([0, 0, 0, 0], 8080).into();
+    let err = config
+        .validate()
+        .expect_err("dev secret on 0.0.0.0 must be refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+    config.auth.jwt_secret = "a-real-secret-from-a-secret-store-0123456789"
+        .to_owned()
+        .into();
+    assert!(config.validate().is_ok(), "a real secret listens anywhere");
+    config.http.addr = ([127, 0, 0, 1], 8080).into();
+    config.auth = AuthConfig::default();
+    assert!(
+        config.validate().is_ok(),
+        "the dev secret on loopback is fine"
+    );
+}
+
+#[test]
 fn production_refuses_the_development_secret() {
     let config = Config {
         profile: Profile::Production,

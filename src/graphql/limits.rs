@@ -16,8 +16,14 @@
 //!   field costs 1 plus its selections; a field with `first: n` costs n times its selection
 //!   ([`page_cost`]), so list sizes weigh in and aliases add up.
 //!
+//! - with the size checks: at most one password check (`login` or `register`) per operation,
+//!   however it is spelled (aliases, fragments). Without it one request of a 64 KB body tries
+//!   about a thousand passwords under aliases, which no per-request limit or per-account
+//!   counter sees as more than one request.
+//!
 //! The errors say which limit and by how much, with a stable `extensions.code`:
-//! `QUERY_TOO_DEEP`, `QUERY_TOO_COMPLEX`, `BAD_USER_INPUT` (page size). async-graphql's own
+//! `QUERY_TOO_DEEP`, `QUERY_TOO_COMPLEX`, `BAD_USER_INPUT` (page size),
+//! `TOO_MANY_CREDENTIAL_CHECKS`. async-graphql's own
 //! parse and validation errors get `GRAPHQL_PARSE_FAILED` / `GRAPHQL_VALIDATION_FAILED`.
 //! The request body is bounded before any of this, by `http.body_limit_bytes`.
 
@@ -29,7 +35,9 @@ use async_graphql::{
         Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest,
         NextValidation,
     },
-    parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet},
+    parser::types::{
+        ExecutableDocument, FragmentDefinition, OperationType, Selection, SelectionSet,
+    },
 };
 
 use crate::{config::GraphqlConfig, error::Error};
@@ -154,6 +162,7 @@ impl Extension for Limits {
             .map_err(|err| with_code(err.clone(), "GRAPHQL_PARSE_FAILED"))?;
         self.check_expanded_size(doc)?;
         self.check_page_sizes(doc, &variables)?;
+        check_credential_fields(doc)?;
         next.run(ctx, request).await
     }
 
@@ -200,6 +209,50 @@ impl Extension for Limits {
         }
         Ok(result)
     }
+}
+
+/// The mutation fields that check a password: each costs an argon2 run, and each is a guess.
+const CREDENTIAL_FIELDS: [&str; 2] = ["login", "register"];
+
+/// At most one [`CREDENTIAL_FIELDS`] field in each mutation, counted through aliases, inline
+/// fragments and fragment spreads. Runs after the expanded-size check, which has refused
+/// fragment cycles and bounded the expansion.
+fn check_credential_fields(doc: &ExecutableDocument) -> ServerResult<()> {
+    for (_, operation) in doc.operations.iter() {
+        if operation.node.ty != OperationType::Mutation {
+            continue;
+        }
+        let mut seen = 0;
+        let mut sets = vec![&operation.node.selection_set.node];
+        while let Some(set) = sets.pop() {
+            for selection in &set.items {
+                match &selection.node {
+                    Selection::Field(field) => {
+                        if !CREDENTIAL_FIELDS.contains(&field.node.name.node.as_str()) {
+                            continue;
+                        }
+                        seen += 1;
+                        if seen > 1 {
+                            return Err(with_code(
+                                ServerError::new(
+                                    "at most one `login` or `register` per request: each checks a password",
+                                    Some(field.pos),
+                                ),
+                                "TOO_MANY_CREDENTIAL_CHECKS",
+                            ));
+                        }
+                    }
+                    Selection::InlineFragment(inline) => sets.push(&inline.node.selection_set.node),
+                    Selection::FragmentSpread(spread) => {
+                        if let Some(fragment) = doc.fragments.get(&spread.node.fragment_name.node) {
+                            sets.push(&fragment.node.selection_set.node);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn too_complex(message: String) -> ServerError {
@@ -438,6 +491,43 @@ mod tests {
         let query = "{ user(id: \"1\") { ...a } } fragment a on User { id ...b } fragment b on User { name ...a }";
         let errors = codes(&Config::default(), query).await;
         assert_eq!(code_of(&errors), "GRAPHQL_VALIDATION_FAILED", "{errors:?}");
+    }
+
+    #[tokio::test]
+    async fn one_request_checks_one_password_however_the_fields_are_spelled() {
+        let login = r#"login(email: "a@example.com", password: "guess-one")"#;
+        let config = Config::default();
+        let one = codes(&config, format!("mutation {{ {login} {{ accessToken }} }}")).await;
+        assert_eq!(
+            code_of(&one),
+            "INTERNAL",
+            "one login reaches its resolver: {one:?}"
+        );
+        for (what, query) in [
+            (
+                "aliases",
+                format!("mutation {{ a: {login} {{ accessToken }} b: {login} {{ accessToken }} }}"),
+            ),
+            (
+                "a login and a register",
+                format!(
+                    r#"mutation {{ {login} {{ accessToken }} register(email: "b@example.com", name: "B", password: "guess-two") {{ id }} }}"#
+                ),
+            ),
+            (
+                "fragments",
+                format!(
+                    "mutation {{ ...A ... on Mutation {{ b: {login} {{ accessToken }} }} }} fragment A on Mutation {{ a: {login} {{ accessToken }} }}"
+                ),
+            ),
+        ] {
+            let errors = codes(&config, query).await;
+            assert_eq!(
+                code_of(&errors),
+                "TOO_MANY_CREDENTIAL_CHECKS",
+                "{what}: {errors:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use super::users::NO_USER;
 use crate::{
     App,
-    auth::{AuthUser, IssuedToken, password},
+    auth::{AuthUser, IssuedToken},
     db::{Session, UserUpdate},
     domain::{Email, NewUser, Tier, User, UserPatch},
     error::{Error, Result},
@@ -22,7 +22,7 @@ pub async fn register(
     password: &str,
 ) -> Result<User> {
     let new = NewUser::parse(email, name, password)?;
-    let hash = password::hash(&new.password.0).await?;
+    let hash = app.hasher.hash(&new.password.0).await?;
     let user = app.db.directory().register(session, &new, &hash).await?;
     // A "not found" for this new id may be cached (someone asked for it before): drop it.
     app.cache.user_created(session, user.id).await;
@@ -31,7 +31,7 @@ pub async fn register(
 
 /// Checks an email and password and issues an access token. Unknown email, malformed email
 /// and wrong password get the same `Unauthorized`, in about the same time: a decoy hash is
-/// checked when there is no user (see [`password::verify`]), so neither the answer nor its
+/// checked when there is no user (see [`Hasher::verify`](crate::auth::password::Hasher::verify)), so neither the answer nor its
 /// timing tells an attacker which emails are registered.
 pub async fn login(
     app: &App,
@@ -48,7 +48,7 @@ pub async fn login(
         Some(found) => (Some(found.password_hash), found.tier, found.id),
         None => (None, Tier::Free, 0),
     };
-    if !password::verify(&password, stored).await? {
+    if !app.hasher.verify(&password, stored).await? {
         return Err(REFUSED);
     }
     Ok(app.jwt.issue(id, tier)?)
@@ -73,7 +73,7 @@ pub async fn update(
     }
     let patch = UserPatch::parse(email, name, password)?;
     let password_hash = match &patch.password {
-        Some(p) => Some(password::hash(&p.0).await?),
+        Some(p) => Some(app.hasher.hash(&p.0).await?),
         None => None,
     };
     let update = UserUpdate {

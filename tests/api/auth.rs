@@ -749,3 +749,41 @@ async fn an_author_can_create_read_change_and_delete_their_post() {
     let again = app.posts().delete(id, &ada).await;
     assert_problem(again, StatusCode::NOT_FOUND, "DELETE twice").await;
 }
+
+#[tokio::test]
+async fn a_burst_of_logins_past_the_hashing_bound_gets_fast_503s_never_a_queue() {
+    // Arrange: one argon2 run at a time, and almost no wait for it.
+    let app = TestApp::spawn_with(|config| {
+        config.auth.max_concurrent_hashes = 1;
+        config.auth.hash_wait = std::time::Duration::from_millis(1);
+    })
+    .await;
+    app.register("ada@example.com", "Ada").await;
+
+    // Act: 16 logins at once.
+    let logins = (0..16).map(|_| async { app.auth().login("ada@example.com", PASSWORD).await });
+    let responses = futures_util::future::join_all(logins).await;
+
+    // Assert: some log in, the rest are refused at once with a 503 that says when to retry;
+    // nothing else (no 500, no 401 for a right password).
+    let mut ok = 0;
+    let mut busy = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(response.headers().contains_key(header::RETRY_AFTER));
+                assert_problem_mentioning(
+                    response,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "password checks",
+                    "a login over the bound",
+                )
+                .await;
+                busy += 1;
+            }
+            other => panic!("a login answered {other}"),
+        }
+    }
+    assert!(ok >= 1 && busy >= 1, "{ok} logged in, {busy} refused");
+}
