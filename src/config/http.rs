@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use anyhow::ensure;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,6 +18,12 @@ pub struct HttpConfig {
     /// On SIGTERM/Ctrl-C, in-flight requests get this long to finish before the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Origins whose browser pages may call the API (`https://app.example.com`), or `["*"]`
+    /// for any. Empty (the default): no CORS headers, so browsers keep other sites' pages out.
+    pub cors_origins: Vec<String>,
+    /// Send `Strict-Transport-Security`: only behind TLS (a proxy that terminates it), where
+    /// browsers must never fall back to plain HTTP for this host.
+    pub hsts: bool,
 }
 
 impl Default for HttpConfig {
@@ -26,6 +33,30 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
+            cors_origins: Vec::new(),
+            hsts: false,
         }
+    }
+}
+
+impl HttpConfig {
+    /// Each CORS origin is `*` or a bare `http(s)://host[:port]` (an origin has no path: a
+    /// trailing slash or a path would never match what a browser sends).
+    pub(super) fn validate(&self) -> anyhow::Result<()> {
+        for origin in self.cors_origins.iter().filter(|o| o.as_str() != "*") {
+            let parsed = url::Url::parse(origin).ok();
+            let bare = parsed.as_ref().is_some_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.path() == "/"
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+            });
+            ensure!(
+                bare && !origin.ends_with('/'),
+                "http.cors_origins: `{origin}` is not an origin like `https://app.example.com` (scheme, host, optional port, nothing else)"
+            );
+        }
+        Ok(())
     }
 }

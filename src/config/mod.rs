@@ -28,7 +28,10 @@
 //! - `SCALABLE_API_HTTP__ADDR`: the listen address
 //! - `SCALABLE_API_HTTP__BODY_LIMIT_BYTES`
 //! - `SCALABLE_API_HTTP__REQUEST_TIMEOUT` (default `10s`): then 503
-//! - `SCALABLE_API_HTTP__SHUTDOWN_GRACE` (default `20s`): drain time on SIGTERM
+//! - `SCALABLE_API_HTTP__SHUTDOWN_GRACE` (default `20s`)
+//! - `SCALABLE_API_HTTP__CORS_ORIGINS`: origins allowed to call from a browser, TOML array
+//!   (`'["https://app.example.com"]'`); none by default
+//! - `SCALABLE_API_HTTP__HSTS`: `true` only behind TLS: drain time on SIGTERM
 //! - `SCALABLE_API_AUTH__JWT_SECRET`: at least 32 bytes, from a secret store
 //! - `SCALABLE_API_AUTH__ISSUER`
 //! - `SCALABLE_API_AUTH__AUDIENCE`
@@ -187,6 +190,7 @@ impl Config {
     /// Checks what types cannot, each section its own rules: the shard map is a partition
     /// of disjoint ranges, limits are at least 1, and production has real secrets.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.http.validate()?;
         self.db.validate()?;
         self.api.validate()?;
         self.telemetry.validate(self.http.addr)?;

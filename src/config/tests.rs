@@ -246,6 +246,28 @@ fn the_development_secret_is_refused_on_an_address_other_machines_reach() {
 }
 
 #[test]
+fn cors_origins_are_bare_origins_or_a_star() {
+    let with = |origin: &str| {
+        let mut config = Config::default();
+        config.http.cors_origins = vec![origin.to_owned()];
+        config.validate()
+    };
+    for good in ["https://app.example.com", "http://localhost:3000", "*"] {
+        assert!(with(good).is_ok(), "{good}");
+    }
+    for bad in [
+        "https://app.example.com/",
+        "https://app.example.com/x",
+        "app.example.com",
+        "ftp://a.example.com",
+        "",
+    ] {
+        let err = with(bad).expect_err(bad);
+        assert!(err.to_string().contains("cors_origins"), "{err}");
+    }
+}
+
+#[test]
 fn production_refuses_the_development_secret() {
     let config = Config {
         profile: Profile::Production,

@@ -6,6 +6,7 @@ pub mod extract;
 mod graphql;
 mod health;
 pub mod metrics;
+mod security;
 pub mod session;
 mod v1;
 
@@ -28,7 +29,7 @@ use crate::{
 /// GraphQL join here without touching v1.
 pub fn router(app: AppState) -> Router {
     let http = &app.config.http;
-    Router::new()
+    let router = Router::new()
         .merge(health::router())
         .merge(metrics::router(&app))
         .nest("/v1", v1::router())
@@ -50,7 +51,8 @@ pub fn router(app: AppState) -> Router {
             // keeps serving other requests.
             tracing::error!("a request handler panicked");
             Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
+        }));
+    security::apply(router, http)
         // Outermost: request id, span, metrics and access log see every answer, including
         // timeouts and caught panics.
         .layer(middleware::from_fn(telemetry::http::observe))

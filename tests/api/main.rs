@@ -20,6 +20,7 @@ mod loadtest;
 mod observability;
 mod pagination;
 mod routing;
+mod security;
 mod sharding;
 mod shutdown;
 mod validation;
