@@ -93,7 +93,9 @@ pub async fn serve(
         background.push(admin);
     }
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
+    // With the peer's address in each request (`ConnectInfo`), for the logs' `client.address`.
+    let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stopping_tx.send(());

@@ -2,7 +2,7 @@
 
 use secrecy::SecretString;
 
-use super::users::NO_USER;
+use super::{audit, users::NO_USER};
 use crate::{
     App,
     auth::{AuthUser, IssuedToken},
@@ -21,12 +21,18 @@ pub async fn register(
     name: &str,
     password: &str,
 ) -> Result<User> {
-    let new = NewUser::parse(email, name, password)?;
-    let hash = app.hasher.hash(&new.password.0).await?;
-    let user = app.db.directory().register(session, &new, &hash).await?;
-    // A "not found" for this new id may be cached (someone asked for it before): drop it.
-    app.cache.user_created(session, user.id).await;
-    Ok(user)
+    let result = async {
+        let new = NewUser::parse(email, name, password)?;
+        let hash = app.hasher.hash(&new.password.0).await?;
+        let user = app.db.directory().register(session, &new, &hash).await?;
+        // A "not found" for this new id may be cached (someone asked for it before): drop it.
+        app.cache.user_created(session, user.id).await;
+        Ok(user)
+    }
+    .await;
+    let subject = result.as_ref().ok().map(|user| user.id);
+    audit::record("account.register", None, subject, &result);
+    result
 }
 
 /// Checks an email and password and issues an access token. Unknown email, malformed email
@@ -40,18 +46,26 @@ pub async fn login(
     password: SecretString,
 ) -> Result<IssuedToken> {
     const REFUSED: Error = Error::Unauthorized("the email or password is wrong");
-    let user = match Email::parse(email) {
-        Ok(email) => app.db.directory().credentials(session, &email).await?,
-        Err(_) => None,
-    };
-    let (stored, tier, id) = match user {
-        Some(found) => (Some(found.password_hash), found.tier, found.id),
-        None => (None, Tier::Free, 0),
-    };
-    if !app.hasher.verify(&password, stored).await? {
-        return Err(REFUSED);
+    let mut account = None;
+    let result = async {
+        let user = match Email::parse(email) {
+            Ok(email) => app.db.directory().credentials(session, &email).await?,
+            Err(_) => None,
+        };
+        account = user.as_ref().map(|found| found.id);
+        let (stored, tier, id) = match user {
+            Some(found) => (Some(found.password_hash), found.tier, found.id),
+            None => (None, Tier::Free, 0),
+        };
+        if !app.hasher.verify(&password, stored).await? {
+            return Err(REFUSED);
+        }
+        Ok(app.jwt.issue(id, tier)?)
     }
-    Ok(app.jwt.issue(id, tier)?)
+    .await;
+    let actor = account.filter(|_| result.is_ok());
+    audit::record("account.login", actor, account, &result);
+    result
 }
 
 /// Changes account `id`: the user themself only (checked before the input, so a stranger
@@ -66,44 +80,54 @@ pub async fn update(
     name: Option<&str>,
     password: Option<&str>,
 ) -> Result<User> {
-    if me.id != id {
-        return Err(Error::Forbidden(
-            "only the user themself may change their account",
-        ));
+    let result = async {
+        if me.id != id {
+            return Err(Error::Forbidden(
+                "only the user themself may change their account",
+            ));
+        }
+        let patch = UserPatch::parse(email, name, password)?;
+        let password_hash = match &patch.password {
+            Some(p) => Some(app.hasher.hash(&p.0).await?),
+            None => None,
+        };
+        let update = UserUpdate {
+            email: patch.email,
+            name: patch.name,
+            password_hash,
+        };
+        let user = app
+            .db
+            .directory()
+            .update_user(session, id, update)
+            .await?
+            .ok_or(NO_USER)?;
+        app.cache.user_changed(session, id).await;
+        Ok(user)
     }
-    let patch = UserPatch::parse(email, name, password)?;
-    let password_hash = match &patch.password {
-        Some(p) => Some(app.hasher.hash(&p.0).await?),
-        None => None,
-    };
-    let update = UserUpdate {
-        email: patch.email,
-        name: patch.name,
-        password_hash,
-    };
-    let user = app
-        .db
-        .directory()
-        .update_user(session, id, update)
-        .await?
-        .ok_or(NO_USER)?;
-    app.cache.user_changed(session, id).await;
-    Ok(user)
+    .await;
+    audit::record("account.update", Some(me.id), Some(id), &result);
+    result
 }
 
 /// Deletes account `id` and, with it, the user's posts: the user themself only.
 pub async fn delete(app: &App, session: &Session, me: AuthUser, id: i64) -> Result<()> {
-    if me.id != id {
-        return Err(Error::Forbidden(
-            "only the user themself may delete their account",
-        ));
+    let result = async {
+        if me.id != id {
+            return Err(Error::Forbidden(
+                "only the user themself may delete their account",
+            ));
+        }
+        let posts = app
+            .db
+            .directory()
+            .delete_user(session, id)
+            .await?
+            .ok_or(NO_USER)?;
+        app.cache.user_deleted(session, id, &posts).await;
+        Ok(())
     }
-    let posts = app
-        .db
-        .directory()
-        .delete_user(session, id)
-        .await?
-        .ok_or(NO_USER)?;
-    app.cache.user_deleted(session, id, &posts).await;
-    Ok(())
+    .await;
+    audit::record("account.delete", Some(me.id), Some(id), &result);
+    result
 }

@@ -10,5 +10,6 @@
 //! GraphQL, and nothing above this layer touches the cache or the database.
 
 pub mod accounts;
+mod audit;
 pub mod posts;
 pub mod users;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::users::NO_USER;
+use super::{audit, users::NO_USER};
 use crate::{
     App,
     auth::AuthUser,
@@ -77,10 +77,16 @@ pub async fn create(
     title: &str,
     body: &str,
 ) -> Result<Post> {
-    let new = NewPost::parse(title, body)?;
-    let post = app.db.posts().create(session, me.id, &new).await?;
-    app.cache.post_written(session, post.id, me.id).await;
-    Ok(post)
+    let result = async {
+        let new = NewPost::parse(title, body)?;
+        let post = app.db.posts().create(session, me.id, &new).await?;
+        app.cache.post_written(session, post.id, me.id).await;
+        Ok(post)
+    }
+    .await;
+    let subject = result.as_ref().ok().map(|post| post.id);
+    audit::record("post.create", Some(me.id), subject, &result);
+    result
 }
 
 /// Changes the title and/or body of post `id`, if `me` wrote it.
@@ -92,17 +98,27 @@ pub async fn update(
     title: Option<&str>,
     body: Option<&str>,
 ) -> Result<Post> {
-    let patch = PostPatch::parse(title, body)?;
-    let post = authored(app.db.posts().update(session, id, me.id, &patch).await?)?;
-    app.cache.post_written(session, id, me.id).await;
-    Ok(post)
+    let result = async {
+        let patch = PostPatch::parse(title, body)?;
+        let post = authored(app.db.posts().update(session, id, me.id, &patch).await?)?;
+        app.cache.post_written(session, id, me.id).await;
+        Ok(post)
+    }
+    .await;
+    audit::record("post.update", Some(me.id), Some(id), &result);
+    result
 }
 
 /// Deletes post `id`, if `me` wrote it.
 pub async fn delete(app: &App, session: &Session, me: AuthUser, id: i64) -> Result<()> {
-    authored(app.db.posts().delete(session, id, me.id).await?)?;
-    app.cache.post_written(session, id, me.id).await;
-    Ok(())
+    let result = async {
+        authored(app.db.posts().delete(session, id, me.id).await?)?;
+        app.cache.post_written(session, id, me.id).await;
+        Ok(())
+    }
+    .await;
+    audit::record("post.delete", Some(me.id), Some(id), &result);
+    result
 }
 
 /// What an author-only write's outcome means to the client: someone else's post is

@@ -4,10 +4,10 @@
 //! Done once here, never by hand in handlers: a handler's log lines and SQL spans are inside
 //! the request span, so they carry its ids without knowing about them.
 
-use std::time::Instant;
+use std::{net::SocketAddr, time::Instant};
 
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::{ConnectInfo, MatchedPath, Request},
     http::{HeaderName, HeaderValue, Method},
     middleware::Next,
     response::Response,
@@ -66,7 +66,13 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         http.response.status_code = Empty,
         request_id = request_id.to_str().unwrap_or_default(),
         trace_id = Empty,
+        client.address = Empty,
     );
+    // The socket peer: behind a proxy, the proxy (trusting its `X-Forwarded-For` is the
+    // traffic layer's decision, not the log's).
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        span.record("client.address", tracing::field::display(peer.ip()));
+    }
     let trace = RequestTrace::start(&span, request.headers());
     span.record("trace_id", tracing::field::display(trace.trace_id()));
     request

@@ -516,3 +516,74 @@ fn the_dashboard_and_the_alert_rules_use_only_series_the_service_exports() {
     .expect("the dashboard is JSON");
     assert_eq!(dashboard["uid"], "scalable-api");
 }
+
+#[tokio::test]
+async fn the_audit_log_says_who_did_what_from_where_and_how_it_ended_never_with_what_secret() {
+    // Arrange
+    let config = telemetry_config("warn,scalable_api::audit=info", None);
+    let (logs, app) = spawn_observed(&config).await;
+    let ada = app.register("ada@example.com", "Ada").await;
+    let bob = app.register("bob@example.com", "Bob").await;
+
+    // Act: a refused login, a post, someone else's change refused.
+    let refused = app
+        .auth()
+        .login("ada@example.com", "not-her-password")
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let post = app.create_post(&ada, "mine").await;
+    let post_id = post["id"].as_i64().expect("an id");
+    let stranger = app
+        .posts()
+        .patch(post_id, &bob, json!({ "title": "theirs" }))
+        .await;
+    assert_eq!(stranger.status(), StatusCode::FORBIDDEN);
+
+    // Assert
+    let audit: Vec<Value> = logs
+        .json_lines()
+        .into_iter()
+        .filter(|line| line["target"] == "scalable_api::audit")
+        .collect();
+    let event = |action: &str, outcome: &str| {
+        audit
+            .iter()
+            .find(|l| l["action"] == action && l["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {action} {outcome} in {audit:#?}"))
+            .clone()
+    };
+    assert_eq!(event("account.register", "ok")["subject"], json!(ada.id));
+    let login = event("account.login", "unauthorized");
+    assert_eq!(
+        login["subject"],
+        json!(ada.id),
+        "the account it was tried on"
+    );
+    assert!(login.get("actor").is_none(), "nobody signed in: {login}");
+    let logins: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["action"] == "account.login" && l["outcome"] == "ok")
+        .collect();
+    assert!(
+        logins.iter().all(|l| l["actor"] == l["subject"]),
+        "{logins:#?}"
+    );
+    assert!(
+        logins.iter().any(|l| l["actor"] == json!(bob.id)),
+        "{logins:#?}"
+    );
+    assert_eq!(event("post.create", "ok")["subject"], json!(post_id));
+    let denied = event("post.update", "forbidden");
+    assert_eq!(
+        (&denied["actor"], &denied["subject"]),
+        (&json!(bob.id), &json!(post_id))
+    );
+    for line in &audit {
+        assert_eq!(line["client.address"], "127.0.0.1", "from where: {line}");
+        assert!(line["request_id"].is_string(), "{line}");
+    }
+    let text = logs.text();
+    for secret in ["ada@example.com", "not-her-password", &ada.token] {
+        assert!(!text.contains(secret), "the logs hold {secret}");
+    }
+}
