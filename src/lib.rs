@@ -19,7 +19,6 @@ pub mod traffic;
 
 use std::{future::Future, ops::Deref, sync::Arc};
 
-use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -93,13 +92,16 @@ pub async fn serve(
         background.push(admin);
     }
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    // With the peer's address in each request (`ConnectInfo`), for the logs' `client.address`.
-    let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = stopping_tx.send(());
-    });
+    let server = http::server::run(
+        listener,
+        router(app.clone()),
+        &app.config.http,
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = stopping_tx.send(());
+        },
+    );
     let drained = async {
         // Once shutdown has begun, give the drain `grace` before giving up on stragglers.
         if stopping_rx.await.is_ok() {
@@ -109,7 +111,7 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        result = server => result.context("Failed to serve HTTP")?,
+        () = server => {}
         () = drained => tracing::warn!(?grace, "shutdown grace period over; dropping unfinished requests"),
     }
     for task in background {

@@ -8,12 +8,16 @@
 //! 19 MiB and a core for its duration, so a burst of a few hundred logins (a credential-
 //! stuffing run, or one GraphQL request full of `login` aliases) would take every core and
 //! gigabytes of memory from everything else. The [`Hasher`] admits at most
-//! `auth.max_concurrent_hashes` runs at once (default: one per core); a request that finds
-//! them all busy waits at most `auth.hash_wait`, then gets a 503 with `Retry-After` at once:
-//! refusing a login is cheaper than queueing it behind a hundred others.
+//! `auth.max_concurrent_hashes` runs at once (default: one per core). Up to
+//! `auth.max_queued_hashes` more wait for a slot (a burst of sign-ins is normal), each for at
+//! most `auth.hash_wait`; past the queue a request gets a 503 with `Retry-After` at once:
+//! refusing a login is cheaper than queueing it behind a thousand others.
 
 use std::{
-    sync::{Arc, LazyLock},
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -40,10 +44,14 @@ static DECOY_HASH: LazyLock<Option<String>> =
 #[derive(Debug, Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    /// Requests waiting for a slot now.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
     wait: Duration,
 }
 
-/// The answer when every hashing slot stays busy for `auth.hash_wait`.
+/// The answer when every hashing slot is busy and the queue is full, or stays busy for
+/// `auth.hash_wait`.
 const BUSY: Error = Error::Unavailable {
     detail: "too many password checks are in progress; try again shortly",
     retry_after: Duration::from_secs(1),
@@ -57,6 +65,8 @@ impl Hasher {
         };
         Self {
             permits: Arc::new(Semaphore::new(slots)),
+            queued: Arc::default(),
+            max_queued: config.max_queued_hashes,
             wait: config.hash_wait,
         }
     }
@@ -82,16 +92,23 @@ impl Hasher {
             .await
     }
 
-    /// Runs `work` on the blocking pool once a slot is free, waiting at most `hash_wait`.
+    /// Runs `work` on the blocking pool once a slot is free: at once, or after waiting in a
+    /// queue of bounded length for at most `hash_wait`.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or(BUSY)?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let _queued = Queued::join(&self.queued, self.max_queued).ok_or(BUSY)?;
+                tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or(BUSY)?
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let _slot = permit;
             work()
@@ -108,6 +125,28 @@ pub fn hash_blocking(password: &str) -> anyhow::Result<String> {
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|err| anyhow::anyhow!("Failed to hash a password: {err}"))
+}
+
+/// A place in the hashing queue, given back when dropped (slot taken, timed out, or the
+/// request cancelled).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    /// A place, unless `max` are already taken.
+    fn join(queued: &'a AtomicUsize, max: usize) -> Option<Self> {
+        queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(queued))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn verify_blocking(password: &str, stored: Option<String>) -> bool {
@@ -155,7 +194,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn with_every_slot_busy_past_the_wait_a_check_is_refused_at_once() {
+    async fn with_every_slot_busy_and_the_queue_full_a_check_is_refused_at_once() {
         let hasher = Hasher::new(&AuthConfig {
             max_concurrent_hashes: 1,
             hash_wait: Duration::from_millis(10),

@@ -28,9 +28,11 @@ pub struct AuthConfig {
     #[serde(with = "humantime_serde")]
     pub access_token_ttl: Duration,
     /// argon2 runs (hash or verify) at once per instance, each 19 MiB and a core; `0` means
-    /// one per core. More logins than this wait (see `hash_wait`), then get a 503.
+    /// one per core.
     pub max_concurrent_hashes: usize,
-    /// How long a login or registration waits for a free hashing slot before a 503.
+    /// Logins and registrations that may wait for a hashing slot; past them, a 503 at once.
+    pub max_queued_hashes: usize,
+    /// How long a queued login or registration waits for a slot before a 503.
     #[serde(with = "humantime_serde")]
     pub hash_wait: Duration,
 }
@@ -43,7 +45,8 @@ impl Default for AuthConfig {
             audience: "scalable-api".into(),
             access_token_ttl: Duration::from_secs(3600),
             max_concurrent_hashes: 0,
-            hash_wait: Duration::from_millis(100),
+            max_queued_hashes: 64,
+            hash_wait: Duration::from_secs(2),
         }
     }
 }

@@ -18,6 +18,13 @@ pub struct HttpConfig {
     /// On SIGTERM/Ctrl-C, in-flight requests get this long to finish before the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Connections served at once per instance; more wait in the kernel's backlog. Sized
+    /// above what the load balancer opens, so that only a flood meets it.
+    pub max_connections: usize,
+    /// A request whose headers have not all arrived by then gets 408 and its connection is
+    /// closed (a client sending headers a byte at a time must not hold a connection).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
     /// Origins whose browser pages may call the API (`https://app.example.com`), or `["*"]`
     /// for any. Empty (the default): no CORS headers, so browsers keep other sites' pages out.
     pub cors_origins: Vec<String>,
@@ -33,6 +40,8 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
             cors_origins: Vec::new(),
             hsts: false,
         }
@@ -43,6 +52,14 @@ impl HttpConfig {
     /// Each CORS origin is `*` or a bare `http(s)://host[:port]` (an origin has no path: a
     /// trailing slash or a path would never match what a browser sends).
     pub(super) fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.max_connections >= 1,
+            "http.max_connections must be at least 1"
+        );
+        ensure!(
+            !self.header_read_timeout.is_zero(),
+            "http.header_read_timeout must be more than 0s"
+        );
         for origin in self.cors_origins.iter().filter(|o| o.as_str() != "*") {
             let parsed = url::Url::parse(origin).ok();
             let bare = parsed.as_ref().is_some_and(|url| {

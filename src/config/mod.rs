@@ -29,6 +29,8 @@
 //! - `SCALABLE_API_HTTP__BODY_LIMIT_BYTES`
 //! - `SCALABLE_API_HTTP__REQUEST_TIMEOUT` (default `10s`): then 503
 //! - `SCALABLE_API_HTTP__SHUTDOWN_GRACE` (default `20s`)
+//! - `SCALABLE_API_HTTP__MAX_CONNECTIONS`: connections served at once
+//! - `SCALABLE_API_HTTP__HEADER_READ_TIMEOUT` (default `10s`)
 //! - `SCALABLE_API_HTTP__CORS_ORIGINS`: origins allowed to call from a browser, TOML array
 //!   (`'["https://app.example.com"]'`); none by default
 //! - `SCALABLE_API_HTTP__HSTS`: `true` only behind TLS: drain time on SIGTERM
@@ -37,7 +39,8 @@
 //! - `SCALABLE_API_AUTH__AUDIENCE`
 //! - `SCALABLE_API_AUTH__ACCESS_TOKEN_TTL` (default `1h`)
 //! - `SCALABLE_API_AUTH__MAX_CONCURRENT_HASHES`: argon2 runs at once, `0` = one per core
-//! - `SCALABLE_API_AUTH__HASH_WAIT` (default `100ms`)
+//! - `SCALABLE_API_AUTH__MAX_QUEUED_HASHES`: may wait for a hashing slot, then 503
+//! - `SCALABLE_API_AUTH__HASH_WAIT` (default `2s`)
 //! - `SCALABLE_API_DB__DIRECTORY_URL`: may carry a password
 //! - `SCALABLE_API_DB__SHARDS`: the whole shard map, as a TOML array
 //! - `SCALABLE_API_DB__POOL_MAX_CONNECTIONS`

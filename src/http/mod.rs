@@ -7,6 +7,7 @@ mod graphql;
 mod health;
 pub mod metrics;
 mod security;
+pub mod server;
 pub mod session;
 mod v1;
 

@@ -752,10 +752,10 @@ async fn an_author_can_create_read_change_and_delete_their_post() {
 
 #[tokio::test]
 async fn a_burst_of_logins_past_the_hashing_bound_gets_fast_503s_never_a_queue() {
-    // Arrange: one argon2 run at a time, and almost no wait for it.
+    // Arrange: one argon2 run at a time, and no queue.
     let app = TestApp::spawn_with(|config| {
         config.auth.max_concurrent_hashes = 1;
-        config.auth.hash_wait = std::time::Duration::from_millis(1);
+        config.auth.max_queued_hashes = 0;
     })
     .await;
     app.register("ada@example.com", "Ada").await;

@@ -21,6 +21,7 @@ mod observability;
 mod pagination;
 mod routing;
 mod security;
+mod server;
 mod sharding;
 mod shutdown;
 mod validation;
