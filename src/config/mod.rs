@@ -13,7 +13,7 @@
 //!
 //! One struct per concern, each with its defaults and its own checks: [`HttpConfig`],
 //! [`AuthConfig`], [`DbConfig`], [`CacheConfig`], [`ApiConfig`], [`GraphqlConfig`],
-//! [`TelemetryConfig`]. Unknown keys are errors, not silently ignored.
+//! [`TelemetryConfig`], [`RateLimitConfig`]. Unknown keys are errors, not silently ignored.
 //!
 //! Durations are written with a unit: `250ms`, `5s`, `5m`, `24h` (humantime syntax; a bare
 //! number is refused, since it would not say which unit it means). URLs that may carry a
@@ -68,6 +68,15 @@
 //! - `SCALABLE_API_CACHE__POOL_MAX_CONNECTIONS`
 //! - `SCALABLE_API_CACHE__BREAKER__FAILURE_THRESHOLD`
 //! - `SCALABLE_API_CACHE__BREAKER__OPEN` (default `2s`)
+//! - `SCALABLE_API_RATELIMIT__ENABLED`
+//! - `SCALABLE_API_RATELIMIT__ALGORITHM`: `token-bucket`, `fixed-window`, `sliding-log`,
+//!   `sliding-window` or `gcra`
+//! - `SCALABLE_API_RATELIMIT__REDIS_URL`: may carry a password
+//! - `SCALABLE_API_RATELIMIT__KEY_PREFIX`
+//! - `SCALABLE_API_RATELIMIT__COMMAND_TIMEOUT` (default `50ms`)
+//! - `SCALABLE_API_RATELIMIT__POOL_MAX_CONNECTIONS`
+//! - `SCALABLE_API_RATELIMIT__BREAKER__FAILURE_THRESHOLD`
+//! - `SCALABLE_API_RATELIMIT__BREAKER__OPEN` (default `2s`)
 //! - `SCALABLE_API_API__MAX_PAGE_SIZE`
 //! - `SCALABLE_API_API__MAX_OFFSET`
 //! - `SCALABLE_API_GRAPHQL__MAX_DEPTH`
@@ -95,6 +104,7 @@ mod cache;
 mod db;
 mod graphql;
 mod http;
+mod ratelimit;
 mod secret;
 mod telemetry;
 
@@ -115,6 +125,7 @@ pub use self::{
     db::{DbConfig, DirectoryRepairConfig, MAX_ID, ReplicaHealthConfig, ShardConfig},
     graphql::GraphqlConfig,
     http::HttpConfig,
+    ratelimit::{LimiterAlgorithm, RateLimitConfig},
     secret::SecretUrl,
     telemetry::{LogFormat, TelemetryConfig},
 };
@@ -139,6 +150,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// GraphQL limits and DataLoaders.
     pub graphql: GraphqlConfig,
+    /// The distributed rate limiter: its algorithm and its Redis.
+    pub ratelimit: RateLimitConfig,
 }
 
 /// Where the instance runs: what it shows and what it refuses.
@@ -162,6 +175,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             graphql: GraphqlConfig::default(),
             telemetry: TelemetryConfig::default(),
+            ratelimit: RateLimitConfig::default(),
         }
     }
 }
@@ -199,6 +213,7 @@ impl Config {
         self.telemetry.validate(self.http.addr)?;
         self.graphql.validate()?;
         self.auth.validate(self.profile, self.http.addr)?;
+        self.ratelimit.validate()?;
         Ok(())
     }
 
@@ -210,6 +225,7 @@ impl Config {
             auth: self.auth.redacted(),
             db: self.db.redacted(),
             cache: self.cache.redacted(),
+            ratelimit: self.ratelimit.redacted(),
             ..self.clone()
         };
         serde_json::to_value(shown)
@@ -245,6 +261,7 @@ fn is_setting(key: &str) -> bool {
         "api",
         "graphql",
         "telemetry",
+        "ratelimit",
     ]
     .iter()
     .any(|s| s.eq_ignore_ascii_case(section))

@@ -184,6 +184,7 @@ fn the_redacted_config_shows_hosts_but_no_secret() {
     config.db.shards[0].primary = "postgres://u:hunter2@shard0.internal/app".into();
     config.db.shards[1].replicas = vec!["postgres://u:hunter3@replica1.internal/app".into()];
     config.cache.redis_url = "redis://:hunter4@cache.internal:6379".into();
+    config.ratelimit.redis_url = "redis://:hunter5@limits.internal:6379".into();
 
     let shown = config.redacted();
 
@@ -194,6 +195,7 @@ fn the_redacted_config_shows_hosts_but_no_secret() {
         "hunter2",
         "hunter3",
         "hunter4",
+        "hunter5",
     ] {
         assert!(!text.contains(secret), "{secret} shown in {text}");
     }
@@ -204,6 +206,10 @@ fn the_redacted_config_shows_hosts_but_no_secret() {
     assert_eq!(
         shown["cache"]["redis_url"],
         "redis://:***@cache.internal:6379"
+    );
+    assert_eq!(
+        shown["ratelimit"]["redis_url"],
+        "redis://:***@limits.internal:6379"
     );
     assert_eq!(shown["db"]["shards"][1]["first_id"], 1_000_000_001);
     assert_eq!(shown["db"]["replicas"]["check_interval"], "250ms");

@@ -130,6 +130,6 @@ fn describe() {
     );
     metrics::describe_counter!(
         RATELIMIT_DECISIONS,
-        "Rate limiter decisions by limiter and decision"
+        "Distributed rate limiter checks by algorithm and decision (allowed, limited, unavailable)"
     );
 }

@@ -25,5 +25,7 @@ pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
 pub const CACHE_REQUESTS: &str = "cache_requests_total";
 /// Counter: cache entries invalidated after writes.
 pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";
-/// Counter; `limiter`, `decision` (`allowed` | `limited`). Reserved for the rate limiter.
+/// Counter; `algorithm` (`ratelimit.algorithm`), `decision` (`allowed` | `limited` |
+/// `unavailable`: Redis could not be used, the caller applied its fallback), one per check of
+/// the distributed rate limiter (`src/traffic/ratelimit/`).
 pub const RATELIMIT_DECISIONS: &str = "ratelimit_decisions_total";

@@ -1,6 +1,11 @@
 //! Traffic control: what protects the service and its dependencies from too much work.
-//! Today the circuit breaker; rate limits and load shedding join here.
+//! The circuit breaker and the distributed rate limiter (`ratelimit/`); load shedding joins
+//! here.
 
 mod breaker;
+mod ratelimit;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Rejected};
+pub use ratelimit::{
+    Decision, LimiterUnavailable, Policy, RateLimitHeaders, RateLimiter, render_headers,
+};

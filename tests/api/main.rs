@@ -19,6 +19,7 @@ mod graphql;
 mod loadtest;
 mod observability;
 mod pagination;
+mod ratelimit;
 mod routing;
 mod security;
 mod server;

@@ -1,0 +1,203 @@
+//! [`RateLimiter`]: one script per decision, bounded by a timeout and a circuit breaker.
+
+use std::time::Duration;
+
+use deadpool_redis::{Pool, PoolError, Runtime, TimeoutType};
+use redis::Script;
+
+use super::{Decision, Policy, scripts};
+use crate::{
+    config::{LimiterAlgorithm, RateLimitConfig},
+    telemetry::names::RATELIMIT_DECISIONS,
+    traffic::CircuitBreaker,
+};
+
+/// Shortest wait for a free pooled connection: opening a connection takes longer than a
+/// command, more so on a loaded machine (a Redis that is down still fails at once: refused).
+const MIN_POOL_WAIT: Duration = Duration::from_millis(500);
+
+/// No decision could be made: Redis is unreachable, slow or the breaker is open. The caller
+/// chooses between a local fallback and refusing (see the module doc); nothing was charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimiterUnavailable {
+    /// The breaker is open: Redis was not even tried.
+    #[error("rate limiter unavailable: its Redis breaker is open")]
+    BreakerOpen,
+    /// Every pooled connection was busy for the whole wait: this instance is overloaded,
+    /// not Redis (the breaker does not count it).
+    #[error("rate limiter unavailable: no free Redis connection")]
+    Busy,
+    /// Connecting, or the script's round trip, failed or timed out.
+    #[error("rate limiter unavailable: Redis failed or timed out")]
+    Failed,
+}
+
+/// The distributed limiter of one instance. Instances sharing `ratelimit.redis_url` and
+/// `ratelimit.key_prefix` share every limit.
+pub struct RateLimiter {
+    pool: Pool,
+    breaker: CircuitBreaker,
+    timeout: Duration,
+    algorithm: LimiterAlgorithm,
+    script: Script,
+    prefix: String,
+    allowed: metrics::Counter,
+    limited: metrics::Counter,
+    unavailable: metrics::Counter,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("algorithm", &self.algorithm)
+            .field("breaker", &self.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    /// Builds the pool (connections open lazily) and the breaker. Build it after the
+    /// metrics recorder is installed: its counters and breaker gauge bind to it here.
+    pub fn new(config: &RateLimitConfig) -> anyhow::Result<Self> {
+        let timeout = config.command_timeout;
+        let pool = deadpool_redis::Config::from_url(config.redis_url.expose())
+            .builder()?
+            .max_size(config.pool_max_connections)
+            .wait_timeout(Some(MIN_POOL_WAIT.max(timeout)))
+            .create_timeout(Some(MIN_POOL_WAIT.max(timeout)))
+            .recycle_timeout(Some(timeout))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        let algorithm = config.algorithm;
+        let counter = |decision: &'static str| {
+            metrics::counter!(
+                RATELIMIT_DECISIONS,
+                "algorithm" => algorithm.as_str(),
+                "decision" => decision
+            )
+        };
+        Ok(Self {
+            pool,
+            breaker: CircuitBreaker::new(config.breaker.clone()).named("ratelimit"),
+            timeout,
+            algorithm,
+            script: Script::new(&scripts::source(algorithm)),
+            prefix: config.key_prefix.clone(),
+            allowed: counter("allowed"),
+            limited: counter("limited"),
+            unavailable: counter("unavailable"),
+        })
+    }
+
+    pub fn algorithm(&self) -> LimiterAlgorithm {
+        self.algorithm
+    }
+
+    pub fn breaker_state(&self) -> crate::traffic::BreakerState {
+        self.breaker.state()
+    }
+
+    /// Charges `cost` units to `key` under `policy` if they fit, in one atomic script.
+    ///
+    /// `key` names the principal and the route class (`user:42:writes`); the same key must
+    /// always be checked with the same policy. `cost = 0` reads the state without charging.
+    /// A policy that admits nothing (`limit`, `window` or, for the token bucket and GCRA,
+    /// `burst` zero) refuses without a round trip.
+    pub async fn check(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u32,
+    ) -> Result<Decision, LimiterUnavailable> {
+        let capacity = policy.capacity(self.algorithm);
+        if policy.limit == 0 || policy.window.is_zero() || capacity == 0 {
+            self.limited.increment(1);
+            return Ok(Decision {
+                allowed: false,
+                limit: policy.limit,
+                remaining: 0,
+                reset_after: Duration::ZERO,
+                retry_after: None,
+            });
+        }
+        let [allowed, remaining, reset_us, retry_us] = match self.eval(key, policy, cost).await {
+            Ok(reply) => reply,
+            Err(unavailable) => {
+                self.unavailable.increment(1);
+                return Err(unavailable);
+            }
+        };
+        let allowed = allowed == 1;
+        if allowed {
+            self.allowed.increment(1);
+        } else {
+            self.limited.increment(1);
+        }
+        let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
+        Ok(Decision {
+            allowed,
+            limit: policy.limit,
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+            reset_after: micros(reset_us),
+            retry_after: (!allowed && cost <= capacity).then(|| micros(retry_us)),
+        })
+    }
+
+    /// The script's four numbers, behind the breaker and the timeout.
+    ///
+    /// Waiting for a free pooled connection does not count against the breaker: under a
+    /// burst it is this instance that is busy, not Redis.
+    async fn eval(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u32,
+    ) -> Result<[i64; 4], LimiterUnavailable> {
+        if self.breaker.admit().is_err() {
+            return Err(LimiterUnavailable::BreakerOpen);
+        }
+        let mut conn = match self.pool.get().await {
+            Ok(conn) => conn,
+            Err(PoolError::Timeout(TimeoutType::Wait)) => {
+                tracing::debug!("no free Redis connection for the rate limiter in time");
+                return Err(LimiterUnavailable::Busy);
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot get a rate limiter Redis connection");
+                self.breaker.record_failure();
+                return Err(LimiterUnavailable::Failed);
+            }
+        };
+        // `{key}` is a hash tag: the sliding log's two keys share a Redis Cluster slot.
+        let state = format!("{}:{{{key}}}", self.prefix);
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(&state)
+            .key(format!("{state}:n"))
+            .arg(policy.limit)
+            .arg(policy.window_us())
+            .arg(policy.burst)
+            .arg(cost);
+        let reply: Result<redis::RedisResult<Vec<i64>>, _> =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await;
+        match reply {
+            Ok(Ok(values)) => {
+                self.breaker.record_success();
+                <[i64; 4]>::try_from(values).map_err(|values| {
+                    tracing::error!(?values, "rate limiter script answered in an unknown shape");
+                    LimiterUnavailable::Failed
+                })
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "rate limiter script failed");
+                self.breaker.record_failure();
+                Err(LimiterUnavailable::Failed)
+            }
+            Err(_) => {
+                tracing::debug!("rate limiter script timed out");
+                self.breaker.record_failure();
+                Err(LimiterUnavailable::Failed)
+            }
+        }
+    }
+}
