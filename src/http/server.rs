@@ -18,9 +18,7 @@
 //! close at once, busy ones after their response), and resolve once all have; `serve` in
 //! `lib.rs` bounds that by `http.shutdown_grace`.
 
-use std::{
-    convert::Infallible, future::Future, net::SocketAddr, pin::pin, sync::Arc, time::Duration,
-};
+use std::{future::Future, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, extract::ConnectInfo};
 use hyper::{Request, body::Incoming, server::conn::http1};
@@ -87,11 +85,11 @@ async fn accept(
     SocketAddr,
 ) {
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            // Never closed; but if it were, accepting without a bound is no answer either.
-            std::future::pending::<Infallible>().await;
-            continue;
-        };
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
         match listener.accept().await {
             Ok((stream, peer)) => return (slot, stream, peer),
             // Out of file descriptors, or a connection reset before it was accepted: not
