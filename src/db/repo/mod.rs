@@ -11,6 +11,8 @@ pub(crate) mod feed;
 pub(crate) mod posts;
 pub(crate) mod users;
 
+use std::collections::HashMap;
+
 use sqlx::PgPool;
 
 use super::{Cluster, Error, Session};
@@ -39,4 +41,36 @@ where
             shard.read(session, |db| query(db, mine.clone())).await
         })
         .await
+}
+
+/// Rows by id, keyed by `id_of`: `one` (the primary-key statement) for a single id, `many`
+/// (`= ANY`, through [`read_by_ids`]) for several. A single id is what every single read and
+/// every one-key cache miss asks for, and the server runs `WHERE id = $1` more cheaply than
+/// `= ANY` over a one-element array.
+async fn rows_by_id<T, O, OFut, M, MFut>(
+    cluster: &Cluster,
+    session: &Session,
+    ids: &[i64],
+    id_of: fn(&T) -> i64,
+    one: O,
+    many: M,
+) -> Result<HashMap<i64, T>, Error>
+where
+    O: Fn(PgPool, i64) -> OFut,
+    OFut: Future<Output = Result<Option<T>, sqlx::Error>>,
+    M: Fn(PgPool, Vec<i64>) -> MFut,
+    MFut: Future<Output = Result<Vec<T>, sqlx::Error>>,
+{
+    let rows: Vec<T> = match ids {
+        &[id] => match cluster.owner(id) {
+            Some(shard) => shard
+                .read(session, |db| one(db, id))
+                .await?
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        },
+        _ => read_by_ids(cluster, session, ids, many).await?,
+    };
+    Ok(rows.into_iter().map(|row| (id_of(&row), row)).collect())
 }

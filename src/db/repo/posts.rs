@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use super::{read_by_ids, users::Page};
+use super::{read_by_ids, rows_by_id, users::Page};
 use crate::{
     db::{Cluster, Error, Session},
     domain::{NewPost, Post, PostBody, PostPatch, PostTitle},
@@ -57,37 +57,33 @@ impl Posts<'_> {
         session: &Session,
         ids: &[i64],
     ) -> Result<HashMap<i64, Post>, Error> {
-        if let &[id] = ids {
-            // One key: the primary-key lookup (see `Users::by_ids`).
-            let Some(shard) = self.cluster.owner(id) else {
-                return Ok(HashMap::new());
-            };
-            let post = shard
-                .read(session, |db| async move {
-                    sqlx::query_as!(
-                        Post,
-                        "SELECT id, user_id, title, body, created_at, updated_at \
-                         FROM posts WHERE id = $1",
-                        id
-                    )
-                    .fetch_optional(&db)
-                    .await
-                })
-                .await?;
-            return Ok(post.into_iter().map(|p| (p.id, p)).collect());
-        }
-        let posts = read_by_ids(self.cluster, session, ids, |db, ids| async move {
-            sqlx::query_as!(
-                Post,
-                "SELECT id, user_id, title, body, created_at, updated_at \
-                 FROM posts WHERE id = ANY($1)",
-                &ids[..]
-            )
-            .fetch_all(&db)
-            .await
-        })
-        .await?;
-        Ok(posts.into_iter().map(|p| (p.id, p)).collect())
+        rows_by_id(
+            self.cluster,
+            session,
+            ids,
+            |post: &Post| post.id,
+            |db, id| async move {
+                sqlx::query_as!(
+                    Post,
+                    "SELECT id, user_id, title, body, created_at, updated_at \
+                     FROM posts WHERE id = $1",
+                    id
+                )
+                .fetch_optional(&db)
+                .await
+            },
+            |db, ids| async move {
+                sqlx::query_as!(
+                    Post,
+                    "SELECT id, user_id, title, body, created_at, updated_at \
+                     FROM posts WHERE id = ANY($1)",
+                    &ids[..]
+                )
+                .fetch_all(&db)
+                .await
+            },
+        )
+        .await
     }
 
     /// Updates a post if `author` wrote it. The author check is part of the `UPDATE`, so no

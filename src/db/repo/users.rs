@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use sqlx::{PgExecutor, PgPool};
 
-use super::read_by_ids;
+use super::rows_by_id;
 
 use crate::{
     db::{Cluster, Error, Session},
@@ -51,29 +51,24 @@ impl Users<'_> {
         session: &Session,
         ids: &[i64],
     ) -> Result<HashMap<i64, User>, Error> {
-        if let &[id] = ids {
-            // One key (a single read, a one-key miss): the primary-key lookup, which the
-            // server runs more cheaply than `= ANY` over a one-element array.
-            let Some(shard) = self.cluster.owner(id) else {
-                return Ok(HashMap::new());
-            };
-            let user = shard
-                .read(session, |db| async move { select_user(&db, id).await })
-                .await?;
-            return Ok(user.into_iter().map(|u| (u.id, u)).collect());
-        }
-        let users = read_by_ids(self.cluster, session, ids, |db, ids| async move {
-            sqlx::query_as!(
-                User,
-                "SELECT id, email, name, tier AS \"tier: Tier\", created_at, updated_at \
-                 FROM users WHERE id = ANY($1)",
-                &ids[..]
-            )
-            .fetch_all(&db)
-            .await
-        })
-        .await?;
-        Ok(users.into_iter().map(|u| (u.id, u)).collect())
+        rows_by_id(
+            self.cluster,
+            session,
+            ids,
+            |user: &User| user.id,
+            |db, id| async move { select_user(&db, id).await },
+            |db, ids| async move {
+                sqlx::query_as!(
+                    User,
+                    "SELECT id, email, name, tier AS \"tier: Tier\", created_at, updated_at \
+                     FROM users WHERE id = ANY($1)",
+                    &ids[..]
+                )
+                .fetch_all(&db)
+                .await
+            },
+        )
+        .await
     }
 
     /// A page of whole user rows in id order (what a list costs with no cache).
