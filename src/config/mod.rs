@@ -68,7 +68,6 @@
 //! - `SCALABLE_API_CACHE__POOL_MAX_CONNECTIONS`
 //! - `SCALABLE_API_CACHE__BREAKER__FAILURE_THRESHOLD`
 //! - `SCALABLE_API_CACHE__BREAKER__OPEN` (default `2s`)
-//! - `SCALABLE_API_RATELIMIT__ENABLED`
 //! - `SCALABLE_API_RATELIMIT__ALGORITHM`: `token-bucket`, `fixed-window`, `sliding-log`,
 //!   `sliding-window` or `gcra`
 //! - `SCALABLE_API_RATELIMIT__REDIS_URL`: may carry a password

@@ -48,9 +48,6 @@ impl LimiterAlgorithm {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
-    /// Whether requests are limited at all. Off by default until the limiter is wired into
-    /// the routes.
-    pub enabled: bool,
     /// `token-bucket`, `fixed-window`, `sliding-log`, `sliding-window` or `gcra` (see
     /// [`LimiterAlgorithm`]).
     pub algorithm: LimiterAlgorithm,
@@ -73,7 +70,6 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
             algorithm: LimiterAlgorithm::Gcra,
             redis_url: "redis://127.0.0.1:55400".into(),
             key_prefix: "scalable-api:ratelimit".into(),

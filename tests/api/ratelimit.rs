@@ -30,7 +30,6 @@ fn config(algorithm: LimiterAlgorithm, test: &str) -> RateLimitConfig {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     RateLimitConfig {
-        enabled: true,
         algorithm,
         redis_url: Stack::from_env().redis.as_str().into(),
         key_prefix: format!("test-ratelimit-{test}-{}-{nanos}", algorithm.as_str()),
