@@ -1,14 +1,13 @@
-//! The authenticated user, from `Authorization: Bearer <token>`.
+//! The extractors handlers take: the authenticated user, or maybe one.
 
-use axum::{
-    extract::FromRequestParts,
-    http::{header, request::Parts},
-};
+use axum::{extract::FromRequestParts, http::request::Parts};
 
 use crate::{AppState, domain::Tier, error::Error};
 
+use super::Principal;
+
 /// A request with a valid access token. Missing or bad credentials reject with 401.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuthUser {
     pub id: i64,
     pub tier: Tier,
@@ -42,22 +41,25 @@ impl FromRequestParts<AppState> for MaybeAuthUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Ok(Self(None));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(Error::Unauthorized(
-                "the Authorization header must be `Bearer <token>`",
-            ))?;
-        let (id, tier) = app.jwt.verify(token)?;
-        Ok(Self(Some(AuthUser { id, tier })))
+        let principal = Principal::from_request_parts(parts, app).await?;
+        Ok(Self(match principal {
+            Principal::User(user) => Some(user),
+            Principal::Anonymous | Principal::ApiKey(_) => None,
+        }))
+    }
+}
+
+/// The principal the traffic layer resolved for this request (it stores it in the request's
+/// extensions), or resolved here when no layer did.
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(*principal);
+        }
+        let principal = Principal::resolve(app, &parts.headers).await?;
+        parts.extensions.insert(principal);
+        Ok(principal)
     }
 }

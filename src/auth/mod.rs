@@ -1,8 +1,10 @@
-//! Passwords, access tokens, and the authenticated-user extractors.
+//! Passwords, access tokens, API keys, and who a request acts for.
 
 mod extract;
 mod jwt;
 pub mod password;
+mod principal;
 
 pub use extract::{AuthUser, MaybeAuthUser};
 pub use jwt::{Claims, IssuedToken, JwtKeys};
+pub use principal::{KeyHolder, LimitTier, Principal, Scope};
