@@ -40,6 +40,8 @@ pub struct App {
     pub jwt: JwtKeys,
     /// argon2, behind a bound on concurrent runs.
     pub hasher: Hasher,
+    /// The distributed rate limiter (Redis): one atomic decision per check.
+    pub limiter: traffic::RateLimiter,
     /// Renders `/metrics`; `None` when `telemetry.metrics` is off.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -66,12 +68,14 @@ impl App {
         let jwt = JwtKeys::new(&config.auth);
         let hasher = Hasher::new(&config.auth);
         let cache = Cache::new(&config.cache, db.clone())?;
+        let limiter = traffic::RateLimiter::new(&config.ratelimit)?;
         Ok(AppState(Arc::new(App {
             config,
             db,
             cache,
             jwt,
             hasher,
+            limiter,
             metrics,
         })))
     }

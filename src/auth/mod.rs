@@ -5,6 +5,7 @@ mod jwt;
 pub mod password;
 mod principal;
 
+pub use crate::config::LimitTier;
 pub use extract::{AuthUser, MaybeAuthUser};
 pub use jwt::{Claims, IssuedToken, JwtKeys};
-pub use principal::{KeyHolder, LimitTier, Principal, Scope};
+pub use principal::{KeyHolder, Principal, Scope};

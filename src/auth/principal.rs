@@ -8,33 +8,9 @@
 
 use axum::http::{HeaderMap, header};
 
-use crate::{AppState, domain::Tier, error::Error};
+use crate::{AppState, config::LimitTier, domain::Tier, error::Error};
 
 use super::AuthUser;
-
-/// The tier a request's limits are sized by: the account's [`Tier`] for users, `Service` for
-/// API keys, `Anonymous` without credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LimitTier {
-    Anonymous,
-    Free,
-    Pro,
-    Service,
-}
-
-impl LimitTier {
-    pub const ALL: [LimitTier; 4] = [Self::Anonymous, Self::Free, Self::Pro, Self::Service];
-
-    /// As in config (`ratelimit.tiers.<name>`) and the `tier` metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Anonymous => "anonymous",
-            Self::Free => "free",
-            Self::Pro => "pro",
-            Self::Service => "service",
-        }
-    }
-}
 
 impl From<Tier> for LimitTier {
     fn from(tier: Tier) -> Self {

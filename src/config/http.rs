@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::ensure;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +32,10 @@ pub struct HttpConfig {
     /// Send `Strict-Transport-Security`: only behind TLS (a proxy that terminates it), where
     /// browsers must never fall back to plain HTTP for this host.
     pub hsts: bool,
+    /// Networks of the proxies in front of the service (`["10.0.0.0/8"]`): only when the
+    /// socket peer is in one is `X-Forwarded-For` read, right to left, for the client address
+    /// that rate limits and logs use. Empty (the default): the peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for HttpConfig {
@@ -44,6 +49,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             cors_origins: Vec::new(),
             hsts: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -28,12 +28,14 @@
 //! - `SCALABLE_API_HTTP__ADDR`: the listen address
 //! - `SCALABLE_API_HTTP__BODY_LIMIT_BYTES`
 //! - `SCALABLE_API_HTTP__REQUEST_TIMEOUT` (default `10s`): then 503
-//! - `SCALABLE_API_HTTP__SHUTDOWN_GRACE` (default `20s`)
+//! - `SCALABLE_API_HTTP__SHUTDOWN_GRACE` (default `20s`): drain time on SIGTERM
 //! - `SCALABLE_API_HTTP__MAX_CONNECTIONS`: connections served at once
 //! - `SCALABLE_API_HTTP__HEADER_READ_TIMEOUT` (default `10s`)
 //! - `SCALABLE_API_HTTP__CORS_ORIGINS`: origins allowed to call from a browser, TOML array
 //!   (`'["https://app.example.com"]'`); none by default
-//! - `SCALABLE_API_HTTP__HSTS`: `true` only behind TLS: drain time on SIGTERM
+//! - `SCALABLE_API_HTTP__HSTS`: `true` only behind TLS
+//! - `SCALABLE_API_HTTP__TRUSTED_PROXIES`: networks of the proxies in front, TOML array
+//!   (`'["10.0.0.0/8"]'`); none by default
 //! - `SCALABLE_API_AUTH__JWT_SECRET`: at least 32 bytes, from a secret store
 //! - `SCALABLE_API_AUTH__ISSUER`
 //! - `SCALABLE_API_AUTH__AUDIENCE`
@@ -124,7 +126,7 @@ pub use self::{
     db::{DbConfig, DirectoryRepairConfig, MAX_ID, ReplicaHealthConfig, ShardConfig},
     graphql::GraphqlConfig,
     http::HttpConfig,
-    ratelimit::{LimiterAlgorithm, RateLimitConfig},
+    ratelimit::{LimitTier, LimiterAlgorithm, RateLimitConfig},
     secret::SecretUrl,
     telemetry::{LogFormat, TelemetryConfig},
 };

@@ -45,6 +45,31 @@ impl LimiterAlgorithm {
     }
 }
 
+/// The tier a request's limits are sized by: the account's [`Tier`] for users, `Service` for
+/// API keys, `Anonymous` without credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitTier {
+    Anonymous,
+    Free,
+    Pro,
+    Service,
+}
+
+impl LimitTier {
+    pub const ALL: [LimitTier; 4] = [Self::Anonymous, Self::Free, Self::Pro, Self::Service];
+
+    /// As in config (`ratelimit.tiers.<name>`) and the `tier` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Anonymous => "anonymous",
+            Self::Free => "free",
+            Self::Pro => "pro",
+            Self::Service => "service",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {

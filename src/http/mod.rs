@@ -1,6 +1,7 @@
 //! HTTP: routes per API version, the extractors that turn requests into domain values, and
 //! the layers every request passes through.
 
+pub mod client;
 mod conditional;
 pub mod extract;
 mod graphql;
@@ -54,6 +55,9 @@ pub fn router(app: AppState) -> Router {
             Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }));
     security::apply(router, http)
+        // Before anything that keys on the client address; inside the request span, whose
+        // `client.address` it fills.
+        .layer(middleware::from_fn_with_state(app.clone(), client::resolve))
         // Outermost: request id, span, metrics and access log see every answer, including
         // timeouts and caught panics.
         .layer(middleware::from_fn(telemetry::http::observe))
