@@ -1,11 +1,13 @@
-//! Users and posts: types and validation, no I/O.
+//! Users, posts and API keys: types and validation, no I/O.
 //!
 //! Parse, don't validate: request bodies become these newtypes at the edge, so everything
 //! past the handlers holds values that are already known to be acceptable.
 
+mod api_key;
 mod post;
 mod user;
 
+pub use api_key::{ApiKey, NewApiKey, Scope};
 pub use post::{NewPost, Post, PostBody, PostPatch, PostTitle};
 pub use user::{Credentials, Email, NewUser, Password, Tier, User, UserName, UserPatch};
 
