@@ -142,7 +142,7 @@ impl Principal {
                 ),
             )),
             principal => principal.viewer().ok_or(Error::Unauthorized(
-                "this route needs an access token (Authorization: Bearer <token>) or an API key with the `write` scope",
+                "this route needs an access token (Authorization: Bearer <token>) or a `write` API key (X-Api-Key: <key>)",
             )),
         }
     }
