@@ -31,22 +31,7 @@ impl Scope {
     }
 }
 
-/// Stored as `text` (the column's CHECK lists the values), like [`super::Tier`].
-impl sqlx::Type<sqlx::Postgres> for Scope {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <str as sqlx::Type<sqlx::Postgres>>::type_info()
-    }
-    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-        <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Scope {
-    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let raw = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
-        Scope::parse(raw).map_err(|_| format!("unknown API key scope {raw:?}").into())
-    }
-}
+text_column!(Scope, "API key scope", |raw| Scope::parse(raw).ok());
 
 /// An API key's public description, as its owner lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
