@@ -52,6 +52,13 @@ pub enum Error {
     MethodNotAllowed,
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// A limit on this kind of request was reached; the same request passes after
+    /// `retry_after`.
+    #[error("too many requests: {detail}")]
+    TooManyRequests {
+        detail: &'static str,
+        retry_after: Duration,
+    },
     /// A dependency (a shard, the directory) cannot serve now; the client may retry later.
     #[error("unavailable: {detail}")]
     Unavailable {
@@ -102,6 +109,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -120,6 +128,7 @@ impl Error {
             Error::NotFound(_) => "not-found",
             Error::MethodNotAllowed => "method-not-allowed",
             Error::Conflict(_) => "conflict",
+            Error::TooManyRequests { .. } => "too-many-requests",
             Error::Unavailable { .. } => "unavailable",
             Error::Internal(_) => "internal",
         }
@@ -138,6 +147,7 @@ impl Error {
             Error::Forbidden(_) => "FORBIDDEN",
             Error::NotFound(_) => "NOT_FOUND",
             Error::Conflict(_) => "CONFLICT",
+            Error::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             Error::Unavailable { .. } => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
         }
@@ -155,6 +165,7 @@ impl Error {
             Error::NotFound(_) => "Not found",
             Error::MethodNotAllowed => "Method not allowed",
             Error::Conflict(_) => "Conflict",
+            Error::TooManyRequests { .. } => "Too many requests",
             Error::Unavailable { .. } => "Temporarily unavailable",
             Error::Internal(_) => "Internal server error",
         }
@@ -172,7 +183,9 @@ impl Error {
             | Error::NotFound(d)
             | Error::Conflict(d) => (*d).into(),
             Error::MethodNotAllowed => "this route does not accept that method".into(),
-            Error::Unavailable { detail, .. } => (*detail).into(),
+            Error::Unavailable { detail, .. } | Error::TooManyRequests { detail, .. } => {
+                (*detail).into()
+            }
             Error::Internal(_) => "the server failed to handle this request".into(),
         }
     }
@@ -212,13 +225,13 @@ impl IntoResponse for Error {
 
 impl Error {
     /// The headers that go with this error whatever the body's format: `WWW-Authenticate` on
-    /// 401, `Retry-After` on 503.
+    /// 401, `Retry-After` on 429 and 503.
     pub fn add_headers(&self, headers: &mut HeaderMap) {
         match self {
             Error::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Error::Unavailable { retry_after, .. } => {
+            Error::Unavailable { retry_after, .. } | Error::TooManyRequests { retry_after, .. } => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),
@@ -276,7 +289,7 @@ impl From<Error> for async_graphql::Error {
                     .collect();
                 extensions.set("errors", fields);
             }
-            Error::Unavailable { retry_after, .. } => {
+            Error::Unavailable { retry_after, .. } | Error::TooManyRequests { retry_after, .. } => {
                 extensions.set("retryAfter", retry_after.as_secs().max(1));
             }
             _ => {}

@@ -26,7 +26,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use http::router;
 
-use auth::{JwtKeys, password::Hasher};
+use auth::{ApiKeyVerifier, JwtKeys, password::Hasher};
 use cache::Cache;
 use db::Db;
 
@@ -40,6 +40,8 @@ pub struct App {
     pub jwt: JwtKeys,
     /// argon2, behind a bound on concurrent runs.
     pub hasher: Hasher,
+    /// Checks presented API keys against the directory, through a short in-process cache.
+    pub api_keys: ApiKeyVerifier,
     /// The distributed rate limiter (Redis): one atomic decision per check.
     pub limiter: traffic::RateLimiter,
     /// Renders `/metrics`; `None` when `telemetry.metrics` is off.
@@ -68,6 +70,10 @@ impl App {
         let jwt = JwtKeys::new(&config.auth);
         let hasher = Hasher::new(&config.auth);
         let cache = Cache::new(&config.cache, db.clone())?;
+        let api_keys = ApiKeyVerifier::new(
+            &config.auth.api_keys,
+            Arc::new(operations::api_keys::DirectoryKeys(db.clone())),
+        );
         let limiter = traffic::RateLimiter::new(&config.ratelimit)?;
         Ok(AppState(Arc::new(App {
             config,
@@ -75,6 +81,7 @@ impl App {
             cache,
             jwt,
             hasher,
+            api_keys,
             limiter,
             metrics,
         })))

@@ -90,8 +90,8 @@ pub struct CompareOptions {
     pub service_bin: PathBuf,
     /// Extra environment for every service run (after the defaults, before the knob).
     pub service_env: BTreeMap<String, String>,
-    /// The Redis the service caches in: every run gets its own key prefix there, deleted
-    /// after the run.
+    /// The Redis the service caches and counts its limits in: every run gets its own key
+    /// prefix there, deleted after the run.
     pub redis_url: String,
     /// The binary that serves the hello-world baseline (`loadtest hello`); `None`: no baseline.
     pub hello_bin: Option<PathBuf>,
@@ -203,7 +203,7 @@ pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// One run: a fresh service with `env` (and cache key prefix number `n`), the workload's
+/// One run: a fresh service with `env` (and cache and limiter key prefix number `n`), the workload's
 /// data read from it the first time, the measurement, then the service stopped and its keys
 /// deleted.
 async fn run_setting(
@@ -216,6 +216,16 @@ async fn run_setting(
 ) -> anyhow::Result<RunReport> {
     let prefix = format!("loadtest-{}-{n}", std::process::id());
     env.insert("SCALABLE_API_CACHE__KEY_PREFIX".into(), prefix.clone());
+    // The limiter's counts too (the writers' logins are limited per account and per address):
+    // a fresh namespace, so that earlier runs' logins never spend this one's budget.
+    env.insert(
+        "SCALABLE_API_RATELIMIT__REDIS_URL".into(),
+        options.redis_url.clone(),
+    );
+    env.insert(
+        "SCALABLE_API_RATELIMIT__KEY_PREFIX".into(),
+        format!("{prefix}:ratelimit"),
+    );
     let launch = Launch {
         program: options.service_bin.clone(),
         args: vec!["serve".into()],

@@ -1,20 +1,21 @@
-//! The extractors handlers take: the authenticated user, or maybe one.
+//! The extractors handlers take: who a request acts as, for reading, writing, or managing
+//! keys. Each reads the request's one [`Principal`] and asks it the question of its route
+//! (see `principal.rs` for what an API key may do).
+//!
+//! | extractor | access token | `write` key | `read` key | none |
+//! |---|---|---|---|---|
+//! | [`MaybeAuthUser`] (reads) | its user | the owner | the owner | anonymous |
+//! | [`AuthUser`] (writes) | its user | the owner | 403 | 401 |
+//! | [`TokenUser`] (managing keys) | its user | 403 | 403 | 401 |
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 
-use crate::{AppState, domain::Tier, error::Error};
+use crate::{AppState, error::Error};
 
-use super::Principal;
-
-/// A request with a valid access token. Missing or bad credentials reject with 401.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthUser {
-    pub id: i64,
-    pub tier: Tier,
-}
+use super::{AuthUser, Principal, TokenUser};
 
 /// For public routes that show more to a signed-in viewer (a user's own email). No header
-/// means anonymous; a header with a bad token is still a 401, not silently anonymous.
+/// means anonymous; a header with bad credentials is still a 401, not silently anonymous.
 #[derive(Debug, Clone, Copy)]
 pub struct MaybeAuthUser(pub Option<AuthUser>);
 
@@ -24,16 +25,12 @@ impl MaybeAuthUser {
     }
 }
 
+/// Write routes: an access token or a `write` key.
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {
-        MaybeAuthUser::from_request_parts(parts, app)
-            .await?
-            .0
-            .ok_or(Error::Unauthorized(
-                "this route needs an access token: Authorization: Bearer <token>",
-            ))
+        Principal::from_request_parts(parts, app).await?.writer()
     }
 }
 
@@ -42,10 +39,18 @@ impl FromRequestParts<AppState> for MaybeAuthUser {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {
         let principal = Principal::from_request_parts(parts, app).await?;
-        Ok(Self(match principal {
-            Principal::User(user) => Some(user),
-            Principal::Anonymous | Principal::ApiKey(_) => None,
-        }))
+        Ok(Self(principal.viewer()))
+    }
+}
+
+/// Routes no API key may use: an access token only.
+impl FromRequestParts<AppState> for TokenUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Error> {
+        Principal::from_request_parts(parts, app)
+            .await?
+            .token_user()
     }
 }
 

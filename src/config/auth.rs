@@ -1,4 +1,5 @@
-//! `[auth]`: how access tokens are signed and checked.
+//! `[auth]`: how access tokens are signed and checked, how API keys are cached, and how many
+//! password tries an account and an address get.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -35,6 +36,62 @@ pub struct AuthConfig {
     /// How long a queued login or registration waits for a slot before a 503.
     #[serde(with = "humantime_serde")]
     pub hash_wait: Duration,
+    /// API keys: how long an instance trusts a verified one, how many an owner may hold.
+    pub api_keys: ApiKeyConfig,
+    /// Tries of login and registration per account and per client address.
+    pub login_limits: LoginLimitsConfig,
+}
+
+/// `[auth.api_keys]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeyConfig {
+    /// How long an instance trusts a key it verified without asking the directory again:
+    /// the longest a key revoked (or re-tiered) on another instance goes on working here.
+    /// `0s` asks the directory on every request.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Verified keys kept per instance; the least recently used go first.
+    pub cache_max_entries: u64,
+    /// Live keys one user may hold; creating one more is a 409.
+    pub max_per_user: u32,
+}
+
+impl Default for ApiKeyConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl: Duration::from_secs(30),
+            cache_max_entries: 100_000,
+            max_per_user: 20,
+        }
+    }
+}
+
+/// `[auth.login_limits]`: password guessing slowed down in Redis, for every instance
+/// together (`src/traffic/login.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginLimitsConfig {
+    /// Login tries per account (by normalised email, known or not) per `window`, and as many
+    /// registration tries per email; successful ones count too.
+    pub account_tries: u32,
+    /// Login tries per client address per `window`, and as many registration tries. Higher
+    /// than `account_tries`: many people can share one address (an office, a carrier NAT).
+    pub address_tries: u32,
+    /// The period the tries are counted over; a spent budget comes back gradually over it
+    /// (with `ratelimit.algorithm`'s shape).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for LoginLimitsConfig {
+    fn default() -> Self {
+        Self {
+            account_tries: 10,
+            address_tries: 100,
+            window: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -47,6 +104,8 @@ impl Default for AuthConfig {
             max_concurrent_hashes: 0,
             max_queued_hashes: 64,
             hash_wait: Duration::from_secs(2),
+            api_keys: ApiKeyConfig::default(),
+            login_limits: LoginLimitsConfig::default(),
         }
     }
 }
@@ -80,6 +139,19 @@ impl AuthConfig {
         ensure!(
             self.access_token_ttl >= Duration::from_secs(1),
             "auth.access_token_ttl must be at least 1s (`exp` counts whole seconds)"
+        );
+        ensure!(
+            self.api_keys.max_per_user >= 1,
+            "auth.api_keys.max_per_user must be at least 1"
+        );
+        let limits = &self.login_limits;
+        ensure!(
+            limits.account_tries >= 1 && limits.address_tries >= 1,
+            "auth.login_limits: account_tries and address_tries must be at least 1 (0 would refuse every login)"
+        );
+        ensure!(
+            !limits.window.is_zero(),
+            "auth.login_limits.window must be more than zero"
         );
         Ok(())
     }

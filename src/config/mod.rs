@@ -43,6 +43,13 @@
 //! - `SCALABLE_API_AUTH__MAX_CONCURRENT_HASHES`: argon2 runs at once, `0` = one per core
 //! - `SCALABLE_API_AUTH__MAX_QUEUED_HASHES`: may wait for a hashing slot, then 503
 //! - `SCALABLE_API_AUTH__HASH_WAIT` (default `2s`)
+//! - `SCALABLE_API_AUTH__API_KEYS__CACHE_TTL` (default `30s`): the most a revoked key lives on
+//!   other instances
+//! - `SCALABLE_API_AUTH__API_KEYS__CACHE_MAX_ENTRIES`
+//! - `SCALABLE_API_AUTH__API_KEYS__MAX_PER_USER`
+//! - `SCALABLE_API_AUTH__LOGIN_LIMITS__ACCOUNT_TRIES`
+//! - `SCALABLE_API_AUTH__LOGIN_LIMITS__ADDRESS_TRIES`
+//! - `SCALABLE_API_AUTH__LOGIN_LIMITS__WINDOW` (default `15m`)
 //! - `SCALABLE_API_DB__DIRECTORY_URL`: may carry a password
 //! - `SCALABLE_API_DB__SHARDS`: the whole shard map, as a TOML array
 //! - `SCALABLE_API_DB__POOL_MAX_CONNECTIONS`
@@ -120,7 +127,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     api::ApiConfig,
-    auth::{AuthConfig, DEV_JWT_SECRET},
+    auth::{ApiKeyConfig, AuthConfig, DEV_JWT_SECRET, LoginLimitsConfig},
     breaker::BreakerConfig,
     cache::{CacheConfig, CacheStrategy},
     db::{DbConfig, DirectoryRepairConfig, MAX_ID, ReplicaHealthConfig, ShardConfig},

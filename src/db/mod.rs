@@ -9,7 +9,7 @@
 //!   connection) plus its [`ReplicaSet`]; routing (`cluster/shard.rs`) picks the server,
 //!   pooling (`cluster/pool.rs`) says how a connection is had;
 //! - [`repo`]: repositories by resource: `db.users()`, `db.posts()`, `db.feed()`,
-//!   `db.directory()` (the cross-database saga);
+//!   `db.directory()` (the cross-database saga), `db.api_keys()`;
 //! - [`Session`]: the request's consistency requirement and the shards it wrote, passed to
 //!   every call.
 //!
@@ -32,6 +32,7 @@ pub use cluster::{Cluster, ReplicaSet, ReplicaStatus, Role, Shard};
 pub use consistency::{ConsistencyToken, Lsn};
 pub use error::Error;
 pub use repo::{
+    api_keys::{ApiKeys, KeyRecord},
     directory::Directory,
     feed::{Feed, PostKey},
     posts::{AuthorWrite, Posts},
@@ -97,6 +98,11 @@ impl Db {
 
     pub fn directory(&self) -> Directory<'_> {
         Directory { db: self }
+    }
+
+    /// API keys, in the directory database.
+    pub fn api_keys(&self) -> ApiKeys<'_> {
+        ApiKeys { db: self }
     }
 
     pub fn cluster(&self) -> &Cluster {

@@ -1,11 +1,40 @@
-//! Users and posts: types and validation, no I/O.
+//! Users, posts and API keys: types and validation, no I/O.
 //!
 //! Parse, don't validate: request bodies become these newtypes at the edge, so everything
 //! past the handlers holds values that are already known to be acceptable.
 
+/// Implements `sqlx::Type` and `sqlx::Decode` for an enum stored as `text` (the column's CHECK
+/// lists the values): decoded like a string through `$parse` (`&str -> Option<Self>`), and a
+/// value this build does not know is a decode error, not a silent default. What lets the
+/// checked queries say `tier AS "tier: Tier"` and get a `Tier` straight from the row.
+macro_rules! text_column {
+    ($ty:ty, $what:literal, $parse:expr) => {
+        impl sqlx::Type<sqlx::Postgres> for $ty {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let raw = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                let parse: fn(&str) -> Option<$ty> = $parse;
+                parse(raw).ok_or_else(|| format!("unknown {} {raw:?}", $what).into())
+            }
+        }
+    };
+}
+
+mod api_key;
 mod post;
 mod user;
 
+pub use api_key::{ApiKey, NewApiKey, Scope};
 pub use post::{NewPost, Post, PostBody, PostPatch, PostTitle};
 pub use user::{Credentials, Email, NewUser, Password, Tier, User, UserName, UserPatch};
 

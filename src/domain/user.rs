@@ -62,27 +62,11 @@ impl Tier {
     }
 }
 
-/// Stored as `text` (the column's CHECK lists the values): decoded like a string, and a value
-/// this build does not know is a decode error, not a silent default. What lets the checked
-/// queries say `tier AS "tier: Tier"` and get a `Tier` straight from the row.
-impl sqlx::Type<sqlx::Postgres> for Tier {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <str as sqlx::Type<sqlx::Postgres>>::type_info()
-    }
-    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-        <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Tier {
-    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        match <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)? {
-            "free" => Ok(Tier::Free),
-            "pro" => Ok(Tier::Pro),
-            other => Err(format!("unknown tier {other:?}").into()),
-        }
-    }
-}
+text_column!(Tier, "tier", |raw| match raw {
+    "free" => Some(Tier::Free),
+    "pro" => Some(Tier::Pro),
+    _ => None,
+});
 
 /// A normalised email address: trimmed and lower-cased, so the directory's uniqueness is
 /// case-insensitive. (Lower-casing the local part is not strictly RFC 5321, but no real

@@ -17,9 +17,16 @@ pub mod mutation;
 pub mod query;
 pub mod types;
 
+use std::net::IpAddr;
+
 use async_graphql::{Context, EmptySubscription, Schema};
 
-use crate::{AppState, Config, auth::AuthUser, db::Session, error::Error};
+use crate::{
+    AppState, Config,
+    auth::{AuthUser, Principal},
+    db::Session,
+    error::Error,
+};
 use limits::Limits;
 use loaders::Loaders;
 use mutation::MutationRoot;
@@ -49,20 +56,30 @@ pub fn build_schema(config: &Config) -> ApiSchema {
 pub struct RequestData {
     pub app: AppState,
     pub session: Session,
-    /// The user of the request's access token, if it carried one.
-    pub viewer: Option<AuthUser>,
+    /// Who the request acts for: its access token's user, its API key, or nobody. Resolved by
+    /// the same extractor as REST's, and asked the same questions (`viewer`, `writer`), so a
+    /// key does in GraphQL exactly what it does in REST.
+    pub principal: Principal,
+    /// The client's address, which `login` and `register` are limited by.
+    pub client: IpAddr,
     pub loaders: Loaders,
 }
 
 impl RequestData {
-    pub fn new(app: AppState, session: Session, viewer: Option<AuthUser>) -> Self {
+    pub fn new(app: AppState, session: Session, principal: Principal, client: IpAddr) -> Self {
         let loaders = Loaders::new(&app, &session);
         Self {
             app,
             session,
-            viewer,
+            principal,
+            client,
             loaders,
         }
+    }
+
+    /// The user whose view this is (their own email shows): a token's user or a key's owner.
+    pub(crate) fn viewer(&self) -> Option<AuthUser> {
+        self.principal.viewer()
     }
 
     /// This request's data. Missing only if the handler forgot it: a bug, reported as an
@@ -76,14 +93,13 @@ impl RequestData {
     }
 
     pub(crate) fn viewer_id(&self) -> Option<i64> {
-        self.viewer.map(|viewer| viewer.id)
+        self.viewer().map(|viewer| viewer.id)
     }
 
-    /// The signed-in user, for operations that need one.
+    /// The user a mutation writes as: a token's user or a `write` key's owner (a `read` key
+    /// is `FORBIDDEN`, no credentials `UNAUTHENTICATED`).
     pub(crate) fn me(&self) -> Result<AuthUser, Error> {
-        self.viewer.ok_or(Error::Unauthorized(
-            "this operation needs an access token: Authorization: Bearer <token>",
-        ))
+        self.principal.writer()
     }
 
     /// A `first` argument as a row count, within `api.max_page_size`.

@@ -30,13 +30,15 @@ impl MutationRoot {
         password: String,
     ) -> Result<UserNode> {
         let rq = RequestData::of(ctx)?;
-        let user = accounts::register(&rq.app, &rq.session, &email, &name, &password).await?;
+        let user =
+            accounts::register(&rq.app, &rq.session, rq.client, &email, &name, &password).await?;
         let id = user.id;
         Ok(UserNode::new(user, Some(id)))
     }
 
     /// Exchanges an email and password for an access token (as `POST /v1/auth/login`).
-    /// Unknown email and wrong password get the same `UNAUTHENTICATED` error.
+    /// Unknown email and wrong password get the same `UNAUTHENTICATED` error; tries count
+    /// against the same per-account and per-address limits as REST's (`TOO_MANY_REQUESTS`).
     async fn login(
         &self,
         ctx: &Context<'_>,
@@ -44,8 +46,14 @@ impl MutationRoot {
         password: String,
     ) -> Result<AccessToken> {
         let rq = RequestData::of(ctx)?;
-        let token =
-            accounts::login(&rq.app, &rq.session, &email, SecretString::from(password)).await?;
+        let token = accounts::login(
+            &rq.app,
+            &rq.session,
+            rq.client,
+            &email,
+            SecretString::from(password),
+        )
+        .await?;
         Ok(token.into())
     }
 

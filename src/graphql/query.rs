@@ -104,10 +104,11 @@ impl QueryRoot {
         }))
     }
 
-    /// The user of the request's access token; null when the request has none.
+    /// The user the request acts as: its access token's user or its API key's owner; null
+    /// when the request has neither.
     async fn viewer(&self, ctx: &Context<'_>) -> Result<Option<UserNode>> {
         let rq = RequestData::of(ctx)?;
-        let Some(me) = rq.viewer else {
+        let Some(me) = rq.viewer() else {
             return Ok(None);
         };
         let user = rq.loaders.user(me.id).await?;

@@ -11,19 +11,37 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
-    http::HeaderMap,
+    extract::{ConnectInfo, FromRequestParts, Request, State},
+    http::{HeaderMap, request::Parts},
     middleware::Next,
     response::Response,
 };
 use ipnet::IpNet;
 
-use crate::AppState;
+use crate::{AppState, error::Error};
 
 /// The request's client address (see the module doc). Every request has one: the layer
 /// [`resolve`] inserts it first thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientAddr(pub IpAddr);
+
+/// For handlers that pass the address down (login limits). Missing only if the router lost
+/// the [`resolve`] layer: a bug, reported as an internal error.
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!(
+                    "the request has no client address: the `client::resolve` layer did not run"
+                ))
+            })
+    }
+}
 
 /// A request served without a socket (an in-process `oneshot` in a unit test) has no peer;
 /// it counts as this address.

@@ -7,8 +7,8 @@
 //!   it (async-graphql-axum's own extractor streams the body past axum's limit), and one
 //!   operation per request: a batch (a JSON array) would multiply the cost past the per-query
 //!   limits;
-//! - the access token is read by the same extractor as REST; a bad token is refused, not
-//!   treated as anonymous;
+//! - the credentials (access token or API key) are read by the same extractor as REST; bad
+//!   ones are refused, not treated as anonymous;
 //! - errors before execution (bad JSON, a bad token, a body too large) keep their HTTP status
 //!   but come as a GraphQL `errors` array with `extensions.code`, which GraphQL clients read;
 //!   everything after (parse, validation, limits, resolver errors) is a 200 with `errors`.
@@ -25,11 +25,11 @@ use axum::{
 
 use crate::{
     AppState,
-    auth::MaybeAuthUser,
+    auth::Principal,
     db::Session,
     error::{Error, InternalErrorReport},
     graphql::{ApiSchema, RequestData, build_schema},
-    http::extract::Json,
+    http::{client::ClientAddr, extract::Json},
 };
 
 pub fn router(app: &AppState) -> Router<AppState> {
@@ -39,27 +39,29 @@ pub fn router(app: &AppState) -> Router<AppState> {
         get(graphiql).post(
             move |State(app): State<AppState>,
                   session: Session,
-                  viewer: Result<MaybeAuthUser, Error>,
+                  ClientAddr(client): ClientAddr,
+                  principal: Result<Principal, Error>,
                   body: Result<Json<Request>, Error>| {
-                execute(schema.clone(), app, session, viewer, body)
+                execute(schema.clone(), app, session, client, principal, body)
             },
         ),
     )
 }
 
-/// Runs one GraphQL request with its own [`RequestData`] (viewer, session, DataLoaders).
+/// Runs one GraphQL request with its own [`RequestData`] (principal, session, DataLoaders).
 async fn execute(
     schema: ApiSchema,
     app: AppState,
     session: Session,
-    viewer: Result<MaybeAuthUser, Error>,
+    client: std::net::IpAddr,
+    principal: Result<Principal, Error>,
     body: Result<Json<Request>, Error>,
 ) -> Response {
-    let (viewer, request) = match (viewer, body) {
-        (Ok(MaybeAuthUser(viewer)), Ok(Json(request))) => (viewer, request),
+    let (principal, request) = match (principal, body) {
+        (Ok(principal), Ok(Json(request))) => (principal, request),
         (Err(err), _) | (_, Err(err)) => return transport_error(err),
     };
-    let request = request.data(RequestData::new(app, session, viewer));
+    let request = request.data(RequestData::new(app, session, principal, client));
     let response = schema.execute(request).await;
     // Internal errors reach the client as a generic message; their chain rides in the error's
     // source, and goes to the logging middleware like a REST 500's.

@@ -1,27 +1,43 @@
 //! Registration, login, and changes to one's own account.
 
+use std::net::IpAddr;
+
 use secrecy::SecretString;
 
-use super::{audit, users::NO_USER};
+use super::{api_keys, audit, users::NO_USER};
 use crate::{
     App,
     auth::{AuthUser, IssuedToken},
     db::{Session, UserUpdate},
     domain::{Email, NewUser, Tier, User, UserPatch},
     error::{Error, Result},
+    traffic::login::{Attempt, LoginLimits},
 };
 
 /// Registers a user: validates every field at once, hashes the password (on the blocking
 /// pool), and lets the data layer place the user on a shard and claim the email in the
 /// directory. A taken email is a `Conflict`, on whichever shard it lives.
+///
+/// First of all, the attempt is charged to the email and to `client`'s address
+/// (`src/traffic/login.rs`): registration hashes a password, and its 409 tells whether an
+/// email is registered, so it is limited like a login.
 pub async fn register(
     app: &App,
     session: &Session,
+    client: IpAddr,
     email: &str,
     name: &str,
     password: &str,
 ) -> Result<User> {
     let result = async {
+        let account = Email::parse(email).ok();
+        LoginLimits::new(&app.limiter, &app.config)
+            .admit(
+                Attempt::Register,
+                account.as_ref().map(Email::as_str),
+                client,
+            )
+            .await?;
         let new = NewUser::parse(email, name, password)?;
         let hash = app.hasher.hash(&new.password.0).await?;
         let user = app.db.directory().register(session, &new, &hash).await?;
@@ -39,18 +55,27 @@ pub async fn register(
 /// and wrong password get the same `Unauthorized`, in about the same time: a decoy hash is
 /// checked when there is no user (see [`Hasher::verify`](crate::auth::password::Hasher::verify)), so neither the answer nor its
 /// timing tells an attacker which emails are registered.
+///
+/// Before any of that, the try is charged to the account and to `client`'s address
+/// (`src/traffic/login.rs`); past either budget, a 429 and no password check. Unknown emails
+/// are charged like known ones, so the 429 tells nothing either.
 pub async fn login(
     app: &App,
     session: &Session,
+    client: IpAddr,
     email: &str,
     password: SecretString,
 ) -> Result<IssuedToken> {
     const REFUSED: Error = Error::Unauthorized("the email or password is wrong");
     let mut account = None;
     let result = async {
-        let user = match Email::parse(email) {
-            Ok(email) => app.db.directory().credentials(session, &email).await?,
-            Err(_) => None,
+        let email = Email::parse(email).ok();
+        LoginLimits::new(&app.limiter, &app.config)
+            .admit(Attempt::Login, email.as_ref().map(Email::as_str), client)
+            .await?;
+        let user = match email {
+            Some(email) => app.db.directory().credentials(session, &email).await?,
+            None => None,
         };
         account = user.as_ref().map(|found| found.id);
         let (stored, tier, id) = match user {
@@ -63,7 +88,9 @@ pub async fn login(
         Ok(app.jwt.issue(id, tier)?)
     }
     .await;
-    let actor = account.filter(|_| result.is_ok());
+    let actor = account
+        .filter(|_| result.is_ok())
+        .map(|id| AuthUser { id, key_id: None });
     audit::record("account.login", actor, account, &result);
     result
 }
@@ -106,11 +133,11 @@ pub async fn update(
         Ok(user)
     }
     .await;
-    audit::record("account.update", Some(me.id), Some(id), &result);
+    audit::record("account.update", Some(me), Some(id), &result);
     result
 }
 
-/// Deletes account `id` and, with it, the user's posts: the user themself only.
+/// Deletes account `id` and, with it, the user's posts and API keys: the user themself only.
 pub async fn delete(app: &App, session: &Session, me: AuthUser, id: i64) -> Result<()> {
     let result = async {
         if me.id != id {
@@ -125,9 +152,10 @@ pub async fn delete(app: &App, session: &Session, me: AuthUser, id: i64) -> Resu
             .await?
             .ok_or(NO_USER)?;
         app.cache.user_deleted(session, id, &posts).await;
+        api_keys::revoke_all_of(app, id).await;
         Ok(())
     }
     .await;
-    audit::record("account.delete", Some(me.id), Some(id), &result);
+    audit::record("account.delete", Some(me), Some(id), &result);
     result
 }

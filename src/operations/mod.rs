@@ -10,6 +10,7 @@
 //! GraphQL, and nothing above this layer touches the cache or the database.
 
 pub mod accounts;
+pub mod api_keys;
 mod audit;
 pub mod posts;
 pub mod users;

@@ -85,7 +85,7 @@ pub async fn create(
     }
     .await;
     let subject = result.as_ref().ok().map(|post| post.id);
-    audit::record("post.create", Some(me.id), subject, &result);
+    audit::record("post.create", Some(me), subject, &result);
     result
 }
 
@@ -105,7 +105,7 @@ pub async fn update(
         Ok(post)
     }
     .await;
-    audit::record("post.update", Some(me.id), Some(id), &result);
+    audit::record("post.update", Some(me), Some(id), &result);
     result
 }
 
@@ -117,7 +117,7 @@ pub async fn delete(app: &App, session: &Session, me: AuthUser, id: i64) -> Resu
         Ok(())
     }
     .await;
-    audit::record("post.delete", Some(me.id), Some(id), &result);
+    audit::record("post.delete", Some(me), Some(id), &result);
     result
 }
 

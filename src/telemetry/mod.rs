@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | metrics | [`http::observe`] (RED per route), the shard map (SQL per shard/role/op), the health monitor (replica lag), breakers, the cache and rate-limit layers | `/metrics` ([`metrics::scrape`]), Prometheus format |
 //! | logs | any `tracing` event; [`http::observe`] writes one access line per request | stdout, text in dev, JSON lines in production ([`logs`]) |
+//! | audit log | one line per security-relevant attempt ([`audit`]), target `scalable_api::audit` | the same output as logs, separable by target |
 //! | traces | the request span, one span per SQL call and per cache call | OTLP/HTTP to a collector such as Jaeger ([`traces`]), when configured |
 //!
 //! For other layers (cache, GraphQL, rate limits): emit metrics with the facade and the names
@@ -15,6 +16,7 @@
 //! The subscriber is built by [`subscriber`] without installing it: the binary installs it
 //! process-wide ([`init`]); a test can install it for its own thread and writer.
 
+pub mod audit;
 mod debug;
 pub mod http;
 pub mod logs;

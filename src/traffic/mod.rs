@@ -1,8 +1,9 @@
 //! Traffic control: what protects the service and its dependencies from too much work.
-//! The circuit breaker and the distributed rate limiter (`ratelimit/`); load shedding joins
-//! here.
+//! The circuit breaker, the distributed rate limiter (`ratelimit/`) and the login limits
+//! built on it (`login.rs`); load shedding joins here.
 
 mod breaker;
+pub mod login;
 mod ratelimit;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Rejected};

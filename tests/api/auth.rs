@@ -752,10 +752,12 @@ async fn an_author_can_create_read_change_and_delete_their_post() {
 
 #[tokio::test]
 async fn a_burst_of_logins_past_the_hashing_bound_gets_fast_503s_never_a_queue() {
-    // Arrange: one argon2 run at a time, and no queue.
+    // Arrange: one argon2 run at a time, and no queue; login limits out of the way (16 tries
+    // on one account would pass the per-account budget).
     let app = TestApp::spawn_with(|config| {
         config.auth.max_concurrent_hashes = 1;
         config.auth.max_queued_hashes = 0;
+        config.auth.login_limits.account_tries = 100;
     })
     .await;
     app.register("ada@example.com", "Ada").await;

@@ -10,6 +10,7 @@
 mod helpers;
 mod telemetry_harness;
 
+mod api_keys;
 mod auth;
 mod batch_reads;
 mod cache;
@@ -17,6 +18,7 @@ mod chaos;
 mod directory;
 mod graphql;
 mod loadtest;
+mod login_limits;
 mod observability;
 mod pagination;
 mod ratelimit;

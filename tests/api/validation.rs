@@ -784,7 +784,7 @@ async fn a_missing_token_is_a_401_with_a_bearer_challenge_on_every_route_that_ne
         allow_duplicates! {
             assert_snapshot!(pretty(&problem), @r#"
             {
-              "detail": "this route needs an access token: Authorization: Bearer <token>",
+              "detail": "this route needs an access token (Authorization: Bearer <token>) or a `write` API key (X-Api-Key: <key>)",
               "status": 401,
               "title": "Authentication required",
               "type": "https://scalable-api.dev/problems/unauthorized"

@@ -1,11 +1,12 @@
 //! Repositories, one per resource: what each query means, not where it runs (the cluster's
 //! routing decides that). Reached through [`Db`](super::Db): `db.users()`, `db.posts()`,
-//! `db.feed()`, `db.directory()`.
+//! `db.feed()`, `db.directory()`, `db.api_keys()`.
 //!
 //! The directory's repository is the only one that touches two databases: registering,
 //! re-emailing and deleting a user go through its saga, which calls the users repository for
 //! the row changes (never the other way round).
 
+pub(crate) mod api_keys;
 pub(crate) mod directory;
 pub(crate) mod feed;
 pub(crate) mod posts;

@@ -12,7 +12,11 @@ use serde::Deserialize;
 
 use super::views::UserView;
 use crate::{
-    AppState, auth::IssuedToken, db::Session, error::Result, http::extract::Json,
+    AppState,
+    auth::IssuedToken,
+    db::Session,
+    error::Result,
+    http::{client::ClientAddr, extract::Json},
     operations::accounts,
 };
 
@@ -31,13 +35,22 @@ struct RegisterBody {
 }
 
 /// `POST /v1/auth/register` -> 201 with the user (and its `Location`); 409 if the email is
-/// taken on any shard; 422 with every invalid field.
+/// taken on any shard; 422 with every invalid field; 429 past the login limits.
 async fn register(
     State(app): State<AppState>,
     session: Session,
+    ClientAddr(client): ClientAddr,
     Json(body): Json<RegisterBody>,
 ) -> Result<impl IntoResponse> {
-    let user = accounts::register(&app, &session, &body.email, &body.name, &body.password).await?;
+    let user = accounts::register(
+        &app,
+        &session,
+        client,
+        &body.email,
+        &body.name,
+        &body.password,
+    )
+    .await?;
     let location = format!("/v1/users/{}", user.id);
     let id = user.id;
     Ok((
@@ -55,15 +68,18 @@ struct LoginBody {
 }
 
 /// `POST /v1/auth/login` -> an access token. Unknown email and wrong password get the same
-/// 401, in about the same time (see [`accounts::login`]).
+/// 401, in about the same time; too many tries for the account or from the address a 429
+/// (see [`accounts::login`]).
 async fn login(
     State(app): State<AppState>,
     session: Session,
+    ClientAddr(client): ClientAddr,
     Json(body): Json<LoginBody>,
 ) -> Result<Json<IssuedToken>> {
     let token = accounts::login(
         &app,
         &session,
+        client,
         &body.email,
         SecretString::from(body.password),
     )

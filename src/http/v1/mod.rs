@@ -1,6 +1,7 @@
 //! REST v1: JSON integer ids, offset pagination. One file per resource, each with its
 //! `router()`; they are merged here.
 
+mod api_keys;
 mod auth;
 mod posts;
 mod users;
@@ -13,6 +14,7 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(auth::router())
+        .merge(api_keys::router())
         .merge(users::router())
         .merge(posts::router())
 }

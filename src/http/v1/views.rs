@@ -1,9 +1,9 @@
-//! v1 representations: what a client sees of users and posts.
+//! v1 representations: what a client sees of users, posts and API keys.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Post, User};
+use crate::domain::{ApiKey, Post, User};
 
 #[derive(Debug, Serialize)]
 pub struct UserView {
@@ -48,4 +48,36 @@ impl From<Post> for PostView {
             updated_at: post.updated_at,
         }
     }
+}
+
+/// An API key as its owner lists it: never its secret or the secret's hash.
+#[derive(Debug, Serialize)]
+pub struct ApiKeyView {
+    pub id: i64,
+    pub name: String,
+    pub scope: &'static str,
+    /// The rate-limit tier its requests are sized by.
+    pub tier: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(key: ApiKey) -> Self {
+        Self {
+            id: key.id,
+            name: key.name,
+            scope: key.scope.as_str(),
+            tier: key.tier,
+            created_at: key.created_at,
+        }
+    }
+}
+
+/// The answer to creating a key: its description and, this once, the key itself.
+#[derive(Serialize)]
+pub struct CreatedApiKeyView {
+    #[serde(flatten)]
+    pub api_key: ApiKeyView,
+    /// `sk_<id>_<secret>`: send it as `X-Api-Key` or `Authorization: ApiKey <key>`.
+    pub key: String,
 }

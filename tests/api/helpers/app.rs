@@ -71,6 +71,28 @@ pub struct TestApp {
     server: tokio::task::JoinHandle<()>,
 }
 
+/// Another instance of the service over a [`TestApp`]'s databases and Redis prefix, as a load
+/// balancer puts several side by side: what one instance does, the other must honour.
+/// Stopped when dropped (the databases belong to the `TestApp`).
+pub struct Instance {
+    pub base: String,
+    pub client: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// An API key made by [`TestApp::create_api_key`]: its id and the whole key.
+#[derive(Debug, Clone)]
+pub struct TestKey {
+    pub id: i64,
+    pub key: String,
+}
+
 /// A registered user and their access token.
 #[derive(Debug, Clone)]
 pub struct TestUser {
@@ -138,6 +160,11 @@ impl TestApp {
         // The cache on the stack's Redis, under this test's own key prefix.
         config.cache.redis_url = stack.redis.as_str().into();
         config.cache.key_prefix = name.clone();
+        // The limiter (login limits) too: every test logs in from 127.0.0.1, and one test's
+        // tries must not spend another's budget. Under the cache's prefix, so that the same
+        // clean-up drops both.
+        config.ratelimit.redis_url = stack.redis.as_str().into();
+        config.ratelimit.key_prefix = format!("{name}:ratelimit");
         // Parallel tests load the shared stack hard (one seeds a million rows), so its
         // replicas can lag past the production bounds and leave rotation, which would send
         // reads that tests expect on replicas to primaries. Lag bounds are tested on the
@@ -232,6 +259,43 @@ impl TestApp {
             .await
             .expect_json(StatusCode::CREATED, &format!("creating post {title}"))
             .await
+    }
+
+    /// Creates an API key for `user` with `scope` (`read` or `write`), asserting it worked.
+    pub async fn create_api_key(&self, user: &TestUser, scope: &str) -> TestKey {
+        let body = self
+            .api_keys()
+            .create(
+                user,
+                json!({ "name": format!("{scope} key"), "scope": scope }),
+            )
+            .await
+            .expect_json(StatusCode::CREATED, &format!("creating a {scope} key"))
+            .await;
+        TestKey {
+            id: body["id"].as_i64().expect("an integer id"),
+            key: body["key"]
+                .as_str()
+                .expect("the key, shown once")
+                .to_owned(),
+        }
+    }
+
+    /// Starts another instance with this one's config (its databases, its Redis prefixes).
+    pub async fn another_instance(&self) -> Instance {
+        let state = App::build(self.state.config.clone()).expect("the test config is valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let server = tokio::spawn(async move {
+            let _ = scalable_api::serve(listener, state, std::future::pending()).await;
+        });
+        Instance {
+            base,
+            client: reqwest::Client::new(),
+            server,
+        }
     }
 
     /// Renames `user` (a write on their shard), asserting it worked; the response carries the

@@ -18,7 +18,7 @@ use std::{fmt::Display, future::IntoFuture, pin::Pin};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TestApp, TestUser};
+use super::{Instance, TestApp, TestUser};
 
 /// Who a request is sent as: a [`TestUser`], a raw access token, or nobody ([`Anonymous`],
 /// `None`).
@@ -77,6 +77,11 @@ impl Request {
             Some(token) => Self(self.0.bearer_auth(token)),
             None => self,
         }
+    }
+
+    /// `X-Api-Key: <key>`.
+    pub fn api_key(self, key: &str) -> Self {
+        self.header("x-api-key", key)
     }
 
     /// Adds a header (a second one if the name is already set, as by `.bearer(..)`).
@@ -149,6 +154,10 @@ impl TestApp {
 
     pub fn auth(&self) -> Auth<'_> {
         Auth(self)
+    }
+
+    pub fn api_keys(&self) -> ApiKeys<'_> {
+        ApiKeys(self)
     }
 
     /// POSTs a GraphQL request to `/graphql`; returns the status and the JSON body.
@@ -256,6 +265,44 @@ impl Auth<'_> {
     pub fn login(&self, email: &str, password: &str) -> Request {
         self.0
             .request(Method::POST, "/v1/auth/login")
+            .json(&json!({ "email": email, "password": password }))
+    }
+}
+
+/// `/v1/api-keys`. [`TestApp::create_api_key`] is the arrange step.
+pub struct ApiKeys<'a>(&'a TestApp);
+
+impl ApiKeys<'_> {
+    /// `POST /v1/api-keys` as `who`.
+    pub fn create(&self, who: impl Bearer, body: Value) -> Request {
+        self.0
+            .request(Method::POST, "/v1/api-keys")
+            .bearer(who)
+            .json(&body)
+    }
+
+    /// `GET /v1/api-keys` as `who`.
+    pub fn list(&self, who: impl Bearer) -> Request {
+        self.0.get("/v1/api-keys").bearer(who)
+    }
+
+    /// `DELETE /v1/api-keys/{id}` as `who`.
+    pub fn revoke(&self, id: impl Display, who: impl Bearer) -> Request {
+        self.0
+            .request(Method::DELETE, &format!("/v1/api-keys/{id}"))
+            .bearer(who)
+    }
+}
+
+impl Instance {
+    /// Any method on any path of this instance.
+    pub fn request(&self, method: Method, path: &str) -> Request {
+        Request(self.client.request(method, format!("{}{path}", self.base)))
+    }
+
+    /// `POST /v1/auth/login` on this instance.
+    pub fn login(&self, email: &str, password: &str) -> Request {
+        self.request(Method::POST, "/v1/auth/login")
             .json(&json!({ "email": email, "password": password }))
     }
 }

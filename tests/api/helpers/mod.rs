@@ -2,10 +2,12 @@
 //!
 //! - [`TestApp`] (`app.rs`): the real service on port 0 over this test's own databases on the
 //!   shared stack, and the arrange steps that assert they worked: `app.register(..)`,
-//!   `app.login(..)`, `app.create_post(..)`, `app.rename(..)`.
+//!   `app.login(..)`, `app.create_post(..)`, `app.rename(..)`, `app.create_api_key(..)`;
+//!   `app.another_instance()` for a second instance over the same databases and Redis.
 //! - The typed client (`client.rs`): `app.users()`, `app.posts()`, `app.auth()`,
-//!   `app.graphql(..)` for the act step; each route method returns a request that is sent by
-//!   awaiting it, after optional `.bearer(..)`, `.header(..)` or `.raw_body(..)`.
+//!   `app.api_keys()`, `app.graphql(..)` for the act step; each route method returns a
+//!   request that is sent by awaiting it, after optional `.bearer(..)`, `.api_key(..)`,
+//!   `.header(..)` or `.raw_body(..)`.
 //! - The error contract (`problem.rs`): [`assert_problem`], [`assert_problem_mentioning`],
 //!   and [`pretty`] for insta inline snapshots of exact bodies.
 //! - Direct database access (`db.rs`): `app.primary(i)`, `app.replica(i)`,
@@ -16,7 +18,7 @@ mod client;
 mod db;
 mod problem;
 
-pub use app::{PASSWORD, Stack, TestApp, TestUser};
+pub use app::{Instance, PASSWORD, Stack, TestApp, TestUser};
 pub use client::{Anonymous, Request, ResponseExt};
 pub use db::{all_statement_calls, connect, statement_calls};
 pub use problem::{assert_problem, assert_problem_mentioning, detail_of, pretty};
