@@ -458,21 +458,3 @@ async fn once_the_breaker_opens_a_silent_redis_costs_no_timeout() {
         );
     }
 }
-
-#[tokio::test]
-async fn each_check_is_counted_by_algorithm_and_decision() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    let limiter = metrics::with_local_recorder(&recorder, || {
-        limiter(LimiterAlgorithm::SlidingWindow, "metric")
-    });
-    let policy = Policy::new(2, Duration::from_secs(10));
-    admitted(&limiter, "k", &policy, 3).await;
-    let text = handle.render();
-    for (decision, count) in [("allowed", 2), ("limited", 1)] {
-        let line = format!(
-            r#"ratelimit_decisions_total{{algorithm="sliding-window",decision="{decision}"}} {count}"#
-        );
-        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
-    }
-}
