@@ -392,6 +392,55 @@ async fn a_client_rotating_the_left_most_forwarded_address_keeps_its_limit() {
 }
 
 #[tokio::test]
+async fn once_the_breaker_opens_no_request_waits_for_a_silent_redis() {
+    // Arrange: the limiter's Redis accepts connections and never answers (a hung server, the
+    // worst case: a stopped one at least refuses at once). Each decision would wait for the
+    // 2 s timeout; the breaker opens after the first failure.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let port = silent.local_addr().expect("bound").port();
+    let _accepting = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let timeout = Duration::from_secs(2);
+    let app = TestApp::spawn_with(|config| {
+        config.ratelimit.redis_url = format!("redis://127.0.0.1:{port}").into();
+        config.ratelimit.command_timeout = timeout;
+        config.ratelimit.breaker.failure_threshold = 1;
+        config.ratelimit.breaker.open = Duration::from_secs(60);
+    })
+    .await;
+    let first = app.users().get(1).await;
+    assert_eq!(
+        first.status(),
+        StatusCode::NOT_FOUND,
+        "the fallback admits it"
+    );
+
+    // Act + Assert: every later request is decided by the fallback without touching Redis.
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let response = app.users().get(1).await;
+        let elapsed = started.elapsed();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(
+            response.header_str("ratelimit-policy").contains("-local"),
+            "decided locally"
+        );
+        assert!(
+            elapsed < timeout,
+            "a request waited {elapsed:?}: as long as Redis's timeout"
+        );
+    }
+    let readyz: Value = app.get("/readyz").await.json_body().await;
+    assert_eq!(readyz["ratelimit"]["breaker"], "open");
+}
+
+#[tokio::test]
 async fn each_decision_is_counted_by_tier_class_and_decision() {
     let app = TestApp::spawn_with(|config| {
         hourly(config);
