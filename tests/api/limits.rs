@@ -190,7 +190,7 @@ async fn every_answer_of_a_limited_route_carries_the_policies_and_a_refusal_says
     let problem = assert_problem(refused, StatusCode::TOO_MANY_REQUESTS, "the third read").await;
     assert_eq!(
         problem["type"],
-        "https://scalable-api.dev/problems/rate-limited"
+        "https://scalable-api.dev/problems/too-many-requests"
     );
     assert!(
         problem["detail"]
@@ -260,7 +260,7 @@ async fn a_graphql_request_is_charged_its_cost_and_refused_with_a_429_before_it_
     );
     let body = refused.json_body().await;
     assert_eq!(
-        body["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        body["errors"][0]["extensions"]["code"], "TOO_MANY_REQUESTS",
         "{body}"
     );
     assert!(body["data"].is_null(), "nothing ran: {body}");
