@@ -33,7 +33,7 @@ pub enum LimiterAlgorithm {
 }
 
 impl LimiterAlgorithm {
-    /// The name as configured (and as the `algorithm` label of `ratelimit_decisions_total`).
+    /// The name as configured.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TokenBucket => "token-bucket",
