@@ -44,6 +44,9 @@ pub struct App {
     pub api_keys: ApiKeyVerifier,
     /// The distributed rate limiter (Redis): one atomic decision per check.
     pub limiter: traffic::RateLimiter,
+    /// The limits routes apply through `limiter`: per tier and route class, with the
+    /// fallback when Redis cannot decide (`src/http/limits.rs` applies them).
+    pub limits: traffic::RouteLimits,
     /// Renders `/metrics`; `None` when `telemetry.metrics` is off.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -75,6 +78,7 @@ impl App {
             Arc::new(operations::api_keys::DirectoryKeys(db.clone())),
         );
         let limiter = traffic::RateLimiter::new(&config.ratelimit)?;
+        let limits = traffic::RouteLimits::new(&config.ratelimit);
         Ok(AppState(Arc::new(App {
             config,
             db,
@@ -83,6 +87,7 @@ impl App {
             hasher,
             api_keys,
             limiter,
+            limits,
             metrics,
         })))
     }

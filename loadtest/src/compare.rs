@@ -83,7 +83,8 @@ fn progress_bar(show: bool, plan: &Plan, label: &str) -> ProgressBar {
 pub struct CompareOptions {
     pub workloads: Vec<Workload>,
     /// A config key of the service, `section.field` (`cache.strategy`): set per run through
-    /// its environment variable (`SCALABLE_API_CACHE__STRATEGY`).
+    /// its environment variable (`SCALABLE_API_CACHE__STRATEGY`). One knob is not a key:
+    /// `ratelimit` compares the rate limits off and on (see [`knob_env`]).
     pub knob: String,
     pub values: Vec<String>,
     /// The service binary (`target/release/scalable-api`); started as `serve`.
@@ -110,6 +111,50 @@ pub fn env_var_of(knob: &str) -> String {
         "SCALABLE_API_{}",
         knob.replace('.', "__").replace('-', "_").to_uppercase()
     )
+}
+
+/// The `ratelimit` knob's values: `off`, or an algorithm (`gcra`, `token-bucket`, ...).
+pub const RATELIMIT_KNOB: &str = "ratelimit";
+
+/// Tiers and route classes of the service's `ratelimit.tiers` table.
+const TIERS: [&str; 4] = ["ANONYMOUS", "FREE", "PRO", "SERVICE"];
+const CLASSES: [&str; 4] = ["READS", "WRITES", "AUTH", "GRAPHQL"];
+/// A budget no run reaches: a billion units a window, a burst and a day.
+const NEVER_REACHED: &str = "1000000000";
+
+/// The service environment that sets `knob` to `value`.
+///
+/// For [`RATELIMIT_KNOB`]: `off` switches the limits off; an algorithm switches them on with
+/// that algorithm, and every budget (and the shield) raised past what any run sends, so the
+/// run measures what the limits cost (a Redis script per request, the headers), never a 429:
+/// a load generator is one address, and the default budgets would refuse it within a second.
+pub fn knob_env(knob: &str, value: &str) -> Vec<(String, String)> {
+    if knob != RATELIMIT_KNOB {
+        return vec![(env_var_of(knob), value.to_owned())];
+    }
+    let on = value != "off";
+    let mut env = vec![("SCALABLE_API_RATELIMIT__ENABLED".to_owned(), on.to_string())];
+    if !on {
+        return env;
+    }
+    env.push(("SCALABLE_API_RATELIMIT__ALGORITHM".into(), value.to_owned()));
+    for field in ["PER_SECOND", "BURST"] {
+        env.push((
+            format!("SCALABLE_API_RATELIMIT__SHIELD__{field}"),
+            NEVER_REACHED.into(),
+        ));
+    }
+    for tier in TIERS {
+        for class in CLASSES {
+            for field in ["RATE", "BURST", "DAILY_QUOTA"] {
+                env.push((
+                    format!("SCALABLE_API_RATELIMIT__TIERS__{tier}__{class}__{field}"),
+                    NEVER_REACHED.into(),
+                ));
+            }
+        }
+    }
+    env
 }
 
 pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
@@ -148,11 +193,19 @@ pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
 
     // The service's settings in every run: its address and a cache namespace of its own;
     // warnings-only logs, so the runs measure the patterns rather than log writing (pass
-    // --service-env SCALABLE_API_TELEMETRY__LOG_FILTER=info to measure with access logs).
-    let mut env = BTreeMap::from([(
-        "SCALABLE_API_TELEMETRY__LOG_FILTER".to_owned(),
-        "warn".to_owned(),
-    )]);
+    // --service-env SCALABLE_API_TELEMETRY__LOG_FILTER=info to measure with access logs);
+    // rate limits off, so that one load generator (one address) is not refused, unless they
+    // are the knob (or --service-env turns them on).
+    let mut env = BTreeMap::from([
+        (
+            "SCALABLE_API_TELEMETRY__LOG_FILTER".to_owned(),
+            "warn".to_owned(),
+        ),
+        (
+            "SCALABLE_API_RATELIMIT__ENABLED".to_owned(),
+            "false".to_owned(),
+        ),
+    ]);
     env.extend(options.service_env.clone());
     report.service_env = env.clone();
     env.insert("SCALABLE_API_HTTP__ADDR".into(), "{addr}".into());
@@ -168,7 +221,7 @@ pub async fn compare(options: &CompareOptions) -> anyhow::Result<Report> {
         for value in &options.values {
             n += 1;
             let mut env = env.clone();
-            env.insert(knob_var.clone(), value.clone());
+            env.extend(knob_env(&options.knob, value));
             let outcome = run_setting(options, workload, value, env, n, &mut data).await;
             report.user_count = data.as_ref().map_or(0, |d| d.ids.len());
             let run = match outcome {
@@ -286,5 +339,33 @@ mod tests {
             env_var_of("db.replicas.max-lag"),
             "SCALABLE_API_DB__REPLICAS__MAX_LAG"
         );
+    }
+
+    #[test]
+    fn the_ratelimit_knob_switches_the_limits_and_raises_every_budget_out_of_reach() {
+        assert_eq!(
+            knob_env("cache.strategy", "two-tier"),
+            [(
+                "SCALABLE_API_CACHE__STRATEGY".to_owned(),
+                "two-tier".to_owned()
+            )]
+        );
+        assert_eq!(
+            knob_env("ratelimit", "off"),
+            [(
+                "SCALABLE_API_RATELIMIT__ENABLED".to_owned(),
+                "false".to_owned()
+            )]
+        );
+        let on: BTreeMap<String, String> =
+            knob_env("ratelimit", "token-bucket").into_iter().collect();
+        assert_eq!(on["SCALABLE_API_RATELIMIT__ENABLED"], "true");
+        assert_eq!(on["SCALABLE_API_RATELIMIT__ALGORITHM"], "token-bucket");
+        assert_eq!(
+            on["SCALABLE_API_RATELIMIT__SHIELD__PER_SECOND"],
+            NEVER_REACHED
+        );
+        let budgets = on.keys().filter(|k| k.contains("__TIERS__")).count();
+        assert_eq!(budgets, 4 * 4 * 3, "every tier, class and field");
     }
 }

@@ -52,6 +52,8 @@ enum Command {
         workloads: String,
         /// `config.key=value1,value2,...`: the service setting to compare. Values are written
         /// as in the service's config; durations take a unit (`graphql.batch_window=1ms,5ms,20ms`).
+        /// `ratelimit=off,gcra,token-bucket,...` compares the rate limits off and on with each
+        /// algorithm, every budget out of reach (they are off in every other comparison).
         #[arg(long, default_value = "cache.strategy=none,cache-aside,two-tier")]
         vary: String,
         /// The service binary, started as `serve` (build it with --release).

@@ -77,6 +77,7 @@
 //! - `SCALABLE_API_CACHE__POOL_MAX_CONNECTIONS`
 //! - `SCALABLE_API_CACHE__BREAKER__FAILURE_THRESHOLD`
 //! - `SCALABLE_API_CACHE__BREAKER__OPEN` (default `2s`)
+//! - `SCALABLE_API_RATELIMIT__ENABLED`: the shield and every limit
 //! - `SCALABLE_API_RATELIMIT__ALGORITHM`: `token-bucket`, `fixed-window`, `sliding-log`,
 //!   `sliding-window` or `gcra`
 //! - `SCALABLE_API_RATELIMIT__REDIS_URL`: may carry a password
@@ -85,6 +86,15 @@
 //! - `SCALABLE_API_RATELIMIT__POOL_MAX_CONNECTIONS`
 //! - `SCALABLE_API_RATELIMIT__BREAKER__FAILURE_THRESHOLD`
 //! - `SCALABLE_API_RATELIMIT__BREAKER__OPEN` (default `2s`)
+//! - `SCALABLE_API_RATELIMIT__WINDOW` (default `1m`): the window of every tier's `rate`
+//! - `SCALABLE_API_RATELIMIT__FALLBACK_INSTANCES`: each instance's share while Redis is out
+//! - `SCALABLE_API_RATELIMIT__SHIELD__ENABLED`
+//! - `SCALABLE_API_RATELIMIT__SHIELD__PER_SECOND`: per client address, per instance
+//! - `SCALABLE_API_RATELIMIT__SHIELD__BURST`
+//! - `SCALABLE_API_RATELIMIT__TIERS__<TIER>__<CLASS>__RATE`: `<TIER>` is `ANONYMOUS`, `FREE`,
+//!   `PRO` or `SERVICE`; `<CLASS>` is `READS`, `WRITES`, `AUTH` or `GRAPHQL`
+//! - `SCALABLE_API_RATELIMIT__TIERS__<TIER>__<CLASS>__BURST`
+//! - `SCALABLE_API_RATELIMIT__TIERS__<TIER>__<CLASS>__DAILY_QUOTA`
 //! - `SCALABLE_API_API__MAX_PAGE_SIZE`
 //! - `SCALABLE_API_API__MAX_OFFSET`
 //! - `SCALABLE_API_GRAPHQL__MAX_DEPTH`
@@ -133,7 +143,10 @@ pub use self::{
     db::{DbConfig, DirectoryRepairConfig, MAX_ID, ReplicaHealthConfig, ShardConfig},
     graphql::GraphqlConfig,
     http::HttpConfig,
-    ratelimit::{LimitTier, LimiterAlgorithm, RateLimitConfig},
+    ratelimit::{
+        ClassLimit, LimitTier, LimiterAlgorithm, RateLimitConfig, RouteClass, ShieldConfig,
+        TierBudgets, TierTable,
+    },
     secret::SecretUrl,
     telemetry::{LogFormat, TelemetryConfig},
 };
@@ -158,7 +171,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// GraphQL limits and DataLoaders.
     pub graphql: GraphqlConfig,
-    /// The distributed rate limiter: its algorithm and its Redis.
+    /// The shield, the distributed rate limits (tiers x route classes) and their Redis.
     pub ratelimit: RateLimitConfig,
 }
 
@@ -221,7 +234,7 @@ impl Config {
         self.telemetry.validate(self.http.addr)?;
         self.graphql.validate()?;
         self.auth.validate(self.profile, self.http.addr)?;
-        self.ratelimit.validate()?;
+        self.ratelimit.validate(self.graphql.max_complexity)?;
         Ok(())
     }
 

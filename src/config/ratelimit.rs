@@ -33,7 +33,7 @@ pub enum LimiterAlgorithm {
 }
 
 impl LimiterAlgorithm {
-    /// The name as configured (and as the `algorithm` label of `ratelimit_decisions_total`).
+    /// The name as configured.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TokenBucket => "token-bucket",
@@ -70,9 +70,171 @@ impl LimitTier {
     }
 }
 
+/// What a request costs the service, as the limits group routes: each class has its own
+/// budget per tier, so a burst of reads never spends the budget for writes or logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteClass {
+    /// `GET` and `HEAD` (REST, the GraphiQL page, unknown paths).
+    Reads,
+    /// Every other method outside `/v1/auth/`.
+    Writes,
+    /// `/v1/auth/*` (register, login), and GraphQL operations that check a password: each is
+    /// an argon2 run and, for a login, a guess.
+    Auth,
+    /// `POST /graphql`, charged by the query's computed cost rather than 1 per request.
+    Graphql,
+}
+
+impl RouteClass {
+    pub const ALL: [RouteClass; 4] = [Self::Reads, Self::Writes, Self::Auth, Self::Graphql];
+
+    /// As in config (`ratelimit.tiers.<tier>.<class>`) and the `class` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reads => "reads",
+            Self::Writes => "writes",
+            Self::Auth => "auth",
+            Self::Graphql => "graphql",
+        }
+    }
+}
+
+/// One tier's budget for one route class. REST requests cost 1 unit; GraphQL requests cost
+/// their computed query cost (`graphql.max_complexity` bounds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassLimit {
+    /// Units per `ratelimit.window`: the steady rate.
+    pub rate: u32,
+    /// Units admitted at once from idle (the token bucket's capacity, GCRA's tolerance; the
+    /// window algorithms admit `rate` at once and ignore it).
+    pub burst: u32,
+    /// Units per UTC day (a 24 h window on Redis's clock), enforced in the same script call as
+    /// the rate.
+    pub daily_quota: u32,
+}
+
+impl ClassLimit {
+    const fn new(rate: u32, burst: u32, daily_quota: u32) -> Self {
+        Self {
+            rate,
+            burst,
+            daily_quota,
+        }
+    }
+}
+
+/// One tier's budgets, per route class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierBudgets {
+    pub reads: ClassLimit,
+    pub writes: ClassLimit,
+    pub auth: ClassLimit,
+    pub graphql: ClassLimit,
+}
+
+impl TierBudgets {
+    pub fn class(&self, class: RouteClass) -> ClassLimit {
+        match class {
+            RouteClass::Reads => self.reads,
+            RouteClass::Writes => self.writes,
+            RouteClass::Auth => self.auth,
+            RouteClass::Graphql => self.graphql,
+        }
+    }
+}
+
+/// Every tier's budgets: `[ratelimit.tiers.<tier>.<class>]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierTable {
+    pub anonymous: TierBudgets,
+    pub free: TierBudgets,
+    pub pro: TierBudgets,
+    pub service: TierBudgets,
+}
+
+impl TierTable {
+    pub fn get(&self, tier: LimitTier, class: RouteClass) -> ClassLimit {
+        let limits = match tier {
+            LimitTier::Anonymous => &self.anonymous,
+            LimitTier::Free => &self.free,
+            LimitTier::Pro => &self.pro,
+            LimitTier::Service => &self.service,
+        };
+        limits.class(class)
+    }
+}
+
+impl Default for TierTable {
+    /// Per minute (the default window): an anonymous address reads 20/s with bursts of 300
+    /// (an office behind one NAT address is many people); each paid tier multiplies it.
+    /// Logins are few at every tier: each is an argon2 run. GraphQL counts cost units: the
+    /// nested 50 users x 5 posts query costs about 1,500, and every burst admits at least
+    /// one query of `graphql.max_complexity` (20,000).
+    fn default() -> Self {
+        let l = ClassLimit::new;
+        Self {
+            anonymous: TierBudgets {
+                reads: l(1_200, 300, 50_000),
+                writes: l(120, 30, 2_000),
+                auth: l(60, 30, 1_000),
+                graphql: l(60_000, 20_000, 1_000_000),
+            },
+            free: TierBudgets {
+                reads: l(3_000, 600, 200_000),
+                writes: l(300, 60, 10_000),
+                auth: l(60, 30, 1_000),
+                graphql: l(150_000, 40_000, 5_000_000),
+            },
+            pro: TierBudgets {
+                reads: l(12_000, 2_000, 2_000_000),
+                writes: l(1_200, 200, 100_000),
+                auth: l(120, 60, 5_000),
+                graphql: l(600_000, 100_000, 50_000_000),
+            },
+            service: TierBudgets {
+                reads: l(60_000, 10_000, 50_000_000),
+                writes: l(6_000, 1_000, 2_000_000),
+                auth: l(120, 60, 10_000),
+                graphql: l(3_000_000, 400_000, 500_000_000),
+            },
+        }
+    }
+}
+
+/// `[ratelimit.shield]`: the per-address flood guard in front of everything but the probes
+/// (`src/http/shield.rs`). Its state is in this process's memory: each instance admits this
+/// much per address, which is the point (it costs no round trip and keeps a flood off Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShieldConfig {
+    pub enabled: bool,
+    /// Requests per second per client address, steady.
+    pub per_second: u32,
+    /// Requests per client address admitted back to back from idle.
+    pub burst: u32,
+}
+
+impl Default for ShieldConfig {
+    /// Far above any tier's read rate: the shield stops floods, the tiers shape use.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_second: 200,
+            burst: 400,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
+    /// The switch for the shield and every distributed limit. Off, no request is limited and
+    /// no `RateLimit` header is sent (the benchmark's baseline).
+    pub enabled: bool,
     /// `token-bucket`, `fixed-window`, `sliding-log`, `sliding-window` or `gcra` (see
     /// [`LimiterAlgorithm`]).
     pub algorithm: LimiterAlgorithm,
@@ -90,23 +252,42 @@ pub struct RateLimitConfig {
     /// The circuit breaker in front of the limiter's Redis: while open, decisions come back
     /// unavailable at once and the caller applies its fallback.
     pub breaker: BreakerConfig,
+    /// The window every tier's `rate` counts in (the headers' `w`).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Instances expected to share the load while the limiter's Redis is unusable: each then
+    /// enforces, in its own memory, its share of every limit (`rate / fallback_instances`,
+    /// at least 1). Reads, writes and GraphQL fall back this way; `auth` refuses with 503
+    /// instead (a local limit would multiply password guesses by the instance count).
+    pub fallback_instances: u32,
+    /// The per-address flood guard.
+    pub shield: ShieldConfig,
+    /// The budgets per tier and route class.
+    pub tiers: TierTable,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             algorithm: LimiterAlgorithm::Gcra,
             redis_url: "redis://127.0.0.1:55400".into(),
             key_prefix: "scalable-api:ratelimit".into(),
             command_timeout: Duration::from_millis(50),
             pool_max_connections: 32,
             breaker: BreakerConfig::default(),
+            window: Duration::from_secs(60),
+            fallback_instances: 2,
+            shield: ShieldConfig::default(),
+            tiers: TierTable::default(),
         }
     }
 }
 
 impl RateLimitConfig {
-    pub(super) fn validate(&self) -> anyhow::Result<()> {
+    /// `max_query_cost` is `graphql.max_complexity`: every tier's GraphQL budget must admit
+    /// one such query at once and in a day, or a valid query could never pass.
+    pub(super) fn validate(&self, max_query_cost: u32) -> anyhow::Result<()> {
         ensure!(
             !self.command_timeout.is_zero(),
             "ratelimit.command_timeout must be more than zero"
@@ -123,6 +304,35 @@ impl RateLimitConfig {
             self.breaker.failure_threshold >= 1,
             "ratelimit.breaker.failure_threshold must be at least 1"
         );
+        ensure!(
+            self.window >= Duration::from_millis(1),
+            "ratelimit.window must be at least 1ms"
+        );
+        ensure!(
+            self.fallback_instances >= 1,
+            "ratelimit.fallback_instances must be at least 1"
+        );
+        ensure!(
+            self.shield.per_second >= 1 && self.shield.burst >= 1,
+            "ratelimit.shield.per_second and ratelimit.shield.burst must be at least 1"
+        );
+        for tier in LimitTier::ALL {
+            for class in RouteClass::ALL {
+                let limit = self.tiers.get(tier, class);
+                let name = format!("ratelimit.tiers.{}.{}", tier.as_str(), class.as_str());
+                ensure!(
+                    limit.rate >= 1 && limit.burst >= 1 && limit.daily_quota >= 1,
+                    "{name}: rate, burst and daily_quota must be at least 1"
+                );
+                if class == RouteClass::Graphql {
+                    let smallest = limit.rate.min(limit.burst).min(limit.daily_quota);
+                    ensure!(
+                        smallest >= max_query_cost,
+                        "{name}: rate, burst and daily_quota ({smallest} at the least) must be at least graphql.max_complexity ({max_query_cost}), or a query the schema accepts could never pass"
+                    );
+                }
+            }
+        }
         Ok(())
     }
 

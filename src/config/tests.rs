@@ -71,7 +71,8 @@ fn settings() -> BTreeMap<String, Value> {
     out
 }
 
-/// The module doc's list: each variable with the default it states, if any.
+/// The module doc's list: each variable with the default it states, if any. A name with
+/// `<TIER>` and `<CLASS>` stands for one variable per tier and route class.
 fn documented_variables() -> BTreeMap<String, Option<String>> {
     include_str!("mod.rs")
         .lines()
@@ -83,6 +84,27 @@ fn documented_variables() -> BTreeMap<String, Option<String>> {
                 .and_then(|d| d.split_once('`'))
                 .map(|(d, _)| d.to_owned());
             Some((format!("SCALABLE_API_{name}"), default))
+        })
+        .flat_map(|(name, default)| {
+            let mut names = vec![name];
+            for (placeholder, values) in [
+                ("<TIER>", LimitTier::ALL.map(LimitTier::as_str).to_vec()),
+                ("<CLASS>", RouteClass::ALL.map(RouteClass::as_str).to_vec()),
+            ] {
+                names = names
+                    .into_iter()
+                    .flat_map(|name| {
+                        if !name.contains(placeholder) {
+                            return vec![name];
+                        }
+                        values
+                            .iter()
+                            .map(|v| name.replace(placeholder, &v.to_uppercase()))
+                            .collect()
+                    })
+                    .collect();
+            }
+            names.into_iter().map(move |n| (n, default.clone()))
         })
         .collect()
 }

@@ -30,13 +30,14 @@
 use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{
-    Name, Positioned, Request, ServerError, ServerResult, ValidationResult, Value, Variables,
+    Name, Pos, Positioned, Request, ServerError, ServerResult, ValidationResult, Value, Variables,
     extensions::{
         Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest,
         NextValidation,
     },
     parser::types::{
-        ExecutableDocument, FragmentDefinition, OperationType, Selection, SelectionSet,
+        ExecutableDocument, FragmentDefinition, OperationDefinition, OperationType, Selection,
+        SelectionSet,
     },
 };
 
@@ -219,34 +220,59 @@ const CREDENTIAL_FIELDS: [&str; 2] = ["login", "register"];
 /// fragment cycles and bounded the expansion.
 fn check_credential_fields(doc: &ExecutableDocument) -> ServerResult<()> {
     for (_, operation) in doc.operations.iter() {
-        if operation.node.ty != OperationType::Mutation {
-            continue;
-        }
         let mut seen = 0;
-        let mut sets = vec![&operation.node.selection_set.node];
-        while let Some(set) = sets.pop() {
-            for selection in &set.items {
-                match &selection.node {
-                    Selection::Field(field) => {
-                        if !CREDENTIAL_FIELDS.contains(&field.node.name.node.as_str()) {
-                            continue;
-                        }
-                        seen += 1;
-                        if seen > 1 {
-                            return Err(with_code(
-                                ServerError::new(
-                                    "at most one `login` or `register` per request: each checks a password",
-                                    Some(field.pos),
-                                ),
-                                "TOO_MANY_CREDENTIAL_CHECKS",
-                            ));
-                        }
+        credential_fields(doc, &operation.node, |pos| {
+            seen += 1;
+            if seen > 1 {
+                return Err(with_code(
+                    ServerError::new(
+                        "at most one `login` or `register` per request: each checks a password",
+                        Some(pos),
+                    ),
+                    "TOO_MANY_CREDENTIAL_CHECKS",
+                ));
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether an operation of `doc` checks a password: the rate limits charge it as a login
+/// (`src/graphql/charge.rs`). Call it only on a document these limits accepted: it walks
+/// fragments expanded.
+pub fn checks_a_password(doc: &ExecutableDocument) -> bool {
+    doc.operations.iter().any(|(_, operation)| {
+        credential_fields(doc, &operation.node, |_| {
+            Err(ServerError::new("found", None))
+        })
+        .is_err()
+    })
+}
+
+/// Calls `found` with the position of each [`CREDENTIAL_FIELDS`] field of a mutation,
+/// through aliases, inline fragments and fragment spreads; stops at its first error.
+fn credential_fields(
+    doc: &ExecutableDocument,
+    operation: &OperationDefinition,
+    mut found: impl FnMut(Pos) -> ServerResult<()>,
+) -> ServerResult<()> {
+    if operation.ty != OperationType::Mutation {
+        return Ok(());
+    }
+    let mut sets = vec![&operation.selection_set.node];
+    while let Some(set) = sets.pop() {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    if CREDENTIAL_FIELDS.contains(&field.node.name.node.as_str()) {
+                        found(field.pos)?;
                     }
-                    Selection::InlineFragment(inline) => sets.push(&inline.node.selection_set.node),
-                    Selection::FragmentSpread(spread) => {
-                        if let Some(fragment) = doc.fragments.get(&spread.node.fragment_name.node) {
-                            sets.push(&fragment.node.selection_set.node);
-                        }
+                }
+                Selection::InlineFragment(inline) => sets.push(&inline.node.selection_set.node),
+                Selection::FragmentSpread(spread) => {
+                    if let Some(fragment) = doc.fragments.get(&spread.node.fragment_name.node) {
+                        sets.push(&fragment.node.selection_set.node);
                     }
                 }
             }

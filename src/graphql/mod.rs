@@ -10,7 +10,9 @@
 //! - [`query`] and [`mutation`]: the roots.
 //! - [`loaders`]: DataLoaders, built for each request (never on the schema), batching by shard.
 //! - [`limits`]: depth, cost and page-size limits, checked before any resolver runs.
+//! - [`charge`]: the rate limit's charge, the query's cost, made before any resolver runs.
 
+pub mod charge;
 pub mod limits;
 pub mod loaders;
 pub mod mutation;
@@ -38,7 +40,9 @@ pub type ApiSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 /// attached to that request as a [`RequestData`], so nothing (above all no DataLoader cache)
 /// is shared between requests or users.
 pub fn build_schema(config: &Config) -> ApiSchema {
+    // The charge first: its hooks wrap the limits', so it charges only what they let through.
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .extension(charge::Charge)
         .extension(Limits::new(&config.graphql, config.api.max_page_size));
     if !config.graphql.introspection {
         // "Did you mean ...?" suggestions would reveal field names that introspection hides.

@@ -11,12 +11,15 @@
 //!   ones are refused, not treated as anonymous;
 //! - errors before execution (bad JSON, a bad token, a body too large) keep their HTTP status
 //!   but come as a GraphQL `errors` array with `extensions.code`, which GraphQL clients read;
-//!   everything after (parse, validation, limits, resolver errors) is a 200 with `errors`.
+//!   everything after (parse, validation, limits, resolver errors) is a 200 with `errors`;
+//! - except the rate limit: the query's cost is charged after validation
+//!   (`src/graphql/charge.rs`), and a refused charge is a 429 (or a 503 for a login while the
+//!   limiter is unavailable), like a refused REST request, with a GraphQL `errors` body.
 
 use async_graphql::{Request, ServerError, http::GraphiQLSource};
 use async_graphql_axum::GraphQLResponse;
 use axum::{
-    Router,
+    Extension, Router,
     extract::State,
     http::StatusCode,
     response::{Html, IntoResponse, Response},
@@ -30,6 +33,7 @@ use crate::{
     error::{Error, InternalErrorReport},
     graphql::{ApiSchema, RequestData, build_schema},
     http::{client::ClientAddr, extract::Json},
+    traffic::GraphqlCharge,
 };
 
 pub fn router(app: &AppState) -> Router<AppState> {
@@ -40,29 +44,52 @@ pub fn router(app: &AppState) -> Router<AppState> {
             move |State(app): State<AppState>,
                   session: Session,
                   ClientAddr(client): ClientAddr,
+                  charge: Option<Extension<GraphqlCharge>>,
                   principal: Result<Principal, Error>,
                   body: Result<Json<Request>, Error>| {
-                execute(schema.clone(), app, session, client, principal, body)
+                let charge = charge.map(|Extension(charge)| charge);
+                execute(
+                    schema.clone(),
+                    app,
+                    session,
+                    client,
+                    charge,
+                    principal,
+                    body,
+                )
             },
         ),
     )
 }
 
-/// Runs one GraphQL request with its own [`RequestData`] (principal, session, DataLoaders).
+/// Runs one GraphQL request with its own [`RequestData`] (principal, session, DataLoaders)
+/// and, when the route is rate limited, its [`GraphqlCharge`].
 async fn execute(
     schema: ApiSchema,
     app: AppState,
     session: Session,
     client: std::net::IpAddr,
+    charge: Option<GraphqlCharge>,
     principal: Result<Principal, Error>,
     body: Result<Json<Request>, Error>,
 ) -> Response {
     let (principal, request) = match (principal, body) {
         (Ok(principal), Ok(Json(request))) => (principal, request),
-        (Err(err), _) | (_, Err(err)) => return transport_error(err),
+        (Err(err), _) | (_, Err(err)) => {
+            return match charge_minimum(&app, charge.as_ref()).await {
+                Some(refusal) => transport_error(refusal),
+                None => transport_error(err),
+            };
+        }
     };
-    let request = request.data(RequestData::new(app, session, principal, client));
+    let mut request = request.data(RequestData::new(app.clone(), session, principal, client));
+    if let Some(charge) = &charge {
+        request = request.data(charge.clone());
+    }
     let response = schema.execute(request).await;
+    if let Some(refusal) = charge_minimum(&app, charge.as_ref()).await {
+        return transport_error(refusal);
+    }
     // Internal errors reach the client as a generic message; their chain rides in the error's
     // source, and goes to the logging middleware like a REST 500's.
     let internal: Vec<&str> = response
@@ -77,6 +104,17 @@ async fn execute(
         http.extensions_mut().insert(report);
     }
     http
+}
+
+/// The charge's refusal, if it was refused; a request that was never charged (it failed
+/// before validation) is charged one unit first.
+async fn charge_minimum(app: &AppState, charge: Option<&GraphqlCharge>) -> Option<Error> {
+    let charge = charge?;
+    let verdict = match charge.verdict() {
+        Some(verdict) => verdict,
+        None => charge.settle(&app.limits, &app.limiter, 1).await,
+    };
+    verdict.error()
 }
 
 /// A request that never reached the schema, as a GraphQL response with the error's status.

@@ -40,6 +40,16 @@ struct Readiness {
     shards: Vec<ShardReadiness>,
     /// The cache never makes the instance unready: with Redis down, reads go to the database.
     cache: CacheReadiness,
+    /// Nor does the rate limiter: with its Redis down, limits fall back per route class.
+    ratelimit: RateLimitReadiness,
+}
+
+#[derive(Debug, Serialize)]
+struct RateLimitReadiness {
+    enabled: bool,
+    /// The breaker in front of the limiter's Redis: `open` means every decision is the
+    /// fallback's (a local share, or 503 for logins).
+    breaker: BreakerState,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,6 +108,10 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
                 strategy: app.cache.strategy(),
                 breaker: app.cache.breaker_state(),
                 pending_invalidations: app.cache.pending_invalidations(),
+            },
+            ratelimit: RateLimitReadiness {
+                enabled: app.config.ratelimit.enabled,
+                breaker: app.limiter.breaker_state(),
             },
         }),
     )

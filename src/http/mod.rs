@@ -6,10 +6,12 @@ mod conditional;
 pub mod extract;
 mod graphql;
 mod health;
+pub mod limits;
 pub mod metrics;
 mod security;
 pub mod server;
 pub mod session;
+pub mod shield;
 mod v1;
 
 use axum::{
@@ -31,13 +33,17 @@ use crate::{
 /// GraphQL join here without touching v1.
 pub fn router(app: AppState) -> Router {
     let http = &app.config.http;
-    let router = Router::new()
-        .merge(health::router())
-        .merge(metrics::router(&app))
+    let method_not_allowed = || async { Error::MethodNotAllowed };
+    let api = Router::new()
         .nest("/v1", v1::router())
         .merge(graphql::router(&app))
         .fallback(|| async { Error::NotFound("no route matches this path") })
-        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .method_not_allowed_fallback(method_not_allowed);
+    let router = Router::new()
+        .merge(health::router())
+        .merge(metrics::router(&app))
+        .merge(traffic_control(api, &app))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         .layer(middleware::from_fn(log_internal_errors))
         .layer(middleware::from_fn_with_state(
@@ -62,6 +68,21 @@ pub fn router(app: AppState) -> Router {
         // timeouts and caught panics.
         .layer(middleware::from_fn(telemetry::http::observe))
         .with_state(app)
+}
+
+/// The shield, then the distributed limits, around the API (unknown paths included) and
+/// never around the probes: a flood or a spent quota must not fail a load balancer's health
+/// checks, nor hide `/metrics`. Both read the client address that `client::resolve` found.
+fn traffic_control(api: Router<AppState>, app: &AppState) -> Router<AppState> {
+    let config = &app.config.ratelimit;
+    if !config.enabled {
+        return api;
+    }
+    let api = api.layer(middleware::from_fn_with_state(app.clone(), limits::limit));
+    match shield::layer(&config.shield) {
+        Some(shield) => api.layer(shield),
+        None => api,
+    }
 }
 
 /// Logs internal errors once, with the request they belong to; the body the client gets

@@ -23,7 +23,10 @@ use tower_http::{
     set_header::SetResponseHeaderLayer,
 };
 
-use super::session::{CACHE_HEADER, CONSISTENCY_HEADER, DB_ROUTE_HEADER};
+use super::{
+    limits::{RATELIMIT_HEADER, RATELIMIT_POLICY_HEADER},
+    session::{CACHE_HEADER, CONSISTENCY_HEADER, DB_ROUTE_HEADER},
+};
 use crate::{AppState, config::HttpConfig};
 
 pub(super) fn apply(router: Router<AppState>, http: &HttpConfig) -> Router<AppState> {
@@ -61,13 +64,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    let exposed: [HeaderName; 6] = [
+    let exposed: [HeaderName; 8] = [
         CONSISTENCY_HEADER,
         CACHE_HEADER,
         DB_ROUTE_HEADER,
         header::ETAG,
         header::LOCATION,
         header::RETRY_AFTER,
+        RATELIMIT_POLICY_HEADER,
+        RATELIMIT_HEADER,
     ];
     Some(
         CorsLayer::new()

@@ -130,6 +130,6 @@ fn describe() {
     );
     metrics::describe_counter!(
         RATELIMIT_DECISIONS,
-        "Distributed rate limiter checks by algorithm and decision (allowed, limited, unavailable)"
+        "Rate-limited requests by tier, route class and decision (allowed, limited, quota_spent, fallback_allowed, fallback_limited, unavailable)"
     );
 }

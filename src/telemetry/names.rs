@@ -25,7 +25,9 @@ pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
 pub const CACHE_REQUESTS: &str = "cache_requests_total";
 /// Counter: cache entries invalidated after writes.
 pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";
-/// Counter; `algorithm` (`ratelimit.algorithm`), `decision` (`allowed` | `limited` |
-/// `unavailable`: Redis could not be used, the caller applied its fallback), one per check of
-/// the distributed rate limiter (`src/traffic/ratelimit/`).
+/// Counter, one per rate-limited request (`src/traffic/ratelimit/routes.rs`); `tier`
+/// (`anonymous` | `free` | `pro` | `service`), `class` (`reads` | `writes` | `auth` |
+/// `graphql`), `decision`: `allowed`, `limited` (the rate), `quota_spent` (the daily quota),
+/// `fallback_allowed` / `fallback_limited` (Redis unusable: this instance's share decided),
+/// `unavailable` (Redis unusable on an `auth` route: 503).
 pub const RATELIMIT_DECISIONS: &str = "ratelimit_decisions_total";

@@ -1,6 +1,7 @@
 //! Traffic control: what protects the service and its dependencies from too much work.
-//! The circuit breaker, the distributed rate limiter (`ratelimit/`) and the login limits
-//! built on it (`login.rs`); load shedding joins here.
+//! The circuit breaker, the distributed rate limiter (`ratelimit/`) with the limits routes
+//! apply per tier and route class, and the login limits built on it (`login.rs`); load
+//! shedding joins here.
 
 mod breaker;
 pub mod login;
@@ -8,5 +9,6 @@ mod ratelimit;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Rejected};
 pub use ratelimit::{
-    Decision, LimiterUnavailable, Policy, RateLimitHeaders, RateLimiter, render_headers,
+    Decision, GraphqlCharge, LimiterUnavailable, Policy, QuotaUsage, RateLimitHeaders, RateLimiter,
+    RouteLimits, Verdict, render_headers,
 };

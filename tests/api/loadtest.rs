@@ -144,3 +144,79 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
     assert!(json.contains("\"cache-aside\""));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_runs_the_rate_limits_off_and_on_out_of_reach_in_one_command() {
+    let app = TestApp::spawn_seeded(50, 0, |_| {}).await;
+    let dir = std::env::temp_dir().join(format!("loadtest-ratelimit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("service.toml");
+    std::fs::write(&config, config_file(&app)).expect("config written");
+    let options = CompareOptions {
+        workloads: vec![Workload::UserHot],
+        knob: "ratelimit".to_owned(),
+        values: vec!["off".to_owned(), "gcra".to_owned()],
+        service_bin: env!("CARGO_BIN_EXE_scalable-api").into(),
+        service_env: BTreeMap::from([
+            (
+                "SCALABLE_API_CONFIG".to_owned(),
+                config.display().to_string(),
+            ),
+            (
+                "SCALABLE_API_CACHE__STRATEGY".to_owned(),
+                "two-tier".to_owned(),
+            ),
+            // A budget the load would spend at once, unless the knob raises it out of reach.
+            (
+                "SCALABLE_API_RATELIMIT__TIERS__ANONYMOUS__READS__RATE".to_owned(),
+                "20".to_owned(),
+            ),
+            (
+                "SCALABLE_API_RATELIMIT__TIERS__ANONYMOUS__READS__BURST".to_owned(),
+                "20".to_owned(),
+            ),
+        ]),
+        redis_url: app.stack.redis.clone(),
+        hello_bin: None,
+        plan: Plan {
+            connections: 8,
+            warmup: Duration::from_millis(300),
+            duration: Duration::from_millis(1500),
+            requests: None,
+            timeout: Duration::from_secs(5),
+            seed: 7,
+            rate: None,
+        },
+        data: DataOptions::default(),
+        out: dir.join("report"),
+        title: "test".to_owned(),
+        command: "test".to_owned(),
+        show_progress: false,
+    };
+
+    let report = compare(&options).await.expect("the comparison runs");
+    eprintln!("{}", report.table());
+
+    let settings: Vec<&str> = report.runs.iter().map(|r| r.setting.as_str()).collect();
+    assert_eq!(settings, ["off", "gcra"]);
+    for run in &report.runs {
+        // One address sends them all: past the burst of 20 set above, every one of them would
+        // be a 429 unless the knob put the budgets out of reach.
+        assert!(
+            run.responses > 40,
+            "{}: {} answers",
+            run.setting,
+            run.responses
+        );
+        assert_eq!(run.error_count() + run.non_2xx_count(), 0, "{run:?}");
+    }
+    for n in 1..=2 {
+        let prefix = format!("loadtest-{}-{n}", std::process::id());
+        assert_eq!(
+            count_keys(&app.stack.redis, &prefix).await.expect("Redis"),
+            0,
+            "run {n}'s cache and rate-limit keys are deleted"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

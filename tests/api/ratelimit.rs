@@ -391,6 +391,77 @@ async fn a_decision_reports_remaining_reset_and_retry_and_charges_its_cost() {
 }
 
 #[tokio::test]
+async fn the_daily_quota_is_charged_in_the_same_call_as_the_rate_and_refuses_once_spent() {
+    // 10 per 10 s, and 5 a day.
+    let window = Duration::from_secs(10);
+    let policy = Policy::new(10, window).with_daily_quota(5);
+    let day = Duration::from_secs(86_400);
+    for algorithm in ALL {
+        let limiter = limiter(algorithm, "quota");
+        let left = window
+            - Duration::from_micros((redis_now().await.as_micros() % window.as_micros()) as u64);
+        if left < Duration::from_secs(2) {
+            tokio::time::sleep(left).await; // Keep the fixed window from rolling over.
+        }
+
+        let first = check(&limiter, "k", &policy, 3).await;
+        let quota = first.quota.expect("the policy has a quota");
+        assert!(first.allowed, "{algorithm:?}");
+        assert_eq!((first.remaining, quota.remaining), (7, 2), "{algorithm:?}");
+        let until_midnight =
+            day - Duration::from_micros((redis_now().await.as_micros() % day.as_micros()) as u64);
+        assert!(
+            quota.reset_after >= until_midnight
+                && quota.reset_after - until_midnight < Duration::from_secs(1),
+            "{algorithm:?}: the quota resets at the end of the UTC day: {:?} vs {until_midnight:?}",
+            quota.reset_after
+        );
+
+        let over = check(&limiter, "k", &policy, 3).await;
+        let quota = over.quota.expect("a quota");
+        assert!(!over.allowed && quota.exhausted, "{algorithm:?}: {over:?}");
+        assert_eq!(
+            (over.remaining, quota.remaining),
+            (7, 2),
+            "{algorithm:?}: neither the rate nor the quota was charged"
+        );
+        assert_eq!(over.retry_after, Some(quota.reset_after), "{algorithm:?}");
+
+        let rest = check(&limiter, "k", &policy, 2).await;
+        assert!(rest.allowed, "{algorithm:?}");
+        assert_eq!(rest.quota.map(|q| q.remaining), Some(0), "{algorithm:?}");
+        let never = check(&limiter, "other", &policy, 6).await;
+        assert!(
+            !never.allowed && never.retry_after.is_none(),
+            "{algorithm:?}: a cost above the quota can never pass: {never:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_instances_charging_one_quota_at_once_admit_exactly_the_quota() {
+    // 400 concurrent checks through two limiters; the rate admits them all, the quota 37.
+    let policy = Policy::new(1000, Duration::from_secs(3600)).with_daily_quota(37);
+    for algorithm in ALL {
+        let config = config(algorithm, "quota-instances");
+        let a = std::sync::Arc::new(RateLimiter::new(&config).expect("builds"));
+        let b = std::sync::Arc::new(RateLimiter::new(&config).expect("builds"));
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { limiter.check("shared", &policy, 1).await })
+            })
+            .collect();
+        let mut allowed = 0;
+        for task in tasks {
+            let decision = task.await.expect("no panic").expect("Redis is up");
+            allowed += u32::from(decision.allowed);
+        }
+        assert_eq!(allowed, 37, "{algorithm:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_closed_port_answers_unavailable_at_once() {
     let mut config = config(LimiterAlgorithm::Gcra, "closed");
     let port = {
@@ -456,23 +527,5 @@ async fn once_the_breaker_opens_a_silent_redis_costs_no_timeout() {
             "the open breaker answers without waiting: {:?}",
             started.elapsed()
         );
-    }
-}
-
-#[tokio::test]
-async fn each_check_is_counted_by_algorithm_and_decision() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    let limiter = metrics::with_local_recorder(&recorder, || {
-        limiter(LimiterAlgorithm::SlidingWindow, "metric")
-    });
-    let policy = Policy::new(2, Duration::from_secs(10));
-    admitted(&limiter, "k", &policy, 3).await;
-    let text = handle.render();
-    for (decision, count) in [("allowed", 2), ("limited", 1)] {
-        let line = format!(
-            r#"ratelimit_decisions_total{{algorithm="sliding-window",decision="{decision}"}} {count}"#
-        );
-        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
     }
 }

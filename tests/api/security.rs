@@ -84,9 +84,11 @@ async fn only_the_configured_origins_may_call_from_a_browser() {
         read.header_str("access-control-allow-origin"),
         "https://app.example.com"
     );
+    let exposed = read.header_str("access-control-expose-headers");
+    assert!(exposed.contains("x-consistency-token"), "{exposed}");
     assert!(
-        read.header_str("access-control-expose-headers")
-            .contains("x-consistency-token")
+        exposed.contains("ratelimit-policy") && exposed.contains("retry-after"),
+        "a page can read its budget: {exposed}"
     );
     assert!(
         read.header_str("strict-transport-security")

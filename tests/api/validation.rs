@@ -797,8 +797,12 @@ async fn a_missing_token_is_a_401_with_a_bearer_challenge_on_every_route_that_ne
 
 #[tokio::test]
 async fn bad_credentials_are_a_401_on_every_route_that_needs_a_token() {
-    // Arrange
-    let f = Fixture::new().await;
+    // Arrange: 60 writes with bad credentials in about a second, all limited as the anonymous
+    // address they come from: past its burst of writes, and this test is about the 401s.
+    let f = Fixture::from_app(
+        TestApp::spawn_with(|c| c.ratelimit.tiers.anonymous.writes.burst = 100).await,
+    )
+    .await;
     let me = f.user.id.to_string();
     let valid = f.sign(&f.claims(&me));
     let payload = valid.split('.').nth(1).expect("a JWT has a payload");

@@ -12,6 +12,14 @@
 //! (units per window), `w` the window in seconds; `r` the units remaining, `t` the seconds
 //! until the quota is restored. The draft's values are whole seconds, so a sub-second window
 //! or reset is rounded up (`w=1`): a client that waits that long is never early.
+//!
+//! A policy with a daily quota is two policies to the draft, each its own list item: the
+//! rate under its name, the day under `<name>-daily` (`w=86400`):
+//!
+//! ```text
+//! RateLimit-Policy: "free-reads";q=3000;w=60, "free-reads-daily";q=200000;w=86400
+//! RateLimit: "free-reads";r=599;t=1, "free-reads-daily";r=199999;t=40000
+//! ```
 
 use std::time::Duration;
 
@@ -31,18 +39,29 @@ pub struct RateLimitHeaders {
 /// Renders the headers. `name` is ours (`"default"`, `"free-writes"`); it is written as an
 /// sf-string: `"` and `\` escaped, characters outside printable ASCII dropped.
 pub fn render_headers(name: &str, policy: &Policy, decision: &Decision) -> RateLimitHeaders {
-    let name = sf_string(name);
+    let quoted = sf_string(name);
+    let mut policies = format!(
+        "{quoted};q={};w={}",
+        decision.limit,
+        whole_seconds(policy.window).max(1)
+    );
+    let mut ratelimit = format!(
+        "{quoted};r={};t={}",
+        decision.remaining,
+        whole_seconds(decision.reset_after)
+    );
+    if let Some(quota) = &decision.quota {
+        let daily = sf_string(&format!("{name}-daily"));
+        policies.push_str(&format!(", {daily};q={};w=86400", quota.limit));
+        ratelimit.push_str(&format!(
+            ", {daily};r={};t={}",
+            quota.remaining,
+            whole_seconds(quota.reset_after)
+        ));
+    }
     RateLimitHeaders {
-        policy: format!(
-            "{name};q={};w={}",
-            decision.limit,
-            whole_seconds(policy.window).max(1)
-        ),
-        ratelimit: format!(
-            "{name};r={};t={}",
-            decision.remaining,
-            whole_seconds(decision.reset_after)
-        ),
+        policy: policies,
+        ratelimit,
         retry_after: decision
             .retry_after
             .filter(|_| !decision.allowed)
@@ -79,6 +98,7 @@ mod tests {
             remaining,
             reset_after: Duration::from_millis(reset_ms),
             retry_after: retry_ms.map(Duration::from_millis),
+            quota: None,
         }
     }
 
@@ -98,6 +118,28 @@ mod tests {
         assert_eq!(headers.policy, r#""free";q=100;w=1"#, "sub-second window");
         assert_eq!(headers.ratelimit, r#""free";r=0;t=1"#);
         assert_eq!(headers.retry_after.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_daily_quota_is_a_second_item_in_each_header() {
+        let policy = Policy::new(100, Duration::from_secs(60)).with_daily_quota(5000);
+        let mut refused = decision(false, 40, 2_000, Some(3_600_500));
+        refused.quota = Some(super::super::QuotaUsage {
+            limit: 5000,
+            remaining: 0,
+            reset_after: Duration::from_millis(3_600_500),
+            exhausted: true,
+        });
+        let headers = render_headers("free-reads", &policy, &refused);
+        assert_eq!(
+            headers.policy,
+            r#""free-reads";q=100;w=60, "free-reads-daily";q=5000;w=86400"#
+        );
+        assert_eq!(
+            headers.ratelimit,
+            r#""free-reads";r=40;t=2, "free-reads-daily";r=0;t=3601"#
+        );
+        assert_eq!(headers.retry_after.as_deref(), Some("3601"));
     }
 
     #[test]

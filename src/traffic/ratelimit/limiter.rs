@@ -5,10 +5,9 @@ use std::time::Duration;
 use deadpool_redis::{Pool, PoolError, Runtime, TimeoutType};
 use redis::Script;
 
-use super::{Decision, Policy, scripts};
+use super::{Decision, Policy, QuotaUsage, scripts};
 use crate::{
     config::{LimiterAlgorithm, RateLimitConfig},
-    telemetry::names::RATELIMIT_DECISIONS,
     traffic::CircuitBreaker,
 };
 
@@ -34,6 +33,9 @@ pub enum LimiterUnavailable {
 
 /// The distributed limiter of one instance. Instances sharing `ratelimit.redis_url` and
 /// `ratelimit.key_prefix` share every limit.
+///
+/// It counts nothing itself: `ratelimit_decisions_total` is labelled by what the caller knows
+/// (the tier and the route class, see `src/traffic/ratelimit/routes.rs`).
 pub struct RateLimiter {
     pool: Pool,
     breaker: CircuitBreaker,
@@ -41,9 +43,6 @@ pub struct RateLimiter {
     algorithm: LimiterAlgorithm,
     script: Script,
     prefix: String,
-    allowed: metrics::Counter,
-    limited: metrics::Counter,
-    unavailable: metrics::Counter,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -57,7 +56,7 @@ impl std::fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     /// Builds the pool (connections open lazily) and the breaker. Build it after the
-    /// metrics recorder is installed: its counters and breaker gauge bind to it here.
+    /// metrics recorder is installed: its breaker gauge binds to it here.
     pub fn new(config: &RateLimitConfig) -> anyhow::Result<Self> {
         let timeout = config.command_timeout;
         let pool = deadpool_redis::Config::from_url(config.redis_url.expose())
@@ -69,13 +68,6 @@ impl RateLimiter {
             .runtime(Runtime::Tokio1)
             .build()?;
         let algorithm = config.algorithm;
-        let counter = |decision: &'static str| {
-            metrics::counter!(
-                RATELIMIT_DECISIONS,
-                "algorithm" => algorithm.as_str(),
-                "decision" => decision
-            )
-        };
         Ok(Self {
             pool,
             breaker: CircuitBreaker::new(config.breaker.clone()).named("ratelimit"),
@@ -83,9 +75,6 @@ impl RateLimiter {
             algorithm,
             script: Script::new(&scripts::source(algorithm)),
             prefix: config.key_prefix.clone(),
-            allowed: counter("allowed"),
-            limited: counter("limited"),
-            unavailable: counter("unavailable"),
         })
     }
 
@@ -99,10 +88,11 @@ impl RateLimiter {
 
     /// Charges `cost` units to `key` under `policy` if they fit, in one atomic script.
     ///
-    /// `key` names the principal and the route class (`user:42:writes`); the same key must
-    /// always be checked with the same policy. `cost = 0` reads the state without charging.
-    /// A policy that admits nothing (`limit`, `window` or, for the token bucket and GCRA,
-    /// `burst` zero) refuses without a round trip.
+    /// `key` names the principal and the route class (`free:user:42:writes`); the same key
+    /// must always be checked with the same policy. `cost = 0` reads the state without
+    /// charging. With a daily quota, the same call charges it too (or refuses, charging
+    /// neither). A policy that admits nothing (`limit`, `window`, a quota or, for the token
+    /// bucket and GCRA, `burst` zero) refuses without a round trip.
     pub async fn check(
         &self,
         key: &str,
@@ -110,36 +100,45 @@ impl RateLimiter {
         cost: u32,
     ) -> Result<Decision, LimiterUnavailable> {
         let capacity = policy.capacity(self.algorithm);
-        if policy.limit == 0 || policy.window.is_zero() || capacity == 0 {
-            self.limited.increment(1);
+        if policy.limit == 0
+            || policy.window.is_zero()
+            || capacity == 0
+            || policy.daily_quota == Some(0)
+        {
             return Ok(Decision {
                 allowed: false,
                 limit: policy.limit,
                 remaining: 0,
                 reset_after: Duration::ZERO,
                 retry_after: None,
+                quota: None,
             });
         }
-        let [allowed, remaining, reset_us, retry_us] = match self.eval(key, policy, cost).await {
-            Ok(reply) => reply,
-            Err(unavailable) => {
-                self.unavailable.increment(1);
-                return Err(unavailable);
-            }
-        };
+        let [
+            allowed,
+            remaining,
+            reset_us,
+            retry_us,
+            quota_remaining,
+            quota_reset_us,
+            refused_by,
+        ] = self.eval(key, policy, cost).await?;
         let allowed = allowed == 1;
-        if allowed {
-            self.allowed.increment(1);
-        } else {
-            self.limited.increment(1);
-        }
         let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
+        let units = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+        let fits = cost <= capacity && policy.daily_quota.is_none_or(|quota| cost <= quota);
         Ok(Decision {
             allowed,
             limit: policy.limit,
-            remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+            remaining: units(remaining),
             reset_after: micros(reset_us),
-            retry_after: (!allowed && cost <= capacity).then(|| micros(retry_us)),
+            retry_after: (!allowed && fits).then(|| micros(retry_us)),
+            quota: policy.daily_quota.map(|limit| QuotaUsage {
+                limit,
+                remaining: units(quota_remaining),
+                reset_after: micros(quota_reset_us),
+                exhausted: refused_by == 2,
+            }),
         })
     }
 
@@ -152,7 +151,7 @@ impl RateLimiter {
         key: &str,
         policy: &Policy,
         cost: u32,
-    ) -> Result<[i64; 4], LimiterUnavailable> {
+    ) -> Result<[i64; 7], LimiterUnavailable> {
         if self.breaker.admit().is_err() {
             return Err(LimiterUnavailable::BreakerOpen);
         }
@@ -168,22 +167,24 @@ impl RateLimiter {
                 return Err(LimiterUnavailable::Failed);
             }
         };
-        // `{key}` is a hash tag: the sliding log's two keys share a Redis Cluster slot.
+        // `{key}` is a hash tag: the key's three Redis keys share a Redis Cluster slot.
         let state = format!("{}:{{{key}}}", self.prefix);
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(&state)
             .key(format!("{state}:n"))
+            .key(format!("{state}:q"))
             .arg(policy.limit)
             .arg(policy.window_us())
             .arg(policy.burst)
-            .arg(cost);
+            .arg(cost)
+            .arg(policy.daily_quota.unwrap_or(0));
         let reply: Result<redis::RedisResult<Vec<i64>>, _> =
             tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await;
         match reply {
             Ok(Ok(values)) => {
                 self.breaker.record_success();
-                <[i64; 4]>::try_from(values).map_err(|values| {
+                <[i64; 7]>::try_from(values).map_err(|values| {
                     tracing::error!(?values, "rate limiter script answered in an unknown shape");
                     LimiterUnavailable::Failed
                 })

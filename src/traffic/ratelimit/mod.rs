@@ -27,11 +27,14 @@
 //! dependency of admission; the per-address shield in front (local, in memory) is what keeps
 //! a flood from reaching it.
 
+mod fallback;
 mod headers;
 mod limiter;
 mod policy;
+mod routes;
 mod scripts;
 
 pub use headers::{RateLimitHeaders, render_headers};
 pub use limiter::{LimiterUnavailable, RateLimiter};
-pub use policy::{Decision, Policy};
+pub use policy::{Decision, Policy, QuotaUsage};
+pub use routes::{GraphqlCharge, RouteLimits, Verdict};

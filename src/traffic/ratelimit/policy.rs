@@ -17,25 +17,38 @@ use crate::config::LimiterAlgorithm;
 /// | `gcra` | units per `window` (one per emission interval `window / limit`) | the period | units admitted back to back from idle (tolerance `burst * window / limit`) |
 ///
 /// A check's `cost` counts in the same units: a request charged `cost = 5` uses five.
+///
+/// `daily_quota`, whatever the algorithm: at most that many units per UTC day (Redis's
+/// clock), charged in the same script call as the rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub limit: u32,
     pub window: Duration,
     pub burst: u32,
+    pub daily_quota: Option<u32>,
 }
 
 impl Policy {
-    /// `limit` per `window`, bursts of up to `limit` (the window algorithms' behaviour).
+    /// `limit` per `window`, bursts of up to `limit` (the window algorithms' behaviour), no
+    /// daily quota.
     pub fn new(limit: u32, window: Duration) -> Self {
         Self {
             limit,
             window,
             burst: limit,
+            daily_quota: None,
         }
     }
 
     pub fn with_burst(self, burst: u32) -> Self {
         Self { burst, ..self }
+    }
+
+    pub fn with_daily_quota(self, quota: u32) -> Self {
+        Self {
+            daily_quota: Some(quota),
+            ..self
+        }
     }
 
     /// The most units `algorithm` can ever admit at once: a check costing more is refused
@@ -75,4 +88,20 @@ pub struct Decision {
     /// When limited: how long until the same `cost` would be admitted (`Retry-After`). `None`
     /// when allowed, and when the cost exceeds what the policy can ever admit at once.
     pub retry_after: Option<Duration>,
+    /// The daily quota after this check, when the policy has one.
+    pub quota: Option<QuotaUsage>,
+}
+
+/// The daily quota's state after a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaUsage {
+    /// The policy's `daily_quota`.
+    pub limit: u32,
+    /// Units left today, after this check's charge.
+    pub remaining: u32,
+    /// Until the day ends (UTC, Redis's clock) and the quota is whole again.
+    pub reset_after: Duration,
+    /// This check was refused because the quota is spent (the rate alone would have passed,
+    /// or was not asked).
+    pub exhausted: bool,
 }

@@ -4,10 +4,18 @@
 //!
 //! Every script takes the same arguments and gives the same answer:
 //!
-//! - `KEYS[1]`: the key's state; `KEYS[2]`: a second key only the sliding log uses. Both
-//!   carry the caller's key in a `{hash tag}`, so on Redis Cluster they share a slot.
-//! - `ARGV`: `limit`, `window` (µs), `burst`, `cost` (see `Policy`).
-//! - Reply: `{allowed (0|1), remaining, reset_after µs, retry_after µs (0 when allowed)}`.
+//! - `KEYS[1]`: the key's state; `KEYS[2]`: a second key only the sliding log uses;
+//!   `KEYS[3]`: the daily quota's counter. All carry the caller's key in a `{hash tag}`, so on
+//!   Redis Cluster they share a slot.
+//! - `ARGV`: `limit`, `window` (µs), `burst`, `cost`, `daily quota` (0: none; see `Policy`).
+//! - Reply: `{allowed (0|1), remaining, reset_after µs, retry_after µs (0 when allowed),
+//!   quota remaining (-1: no quota), quota reset_after µs, refused by (0 no, 1 the rate,
+//!   2 the quota)}`.
+//!
+//! The daily quota is checked in the same call as the rate, so there is no moment when one
+//! has charged and the other refuses: a request is charged to both or to neither. The quota
+//! is a fixed window of 24 h aligned on Redis's clock (UTC days), checked first; a request it
+//! refuses reads the rate's state without charging it (`cost = 0`), for the headers.
 //!
 //! Time is Redis's own (`TIME`, µs), never the instance's: instances with skewed clocks still
 //! agree on every window. (Since Redis 5, scripts replicate their effects, not the script, so
@@ -17,13 +25,44 @@
 
 use crate::config::LimiterAlgorithm;
 
-/// Shared prologue: the arguments and Redis's clock.
+/// Shared prologue: the arguments and Redis's clock. The algorithm follows as the body of
+/// `local function decide(cost)`, which returns the first four numbers of the reply.
 const PROLOGUE: &str = r"
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local burst, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
+local burst, cost, quota = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local function ttl_ms(us) return math.max(1, math.ceil(us / 1000)) end
+local function decide(cost)
+";
+
+/// Shared epilogue: the daily quota around the rate. Stores a hash `{d = day index, u = units
+/// used that day}` (about 70 bytes a key), expiring at the day's end.
+const DAILY_QUOTA: &str = r"
+end
+if quota <= 0 then
+  local r = decide(cost)
+  return {r[1], r[2], r[3], r[4], -1, 0, r[1] == 1 and 0 or 1}
+end
+local day = 86400000000
+local today = math.floor(now / day)
+local day_reset = (today + 1) * day - now
+local state = redis.call('HMGET', KEYS[3], 'd', 'u')
+local used = 0
+if tonumber(state[1]) == today then used = tonumber(state[2]) end
+if used + cost > quota then
+  local r = decide(0)
+  local retry = 0
+  if cost <= quota then retry = day_reset end
+  return {0, r[2], r[3], retry, math.max(0, quota - used), day_reset, 2}
+end
+local r = decide(cost)
+if r[1] == 1 and cost > 0 then
+  used = used + cost
+  redis.call('HSET', KEYS[3], 'd', today, 'u', used)
+  redis.call('PEXPIRE', KEYS[3], ttl_ms(day_reset))
+end
+return {r[1], r[2], r[3], r[4], quota - used, day_reset, r[1] == 1 and 0 or 1}
 ";
 
 /// Stores a hash `{t = tokens, ts = last update µs}`: two small fields, about 80 bytes a key.
@@ -173,7 +212,7 @@ return {0, math.max(0, math.floor((now + tolerance - tat) / interval + 1e-6)),
         math.ceil(tat - now), math.ceil(allow_at - now)}
 ";
 
-/// The script for `algorithm`, prologue included.
+/// The script for `algorithm`: prologue, the algorithm, the daily quota.
 pub(super) fn source(algorithm: LimiterAlgorithm) -> String {
     let body = match algorithm {
         LimiterAlgorithm::TokenBucket => TOKEN_BUCKET,
@@ -182,5 +221,5 @@ pub(super) fn source(algorithm: LimiterAlgorithm) -> String {
         LimiterAlgorithm::SlidingWindow => SLIDING_WINDOW,
         LimiterAlgorithm::Gcra => GCRA,
     };
-    format!("{PROLOGUE}{body}")
+    format!("{PROLOGUE}{body}{DAILY_QUOTA}")
 }

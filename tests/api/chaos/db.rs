@@ -159,7 +159,13 @@ async fn a_replica_paused_past_the_lag_bound_leaves_rotation_and_rejoins_after_r
 #[tokio::test]
 async fn a_stopped_replica_leaves_rotation_without_failing_a_single_read_and_rejoins() {
     let chaos = Chaos::acquire().await;
-    let app = TestApp::spawn_on(chaos.stack.clone(), fast_checks).await;
+    let app = TestApp::spawn_on(chaos.stack.clone(), |c| {
+        fast_checks(c);
+        // The reader below reads every 5 ms for seconds, past an anonymous address's rate:
+        // this test counts failed reads, not limited ones.
+        c.ratelimit.tiers.anonymous.reads.rate = 1_000_000;
+    })
+    .await;
     let user = app.register("steady@example.com", "Steady").await;
     app.wait_for_replicas().await;
 

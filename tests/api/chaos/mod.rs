@@ -1,7 +1,7 @@
 //! The tests that stop, pause or restart servers: replicas that lag and die, primaries that
-//! die, Redis stopped or paused. They run on the second ("chaos") stack
-//! (`SCALABLE_API_CHAOS_*`), never the shared one, so the parallel tests never see a failure
-//! they did not cause.
+//! die, Redis stopped or paused (under the cache and under the rate limits). They run on the
+//! second ("chaos") stack (`SCALABLE_API_CHAOS_*`), never the shared one, so the parallel
+//! tests never see a failure they did not cause.
 //!
 //! They take turns on that stack (the nextest test group `chaos` selects this module, and a
 //! file lock serves runners without groups) and always leave it running (the guard's `Drop`).
@@ -10,6 +10,7 @@
 
 mod cache;
 mod db;
+mod ratelimit;
 
 use std::{
     fs::File,

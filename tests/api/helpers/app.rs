@@ -160,9 +160,9 @@ impl TestApp {
         // The cache on the stack's Redis, under this test's own key prefix.
         config.cache.redis_url = stack.redis.as_str().into();
         config.cache.key_prefix = name.clone();
-        // The limiter (login limits) too: every test logs in from 127.0.0.1, and one test's
-        // tries must not spend another's budget. Under the cache's prefix, so that the same
-        // clean-up drops both.
+        // The rate limits too (the login limits count in the same limiter): every test comes
+        // from 127.0.0.1, and one test's requests must not spend another's budgets. Under the
+        // cache's prefix, so that the same clean-up drops both.
         config.ratelimit.redis_url = stack.redis.as_str().into();
         config.ratelimit.key_prefix = format!("{name}:ratelimit");
         // Parallel tests load the shared stack hard (one seeds a million rows), so its
