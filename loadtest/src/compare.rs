@@ -61,7 +61,9 @@ pub async fn measure(
     let (outcome, before) = result?;
     let after = scrape().await;
     let counters = before.zip(after).map(|(before, after)| after.since(before));
-    Ok(RunReport::new(workload.name(), setting, &outcome, counters))
+    let mut run = RunReport::new(workload.name(), setting, &outcome, counters);
+    run.shed_expected = workload.sheds();
+    Ok(run)
 }
 
 fn progress_bar(show: bool, plan: &Plan, label: &str) -> ProgressBar {
