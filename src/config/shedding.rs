@@ -14,6 +14,9 @@ pub struct SheddingConfig {
     /// Requests in flight allowed at start, before any latency has been measured.
     pub initial_limit: usize,
     /// The limit never drops below this, however slow answers get: a floor of useful work.
+    /// Also the concurrency of the calibration probes that measure the latency baseline, so
+    /// it should be low enough that requests do not queue inside the service at it (a few per
+    /// core).
     pub min_limit: usize,
     /// Nor grows above this, however fast they are.
     pub max_limit: usize,
@@ -25,8 +28,9 @@ pub struct SheddingConfig {
     /// Latencies are gathered this long (and at least 10 answers) before the limit moves.
     #[serde(with = "humantime_serde")]
     pub sample_window: Duration,
-    /// How long a baseline is remembered: it is the lowest window median of the last one to
-    /// two of these, so it can rise when the service legitimately got slower.
+    /// How long a baseline is remembered (it is the lowest window median of the last one to
+    /// two of these, so it can rise when the service legitimately got slower), and how often
+    /// a probe window at `min_limit` measures it afresh.
     #[serde(with = "humantime_serde")]
     pub baseline_window: Duration,
     /// Requests that may wait for a slot; past them the lowest priority is refused at once.
@@ -38,7 +42,8 @@ pub struct SheddingConfig {
 
 impl Default for SheddingConfig {
     /// Sized for a 2-core machine: a cached read takes ~0.2 ms, so a few dozen requests in
-    /// flight keep both cores busy; the limit finds its own level from there. The queue holds
+    /// flight keep both cores busy, and the limit finds its own level from there; 4 requests
+    /// (2 per core) are the floor and the probes' concurrency. The queue holds
     /// a closed-loop benchmark's 64 connections with room to spare, and 100 ms of waiting is
     /// hundreds of service times: a request waiting longer is standing in a queue that is not
     /// draining, and is better told at once.
@@ -46,7 +51,7 @@ impl Default for SheddingConfig {
         Self {
             enabled: true,
             initial_limit: 32,
-            min_limit: 8,
+            min_limit: 4,
             max_limit: 512,
             tolerance: 2.0,
             backoff: 0.5,

@@ -27,6 +27,17 @@ const MAX_SAMPLES: usize = 1024;
 ///   Netflix's AIMD limit), up to `max_limit`;
 /// - otherwise it stays: a limit that is never reached says nothing about capacity.
 ///
+/// **The baseline is measured at low concurrency.** A minimum taken from ordinary windows
+/// only knows the latencies the service has shown under the load it had: one that starts
+/// overloaded (a deploy in the middle of a peak) would take its overloaded latency for normal
+/// and never cut. So, like Envoy's filter, the limiter calibrates: the first window, and one
+/// window every `baseline_window` after it, runs with the limit pinned to `min_limit`, only
+/// answers to requests admitted during it count, and its median joins the baseline (the
+/// limit itself is not moved by it). The cost: during a probe (a sample window plus the time
+/// to drain the requests above `min_limit`, about a tenth of a second every half minute by
+/// default) an overloaded instance admits only `min_limit` requests, and its low priorities
+/// wait or are shed a little more.
+///
 /// Why the median of a window, not each answer: the service mixes cached reads (~0.2 ms) with
 /// feeds and writes (milliseconds), so single answers swing by 10x at any load. A window's
 /// median moves only when most answers slow down, and a few slow requests do not cut the
@@ -44,6 +55,14 @@ pub(super) struct AdaptiveLimit {
     sample_window: Duration,
     window: Window,
     baseline: WindowedMin,
+    /// The current window is a calibration probe (see the type doc).
+    probing: bool,
+    /// Counts probes: a probe's samples are those of requests admitted in the same epoch.
+    epoch: u64,
+    /// When the next probe starts (after the window that is open then); `None` before the
+    /// first probe has ended.
+    next_probe: Option<Instant>,
+    baseline_window: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -60,7 +79,10 @@ struct Window {
 pub(super) struct Adjustment {
     pub median: Duration,
     pub baseline: Duration,
+    /// The adapted limit.
     pub limit: usize,
+    /// The limit in force from now on: the adapted one, or `min_limit` for a probe.
+    pub in_force: usize,
 }
 
 impl AdaptiveLimit {
@@ -74,12 +96,31 @@ impl AdaptiveLimit {
             sample_window: config.sample_window,
             window: Window::default(),
             baseline: WindowedMin::new(config.baseline_window),
+            probing: true,
+            epoch: 0,
+            next_probe: None,
+            baseline_window: config.baseline_window,
         }
     }
 
-    /// The limit now: requests in flight allowed at once.
+    /// The limit in force now: requests in flight allowed at once (`min_limit` during a
+    /// probe).
     pub(super) fn current(&self) -> usize {
+        if self.probing {
+            self.min as usize
+        } else {
+            self.limit.round() as usize
+        }
+    }
+
+    /// The limit the adaptation has reached (what a probe pins down for a moment).
+    pub(super) fn adapted(&self) -> usize {
         self.limit.round() as usize
+    }
+
+    /// Stamped on each admitted request and handed back with its latency.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// A request found no room (it queued or was refused).
@@ -87,8 +128,18 @@ impl AdaptiveLimit {
         self.window.saturated = true;
     }
 
-    /// One answer's latency, at `now`; when it closes a window, what the window decided.
-    pub(super) fn sample(&mut self, now: Instant, latency: Duration) -> Option<Adjustment> {
+    /// One answer's latency, at `now`, of a request admitted in `epoch`; when it closes a
+    /// window, what the window decided.
+    pub(super) fn sample(
+        &mut self,
+        now: Instant,
+        latency: Duration,
+        epoch: u64,
+    ) -> Option<Adjustment> {
+        if self.probing && epoch != self.epoch {
+            // Admitted before the probe, at the higher limit: not a low-concurrency latency.
+            return None;
+        }
         let window = &mut self.window;
         let started = *window.started.get_or_insert(now);
         if window.samples.len() < MAX_SAMPLES {
@@ -109,16 +160,27 @@ impl AdaptiveLimit {
 
         let baseline = self.baseline.observe(now, median);
         let drift = median.as_secs_f64() / baseline.as_secs_f64().max(1e-9);
-        if drift > self.tolerance {
-            let factor = (self.tolerance / drift).max(self.backoff);
-            self.limit = (self.limit * factor).max(self.min);
-        } else if saturated {
-            self.limit = (self.limit + 1.0).min(self.max);
+        if self.probing {
+            // The probe's own window sets the baseline and nothing else.
+            self.probing = false;
+            self.next_probe = Some(now + self.baseline_window);
+        } else {
+            if drift > self.tolerance {
+                let factor = (self.tolerance / drift).max(self.backoff);
+                self.limit = (self.limit * factor).max(self.min);
+            } else if saturated {
+                self.limit = (self.limit + 1.0).min(self.max);
+            }
+            if self.next_probe.is_some_and(|at| now >= at) {
+                self.probing = true;
+                self.epoch += 1;
+            }
         }
         Some(Adjustment {
             median,
             baseline,
-            limit: self.current(),
+            limit: self.adapted(),
+            in_force: self.current(),
         })
     }
 }
@@ -181,23 +243,35 @@ mod tests {
         })
     }
 
+    /// A limit whose first window, the calibration probe, saw 1 ms answers.
+    fn calibrated(initial: usize) -> (AdaptiveLimit, Instant) {
+        let (mut limit, mut now) = (self::limit(initial), Instant::now());
+        assert_eq!(limit.current(), 8, "the probe runs at min_limit");
+        let probe = window(&mut limit, &mut now, MS);
+        assert_eq!(
+            (probe.baseline, probe.limit, probe.in_force),
+            (MS, initial, initial)
+        );
+        (limit, now)
+    }
+
     /// One whole window of answers that all took `latency`.
     fn window(limit: &mut AdaptiveLimit, now: &mut Instant, latency: Duration) -> Adjustment {
         window_of(limit, now, &[latency; MIN_SAMPLES])
     }
 
-    /// Feeds `latencies` as one window: the first at `*now`, the last 100 ms later; returns
-    /// what it decided and moves `*now` past it.
+    /// Feeds `latencies` as one window of requests admitted now: the first answer at `*now`,
+    /// the last 100 ms later; returns what it decided and moves `*now` past it.
     fn window_of(
         limit: &mut AdaptiveLimit,
         now: &mut Instant,
         latencies: &[Duration],
     ) -> Adjustment {
-        let (start, last) = (*now, latencies.len() - 1);
+        let (start, last, epoch) = (*now, latencies.len() - 1, limit.epoch());
         let mut decided = None;
         for (i, latency) in latencies.iter().enumerate() {
             let at = if i == last { 100 * MS } else { i as u32 * MS };
-            decided = limit.sample(start + at, *latency);
+            decided = limit.sample(start + at, *latency, epoch);
             if i < last {
                 assert_eq!(decided, None, "the window closes with its last answer");
             }
@@ -208,9 +282,7 @@ mod tests {
 
     #[test]
     fn a_median_drifting_past_the_tolerance_cuts_the_limit_by_the_drift() {
-        let (mut limit, mut now) = (limit(40), Instant::now());
-        let calm = window(&mut limit, &mut now, MS);
-        assert_eq!((calm.baseline, calm.limit), (MS, 40));
+        let (mut limit, mut now) = calibrated(40);
         // Twice the baseline: within the tolerance, no cut.
         assert_eq!(window(&mut limit, &mut now, 2 * MS).limit, 40);
         // 2.5x: cut by 2 / 2.5 = 0.8.
@@ -224,7 +296,7 @@ mod tests {
 
     #[test]
     fn good_windows_raise_the_limit_by_one_only_when_some_request_found_no_room() {
-        let (mut limit, mut now) = (limit(40), Instant::now());
+        let (mut limit, mut now) = calibrated(40);
         assert_eq!(window(&mut limit, &mut now, MS).limit, 40, "not reached");
         limit.saturated();
         assert_eq!(window(&mut limit, &mut now, MS).limit, 41);
@@ -238,15 +310,14 @@ mod tests {
             window(&mut limit, &mut now, MS);
         }
         assert_eq!(limit.current(), 42, "never above max_limit");
-        // Demand, but slow answers: the drift wins.
+        // Demand, but slow answers: the drift wins (5x: the most one window cuts, half).
         limit.saturated();
         assert_eq!(window(&mut limit, &mut now, 5 * MS).limit, 21);
     }
 
     #[test]
     fn a_few_slow_answers_do_not_move_the_median() {
-        let (mut limit, mut now) = (limit(40), Instant::now());
-        window(&mut limit, &mut now, MS);
+        let (mut limit, mut now) = calibrated(40);
         let mut latencies = vec![MS; 7];
         latencies.extend([Duration::from_secs(1); 4]);
         let decided = window_of(&mut limit, &mut now, &latencies);
@@ -257,26 +328,51 @@ mod tests {
     fn a_window_closes_after_its_time_and_ten_answers() {
         let (mut limit, start) = (limit(40), Instant::now());
         for i in 0..9 {
-            assert_eq!(limit.sample(start + Duration::from_secs(i), MS), None);
+            assert_eq!(limit.sample(start + Duration::from_secs(i), MS, 0), None);
         }
-        assert!(limit.sample(start + Duration::from_secs(9), MS).is_some());
+        assert!(
+            limit
+                .sample(start + Duration::from_secs(9), MS, 0)
+                .is_some()
+        );
         for i in 0..20 {
-            assert_eq!(
-                limit.sample(start + Duration::from_secs(10) + MS * i, MS),
-                None
-            );
+            let at = start + Duration::from_secs(10) + MS * i;
+            assert_eq!(limit.sample(at, MS, 0), None);
         }
     }
 
     #[test]
     fn the_baseline_forgets_minimums_older_than_two_baseline_windows() {
-        let (mut limit, mut now) = (limit(40), Instant::now());
-        window(&mut limit, &mut now, MS);
+        let (mut limit, mut now) = calibrated(40);
         // Within the baseline window, 5 ms is a 5x drift: cut.
         assert_eq!(window(&mut limit, &mut now, 5 * MS).limit, 20);
         // 20 s later the 1 ms minimum is forgotten: 5 ms is the new normal.
         now += Duration::from_secs(20);
         let later = window(&mut limit, &mut now, 5 * MS);
         assert_eq!((later.baseline, later.limit), (5 * MS, 20));
+    }
+
+    #[test]
+    fn a_probe_every_baseline_window_runs_at_min_limit_and_counts_only_its_own_requests() {
+        let (mut limit, mut now) = calibrated(40);
+        // Ordinary windows until the baseline window has passed since the first probe.
+        let mut next = window(&mut limit, &mut now, MS);
+        while next.in_force == 40 {
+            assert!(next.limit == 40, "{next:?}");
+            now += Duration::from_secs(1);
+            next = window(&mut limit, &mut now, MS);
+        }
+        assert_eq!((next.in_force, limit.current(), limit.epoch()), (8, 8, 1));
+        // Requests admitted before the probe answer slowly: they are not its samples.
+        for i in 0..50 {
+            assert_eq!(limit.sample(now + i * MS, Duration::from_secs(1), 0), None);
+        }
+        // Its own do; it moves the baseline, not the limit, and the limit is back.
+        now += 50 * MS;
+        let probe = window(&mut limit, &mut now, MS / 2);
+        assert_eq!(
+            (probe.baseline, probe.limit, probe.in_force),
+            (MS / 2, 40, 40)
+        );
     }
 }

@@ -56,9 +56,9 @@ struct Shared {
 struct State {
     in_flight: usize,
     limit: AdaptiveLimit,
-    /// Each waiter's sender: a `()` sent is a slot handed over (already counted in
+    /// Each waiter's sender: an epoch sent is a slot handed over (already counted in
     /// `in_flight`); a sender dropped unsent is a place lost to a higher priority.
-    queue: Queue<oneshot::Sender<()>>,
+    queue: Queue<oneshot::Sender<u64>>,
     next_ticket: u64,
 }
 
@@ -70,17 +70,19 @@ impl State {
 
 impl LoadShedder {
     pub fn new(config: &SheddingConfig) -> Self {
+        let limit = AdaptiveLimit::new(config);
+        let metrics = Metrics::register();
+        metrics.limit.set(limit.current() as f64);
         let shared = Shared {
             state: Mutex::new(State {
                 in_flight: 0,
-                limit: AdaptiveLimit::new(config),
+                limit,
                 queue: Queue::new(config.queue_size),
                 next_ticket: 0,
             }),
             max_wait: config.max_wait,
-            metrics: Metrics::register(),
+            metrics,
         };
-        shared.metrics.limit.set(config.initial_limit as f64);
         Self {
             shared: Arc::new(shared),
         }
@@ -99,7 +101,7 @@ impl LoadShedder {
                 state.in_flight += 1;
                 shared.metrics.levels(&state);
                 shared.metrics.count(priority, Decision::Admitted);
-                return Ok(self.permit());
+                return Ok(self.permit(state.limit.epoch()));
             }
             state.limit.saturated();
             let (tx, rx) = oneshot::channel();
@@ -123,22 +125,21 @@ impl LoadShedder {
             settled: false,
         };
         let outcome = match tokio::time::timeout(shared.max_wait, &mut waiting.rx).await {
-            Ok(Ok(())) => {
+            Ok(Ok(epoch)) => {
                 waiting.settled = true;
-                Ok(())
+                Ok(epoch)
             }
             Ok(Err(_)) => {
                 waiting.settled = true;
                 Err(Shed::Evicted)
             }
             // A slot may have been handed over in the instant the wait ran out: keep it.
-            Err(_) if waiting.leave() => Ok(()),
-            Err(_) => Err(Shed::WaitedTooLong),
+            Err(_) => waiting.leave().ok_or(Shed::WaitedTooLong),
         };
         match outcome {
-            Ok(()) => {
+            Ok(epoch) => {
                 shared.metrics.count(priority, Decision::AdmittedAfterWait);
-                Ok(self.permit())
+                Ok(self.permit(epoch))
             }
             Err(shed) => {
                 shared.metrics.count(priority, Decision::Shed(shed));
@@ -147,7 +148,7 @@ impl LoadShedder {
         }
     }
 
-    /// The limit now.
+    /// The limit in force now.
     pub fn limit(&self) -> usize {
         self.shared.lock().limit.current()
     }
@@ -162,10 +163,11 @@ impl LoadShedder {
         self.shared.lock().queue.len()
     }
 
-    fn permit(&self) -> Permit {
+    fn permit(&self, epoch: u64) -> Permit {
         Permit {
             shared: self.shared.clone(),
             admitted_at: Instant::now(),
+            epoch,
             finished: false,
         }
     }
@@ -176,6 +178,8 @@ impl LoadShedder {
 pub struct Permit {
     shared: Arc<Shared>,
     admitted_at: Instant,
+    /// The limit's epoch at admission (see `AdaptiveLimit::epoch`).
+    epoch: u64,
     finished: bool,
 }
 
@@ -186,7 +190,8 @@ impl Permit {
     /// says when the client gave up, not how long the work takes.
     pub fn finish(mut self) {
         self.finished = true;
-        self.shared.release(Some(self.admitted_at.elapsed()));
+        let latency = self.admitted_at.elapsed();
+        self.shared.release(Some((latency, self.epoch)));
     }
 }
 
@@ -206,10 +211,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn release(&self, latency: Option<Duration>) {
+    /// Frees a slot; with the request's latency and epoch, a sample for the limit.
+    fn release(&self, sample: Option<(Duration, u64)>) {
         let now = Instant::now();
         let mut state = self.lock();
-        if let Some(adjustment) = latency.and_then(|l| state.limit.sample(now, l)) {
+        let adjustment =
+            sample.and_then(|(latency, epoch)| state.limit.sample(now, latency, epoch));
+        if let Some(adjustment) = adjustment {
             self.metrics.window(adjustment);
         }
         state.in_flight = state.in_flight.saturating_sub(1);
@@ -230,7 +238,7 @@ impl Shared {
             state.in_flight += 1;
             // A waiter leaves the queue before its receiver is dropped (see `Waiting`), so
             // this cannot fail; if it ever did, the slot must not leak.
-            if waiter.send(()).is_err() {
+            if waiter.send(state.limit.epoch()).is_err() {
                 state.in_flight -= 1;
             }
         }
@@ -242,30 +250,30 @@ struct Waiting<'a> {
     shared: &'a Shared,
     priority: Priority,
     ticket: u64,
-    rx: oneshot::Receiver<()>,
+    rx: oneshot::Receiver<u64>,
     /// The outcome is known (granted, evicted, or left): nothing to give back on drop.
     settled: bool,
 }
 
 impl Waiting<'_> {
-    /// Leaves the queue. True if a slot had been handed over meanwhile: the caller holds it
-    /// now and must run the request or give it back.
-    fn leave(&mut self) -> bool {
+    /// Leaves the queue. `Some(epoch)` if a slot had been handed over meanwhile: the caller
+    /// holds it now and must run the request or give it back.
+    fn leave(&mut self) -> Option<u64> {
         self.settled = true;
         let mut state = self.shared.lock();
         if state.queue.remove(self.priority, self.ticket).is_some() {
             self.shared.metrics.levels(&state);
-            return false;
+            return None;
         }
         // No longer queued: either handed a slot (sent under this same lock, so it is in
         // the channel by now) or evicted (the sender dropped).
-        self.rx.try_recv().is_ok()
+        self.rx.try_recv().ok()
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if !self.settled && self.leave() {
+        if !self.settled && self.leave().is_some() {
             self.shared.release(None);
         }
     }
@@ -358,7 +366,7 @@ impl Metrics {
     }
 
     fn window(&self, adjustment: Adjustment) {
-        self.limit.set(adjustment.limit as f64);
+        self.limit.set(adjustment.in_force as f64);
         self.window_latency.set(adjustment.median.as_secs_f64());
         self.baseline_latency.set(adjustment.baseline.as_secs_f64());
     }
