@@ -64,12 +64,12 @@ pub async fn admit(State(app): State<AppState>, mut request: Request, next: Next
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|route| route.as_str().to_owned());
-    if route.as_deref().is_some_and(|r| NEVER_SHED.contains(&r)) {
+        .map(MatchedPath::as_str);
+    if route.is_some_and(|r| NEVER_SHED.contains(&r)) {
         return next.run(request).await;
     }
+    let what = kind(request.method(), route);
     let principal = principal(&app, &mut request).await;
-    let what = kind(request.method(), route.as_deref());
     match shedder.acquire(priority(what, principal.tier())).await {
         Ok(permit) => {
             let response = next.run(request).await;
