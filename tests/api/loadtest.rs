@@ -15,11 +15,14 @@ use scalable_api::config::SecretUrl;
 use crate::helpers::TestApp;
 
 /// The service's config file for the test's own databases (the child process cannot take
-/// the in-memory config `TestApp` built).
+/// the in-memory config `TestApp` built). The load-shedding limit is out of reach, as in
+/// `TestApp` (other tests' load makes latency swing here); a test about shedding sets its own
+/// through the environment, which wins over the file.
 fn config_file(app: &TestApp) -> String {
     let config = &app.state.config;
     let mut toml = format!(
-        "[db]\ndirectory_url = \"{}\"\npool_max_connections = 5\n\n\
+        "[shedding]\ninitial_limit = 100000\nmin_limit = 100000\nmax_limit = 100000\n\n\
+         [db]\ndirectory_url = \"{}\"\npool_max_connections = 5\n\n\
          [db.replicas]\nmax_lag_bytes = {max}\nmax_lag = \"1000years\"\n",
         config.db.directory_url.expose(),
         max = i64::MAX
