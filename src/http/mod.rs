@@ -11,8 +11,8 @@ pub mod metrics;
 mod security;
 pub mod server;
 pub mod session;
-pub mod shield;
 mod shed;
+pub mod shield;
 mod v1;
 
 use axum::{

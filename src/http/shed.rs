@@ -11,7 +11,6 @@
 //! | `POST /graphql` | anonymous lists | reads | paid reads |
 //! | a write (`POST`, `PATCH`, `DELETE`, `PUT`) | anonymous lists | critical | critical |
 //! | `/v1/auth/*` (login, registration) | critical | critical | critical |
-//! | `/healthz`, `/readyz`, `/metrics` | never shed | | |
 //!
 //! - Collection reads cost more than single reads (a feed merges every shard, a page reads
 //!   many rows) and are easier to serve stale elsewhere.
@@ -24,9 +23,14 @@
 //! - An anonymous write is refused by the handler anyway (401): it gets no priority.
 //! - Bad credentials count as anonymous here (the handler still answers 401): a made-up token
 //!   buys no priority.
-//! - Health and metrics are never shed: a load balancer that sees `/readyz` fail under load
-//!   pulls the instance and moves its load onto the others, which then fail too; and the
-//!   metrics are how one watches the overload.
+//! - Health and metrics never pass this layer (`src/http/mod.rs` puts it around the API
+//!   routes only): a load balancer that saw `/readyz` fail under load would pull the instance
+//!   and move its load onto the others, which then fail too; and the metrics are how one
+//!   watches the overload.
+//!
+//! The layer runs inside the rate limits (a client over its rate costs a 429, never a slot)
+//! and inside the request timeout: a request that times out is cancelled, which frees its slot
+//! but teaches the limit nothing (by then the window medians have long risen).
 //!
 //! The principal is resolved once, through the request's extensions, as
 //! [`Principal`]'s extractor does: a layer in front (the rate limits) may have stored it, and
@@ -47,9 +51,6 @@ use crate::{
     traffic::{Priority, Shed},
 };
 
-/// Routes that are never shed.
-const NEVER_SHED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
-
 /// The answer to a shed request.
 const OVERLOADED: Error = Error::Unavailable {
     detail: "the service is overloaded and shed this request to keep others fast; retry after the Retry-After delay",
@@ -65,9 +66,6 @@ pub async fn admit(State(app): State<AppState>, mut request: Request, next: Next
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    if route.is_some_and(|r| NEVER_SHED.contains(&r)) {
-        return next.run(request).await;
-    }
     let what = kind(request.method(), route);
     let principal = principal(&app, &mut request).await;
     match shedder.acquire(priority(what, principal.tier())).await {

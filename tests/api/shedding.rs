@@ -24,7 +24,9 @@ async fn spawn(limit: usize, queue_size: usize, max_wait: Duration) -> TestApp {
             shedding.max_limit,
         ) = (limit, limit, limit);
         (shedding.queue_size, shedding.max_wait) = (queue_size, max_wait);
-        // These tests log in again and again from one address: out of the login limits' way.
+        // These tests send many requests from one address, logins among them: the rate limits
+        // and the login limits, in front of the shedder, are out of the way.
+        config.ratelimit.enabled = false;
         let tries = &mut config.auth.login_limits;
         (tries.account_tries, tries.address_tries) = (1_000_000, 1_000_000);
     })
@@ -143,6 +145,50 @@ async fn with_half_the_limit_busy_anonymous_lists_are_shed_and_logins_writes_and
     drop(held);
     let forged = app.users().get(ada.id).bearer("not-a-token").await;
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_a_429_before_the_shedder_and_takes_no_slot() {
+    // The rate limits run in front of the shedder (Stripe's order): an anonymous address may
+    // read once a minute here, and the only slot is taken.
+    let app = TestApp::spawn_with(|config| {
+        let shedding = &mut config.shedding;
+        (
+            shedding.initial_limit,
+            shedding.min_limit,
+            shedding.max_limit,
+        ) = (1, 1, 1);
+        shedding.queue_size = 0;
+        config.ratelimit.enabled = true;
+        let reads = &mut config.ratelimit.tiers.anonymous.reads;
+        (reads.rate, reads.burst) = (1, 1);
+    })
+    .await;
+    let held = hold(&app, 1).await;
+
+    // Within its rate: it reaches the shedder, which has no room.
+    assert_shed(app.users().get(1).await, "the first read").await;
+    // Over its rate: refused by the limits, before the shedder.
+    assert_eq!(
+        app.users().get(1).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    drop(held);
+    assert_eq!(
+        app.users().get(1).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let metrics = app.get("/metrics").await.text().await.expect("text");
+    let series = r#"load_shed_requests_total{priority="reads",decision="shed_queue_full"} "#;
+    let shed = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .unwrap_or_else(|| panic!("no {series} in /metrics"));
+    assert_eq!(
+        shed, "1",
+        "only the read within its rate reached the shedder"
+    );
 }
 
 /// Request outcomes per class: (2xx, 503, anything else as `status` -> count).
