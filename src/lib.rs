@@ -47,6 +47,8 @@ pub struct App {
     /// The limits routes apply through `limiter`: per tier and route class, with the
     /// fallback when Redis cannot decide (`src/http/limits.rs` applies them).
     pub limits: traffic::RouteLimits,
+    /// The adaptive concurrency limit with priorities; `None` when `shedding.enabled` is off.
+    pub shedder: Option<traffic::LoadShedder>,
     /// Renders `/metrics`; `None` when `telemetry.metrics` is off.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -79,6 +81,10 @@ impl App {
         );
         let limiter = traffic::RateLimiter::new(&config.ratelimit)?;
         let limits = traffic::RouteLimits::new(&config.ratelimit);
+        let shedder = config
+            .shedding
+            .enabled
+            .then(|| traffic::LoadShedder::new(&config.shedding));
         Ok(AppState(Arc::new(App {
             config,
             db,
@@ -88,6 +94,7 @@ impl App {
             api_keys,
             limiter,
             limits,
+            shedder,
             metrics,
         })))
     }

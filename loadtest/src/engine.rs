@@ -45,6 +45,9 @@ pub struct Call {
     pub token: Option<Arc<str>>,
     /// A GraphQL answer: a 200 whose body has `"errors":` is counted as an error.
     pub graphql: bool,
+    /// The route class it is reported under (`anonymous_lists`, `logins`, ...), for
+    /// workloads that mix classes; `None`: counted in the run's totals only.
+    pub class: Option<&'static str>,
 }
 
 impl Call {
@@ -55,6 +58,15 @@ impl Call {
             body: None,
             token: None,
             graphql: false,
+            class: None,
+        }
+    }
+
+    /// The same call, reported under `class`.
+    pub fn class(self, class: &'static str) -> Self {
+        Self {
+            class: Some(class),
+            ..self
         }
     }
 }
@@ -121,6 +133,66 @@ pub struct Outcome {
     /// Latency of every answer in the window (any status), microseconds.
     pub latency_us: Histogram<u64>,
     pub stopped_by: StopReason,
+    /// The same figures per route class ([`Call::class`]); empty for single-class workloads.
+    pub classes: BTreeMap<String, ClassOutcome>,
+}
+
+/// One route class's figures in a measured window.
+#[derive(Debug, Clone)]
+pub struct ClassOutcome {
+    /// Answers, any status.
+    pub responses: u64,
+    /// Answers with a 2xx status (and, for GraphQL, no `errors`).
+    pub ok: u64,
+    pub non_2xx: BTreeMap<u16, u64>,
+    /// Requests without a usable answer (timeouts, I/O).
+    pub errors: u64,
+    /// Latency of every answer, microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+impl ClassOutcome {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            responses: 0,
+            ok: 0,
+            non_2xx: BTreeMap::new(),
+            errors: 0,
+            latency_us: new_histogram()?,
+        })
+    }
+
+    fn add(&mut self, other: &Self) -> anyhow::Result<()> {
+        self.responses += other.responses;
+        self.ok += other.ok;
+        self.errors += other.errors;
+        for (status, n) in &other.non_2xx {
+            *self.non_2xx.entry(*status).or_default() += n;
+        }
+        self.latency_us.add(&other.latency_us)?;
+        Ok(())
+    }
+
+    /// Requests sent in the window and answered or failed.
+    pub fn requests(&self) -> u64 {
+        self.responses + self.errors
+    }
+
+    /// The share of requests with a 2xx answer.
+    pub fn success_ratio(&self) -> f64 {
+        match self.requests() {
+            0 => 0.0,
+            n => self.ok as f64 / n as f64,
+        }
+    }
+
+    /// Latency at `quantile` in milliseconds; 0 without answers.
+    pub fn latency_ms(&self, quantile: f64) -> f64 {
+        if self.latency_us.is_empty() {
+            return 0.0;
+        }
+        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +297,7 @@ where
         unfinished: 0,
         latency_us: new_histogram()?,
         stopped_by: StopReason::Duration,
+        classes: BTreeMap::new(),
     };
     let mut last_answer = shared.measure_from;
     for handle in clients {
@@ -243,6 +316,14 @@ where
             }
         }
         outcome.latency_us.add(&tally.latency_us)?;
+        for (class, figures) in &tally.classes {
+            match outcome.classes.get_mut(*class) {
+                Some(all) => all.add(figures)?,
+                None => {
+                    outcome.classes.insert((*class).to_owned(), figures.clone());
+                }
+            }
+        }
         last_answer = last_answer.max(tally.last_answer);
     }
     let exhausted = plan
@@ -285,6 +366,7 @@ struct Tally {
     unfinished: u64,
     latency_us: Histogram<u64>,
     last_answer: Instant,
+    classes: BTreeMap<&'static str, ClassOutcome>,
 }
 
 impl Tally {
@@ -293,6 +375,15 @@ impl Tally {
         if self.error_samples.len() < 5 && !self.error_samples.contains(&message) {
             self.error_samples.push(message);
         }
+    }
+
+    /// The figures of `class`, created on its first request (a histogram each: tens of
+    /// kilobytes, per class and client).
+    fn class(&mut self, class: &'static str) -> Option<&mut ClassOutcome> {
+        if !self.classes.contains_key(class) {
+            self.classes.insert(class, ClassOutcome::new().ok()?);
+        }
+        self.classes.get_mut(class)
     }
 }
 
@@ -317,6 +408,7 @@ async fn client(
         unfinished: 0,
         latency_us,
         last_answer: shared.measure_from,
+        classes: BTreeMap::new(),
     };
     let deadline = shared.deadline;
     let mut connection = None;
@@ -371,6 +463,7 @@ async fn client(
             },
         };
         let call = shared.source.next(index, &mut rng);
+        let class = call.class;
         let request =
             match shared
                 .target
@@ -427,6 +520,7 @@ async fn client(
             break;
         }
         shared.progress.answered.fetch_add(1, Ordering::Relaxed);
+        let failed = matches!(result, Exchange::Failed(_) | Exchange::TimedOut);
         match result {
             Exchange::Answer {
                 status,
@@ -439,10 +533,19 @@ async fn client(
                 tally.last_answer = answered_at;
                 let micros = (answered_at - sent_at).as_micros().max(1) as u64;
                 tally.latency_us.saturating_record(micros);
+                let success = (200..300).contains(&status) && !graphql_errors;
                 if !(200..300).contains(&status) {
                     *tally.non_2xx.entry(status).or_default() += 1;
                 } else if graphql_errors {
                     tally.error("graphql", "a 200 GraphQL answer with errors".to_owned());
+                }
+                if let Some(figures) = class.and_then(|c| tally.class(c)) {
+                    figures.responses += 1;
+                    figures.ok += u64::from(success);
+                    figures.latency_us.saturating_record(micros);
+                    if !(200..300).contains(&status) {
+                        *figures.non_2xx.entry(status).or_default() += 1;
+                    }
                 }
             }
             Exchange::Failed(err) => {
@@ -457,6 +560,12 @@ async fn client(
                     tally.error("timeout", format!("no answer within {:?}", shared.timeout));
                 }
             }
+        }
+        if measured
+            && failed
+            && let Some(figures) = class.and_then(|c| tally.class(c))
+        {
+            figures.errors += 1;
         }
     }
     tally
@@ -585,6 +694,7 @@ mod tests {
             unfinished: 0,
             latency_us: h,
             stopped_by: StopReason::Duration,
+            classes: BTreeMap::new(),
         };
         let near = |got: f64, want: f64| (got - want).abs() <= want * 0.001 + 0.001;
         assert!(

@@ -10,7 +10,7 @@ use loadtest::{
     hello,
     report::Report,
     target::Target,
-    workload::{DataOptions, DataSet, STANDARD, Workload},
+    workload::{DataOptions, DataSet, Mix, STANDARD, Workload},
 };
 
 #[derive(Debug, Parser)]
@@ -126,6 +126,9 @@ struct LoadArgs {
     /// The demo users' password (the seed's).
     #[arg(long, default_value = "demo-password")]
     password: String,
+    /// The overload workload's classes by weight.
+    #[arg(long, default_value_t = Mix::default())]
+    mix: Mix,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -150,6 +153,7 @@ impl LoadArgs {
             writers: self.writers,
             password: self.password.clone(),
             seed: self.seed,
+            mix: self.mix,
         }
     }
 }

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    engine::{Outcome, Plan, StopReason},
+    engine::{ClassOutcome, Outcome, Plan, StopReason},
     metrics::Counters,
     workload::DataOptions,
 };
@@ -38,6 +38,45 @@ pub struct RunReport {
     /// Requests/s over the hello-world server's in the same report.
     pub vs_baseline: Option<f64>,
     pub stopped_by: StopReason,
+    /// Figures per route class, for workloads that mix them (`overload`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<String, ClassReport>,
+    /// 503 answers are the point of this run (the service sheds load): they are reported,
+    /// not warned about.
+    #[serde(default)]
+    pub shed_expected: bool,
+}
+
+/// One route class of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassReport {
+    /// Sent in the window and answered or failed.
+    pub requests: u64,
+    /// The share answered with a 2xx.
+    pub success_ratio: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// 503 answers: shed.
+    pub shed: u64,
+    /// Other non-2xx answers, by status.
+    pub non_2xx: BTreeMap<u16, u64>,
+    /// Requests without an answer (timeouts, I/O).
+    pub errors: u64,
+}
+
+impl ClassReport {
+    fn new(figures: &ClassOutcome) -> Self {
+        let mut non_2xx = figures.non_2xx.clone();
+        Self {
+            requests: figures.requests(),
+            success_ratio: figures.success_ratio(),
+            p50_ms: figures.latency_ms(0.50),
+            p99_ms: figures.latency_ms(0.99),
+            shed: non_2xx.remove(&503).unwrap_or(0),
+            non_2xx,
+            errors: figures.errors,
+        }
+    }
 }
 
 impl RunReport {
@@ -70,6 +109,12 @@ impl RunReport {
             cache_hit_ratio: counters.and_then(Counters::hit_ratio),
             vs_baseline: None,
             stopped_by: outcome.stopped_by,
+            classes: outcome
+                .classes
+                .iter()
+                .map(|(class, figures)| (class.clone(), ClassReport::new(figures)))
+                .collect(),
+            shed_expected: false,
         }
     }
 
@@ -79,6 +124,15 @@ impl RunReport {
 
     pub fn non_2xx_count(&self) -> u64 {
         self.non_2xx.values().sum()
+    }
+
+    /// Non-2xx answers that are not what the run is about (a 503 where shedding is expected).
+    pub fn unexpected_non_2xx(&self) -> BTreeMap<u16, u64> {
+        let mut non_2xx = self.non_2xx.clone();
+        if self.shed_expected {
+            non_2xx.remove(&503);
+        }
+        non_2xx
     }
 }
 
@@ -209,6 +263,38 @@ impl Report {
                     .map_or_else(|| "–".to_owned(), |r| format!("{:.1} %", r * 100.0)),
             );
         }
+        if self.runs.iter().any(|run| !run.classes.is_empty()) {
+            out.push_str(&self.class_table());
+        }
+        out
+    }
+
+    /// Per route class of the runs that have them: how much of each class got through, and
+    /// how fast. Load shedding shows here: the classes it refuses first lose success, the ones
+    /// it protects keep theirs and a short p99.
+    fn class_table(&self) -> String {
+        let knob = self.knob.as_deref().unwrap_or("setting");
+        let mut out = format!(
+            "\n| workload | {knob} | class | requests | success | shed (503) | other non-2xx | errors | p50 ms | p99 ms |\n\
+             |---|---|---|--:|--:|--:|--:|--:|--:|--:|\n"
+        );
+        for run in &self.runs {
+            for (class, figures) in &run.classes {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {class} | {} | {:.1} % | {} | {} | {} | {:.2} | {:.2} |",
+                    run.workload,
+                    run.setting,
+                    thousands(figures.requests as f64),
+                    figures.success_ratio * 100.0,
+                    thousands(figures.shed as f64),
+                    figures.non_2xx.values().sum::<u64>(),
+                    figures.errors,
+                    figures.p50_ms,
+                    figures.p99_ms,
+                );
+            }
+        }
         out
     }
 
@@ -218,7 +304,8 @@ impl Report {
         let mut out = String::new();
         for run in self.baseline.iter().chain(&self.runs) {
             // Requests in flight at the deadline (at most one per connection) are not errors.
-            if run.error_count() + run.non_2xx_count() == 0 {
+            let unexpected = run.unexpected_non_2xx();
+            if run.error_count() + unexpected.values().sum::<u64>() == 0 {
                 continue;
             }
             let _ = writeln!(
@@ -227,7 +314,7 @@ impl Report {
                 run.workload,
                 run.setting,
                 run.errors,
-                run.non_2xx,
+                unexpected,
                 run.unfinished,
                 if run.error_samples.is_empty() {
                     "no error messages".to_owned()
@@ -465,6 +552,7 @@ mod tests {
             unfinished: 0,
             latency_us,
             stopped_by: StopReason::Duration,
+            classes: BTreeMap::new(),
         };
         let counters = Counters {
             sql: rps * 10.0 * 0.5,

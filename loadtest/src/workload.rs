@@ -34,6 +34,10 @@ pub enum Workload {
     /// 90 % GET /v1/users/{id}/posts?limit=10 over the hot set (which includes the writers),
     /// 10 % POST /v1/posts by logged-in users: reads that writes keep invalidating.
     WriteMix,
+    /// A priority mix for load shedding, run open loop past capacity (`--rate`): anonymous
+    /// lists (the feed, the user list), free-tier users reading their own pages, writes and
+    /// logins, in the proportions of `--mix`; figures per class.
+    Overload,
     /// GET / on the hello-world server: the machine's ceiling.
     Hello,
 }
@@ -54,8 +58,18 @@ impl Workload {
             Self::UserPosts => "user_posts",
             Self::GraphqlNested => "graphql_nested",
             Self::WriteMix => "write_mix",
+            Self::Overload => "overload",
             Self::Hello => "hello",
         }
+    }
+
+    /// Some of its answers are 503s on purpose: the service sheds them (`overload`).
+    pub fn sheds(self) -> bool {
+        self == Self::Overload
+    }
+
+    fn needs_writers(self) -> bool {
+        matches!(self, Self::WriteMix | Self::Overload)
     }
 
     fn needs_ids(self) -> bool {
@@ -78,11 +92,11 @@ impl FromStr for Workload {
     fn from_str(s: &str) -> anyhow::Result<Self> {
         STANDARD
             .into_iter()
-            .chain([Self::Hello])
+            .chain([Self::Overload, Self::Hello])
             .find(|w| w.name() == s)
             .with_context(|| {
                 format!(
-                    "unknown workload `{s}`: one of {}, hello",
+                    "unknown workload `{s}`: one of {}, overload, hello",
                     STANDARD.map(Workload::name).join(", ")
                 )
             })
@@ -103,6 +117,9 @@ pub struct DataOptions {
     pub password: String,
     /// Seeds the hot-set choice.
     pub seed: u64,
+    /// The proportions of the `overload` workload's classes.
+    #[serde(default)]
+    pub mix: Mix,
 }
 
 impl Default for DataOptions {
@@ -112,7 +129,107 @@ impl Default for DataOptions {
             writers: 8,
             password: "demo-password".to_owned(),
             seed: 42,
+            mix: Mix::default(),
         }
+    }
+}
+
+/// The `overload` workload's classes, by weight (`anonymous_lists=60,free_reads=30,...`).
+///
+/// Logins run argon2 (tens of milliseconds of a core each), and the service bounds hashing on
+/// its own (`auth.max_concurrent_hashes`, then 503): keep their share small enough that their
+/// absolute rate stays below what the cores can hash, or the hashing bound, not load
+/// shedding, is what refuses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mix {
+    pub anonymous_lists: u32,
+    pub free_reads: u32,
+    pub writes: u32,
+    pub logins: u32,
+}
+
+impl Mix {
+    /// The class names, as reported.
+    pub const CLASSES: [&'static str; 4] = ["anonymous_lists", "free_reads", "writes", "logins"];
+
+    fn weights(&self) -> [u32; 4] {
+        [
+            self.anonymous_lists,
+            self.free_reads,
+            self.writes,
+            self.logins,
+        ]
+    }
+
+    /// A class drawn by weight.
+    fn pick(&self, rng: &mut Rng) -> &'static str {
+        let weights = self.weights();
+        let total: u32 = weights.iter().sum();
+        let mut at = rng.below(total.max(1) as usize) as u32;
+        for (class, weight) in Self::CLASSES.into_iter().zip(weights) {
+            if at < weight {
+                return class;
+            }
+            at -= weight;
+        }
+        Self::CLASSES[0]
+    }
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self {
+            anonymous_lists: 60,
+            free_reads: 30,
+            writes: 9,
+            logins: 1,
+        }
+    }
+}
+
+impl fmt::Display for Mix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = Self::CLASSES
+            .into_iter()
+            .zip(self.weights())
+            .map(|(class, weight)| format!("{class}={weight}"))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl FromStr for Mix {
+    type Err = anyhow::Error;
+
+    /// Classes not named weigh 0.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let mut weights = [0u32; 4];
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (class, weight) = part
+                .split_once('=')
+                .with_context(|| format!("`{part}` is not class=weight"))?;
+            let at = Self::CLASSES
+                .iter()
+                .position(|c| *c == class.trim())
+                .with_context(|| {
+                    format!(
+                        "unknown class `{class}`: one of {}",
+                        Self::CLASSES.join(", ")
+                    )
+                })?;
+            weights[at] = weight
+                .trim()
+                .parse()
+                .with_context(|| format!("`{weight}` is not a whole number"))?;
+        }
+        ensure!(weights.iter().sum::<u32>() > 0, "the mix weighs nothing");
+        let [anonymous_lists, free_reads, writes, logins] = weights;
+        Ok(Self {
+            anonymous_lists,
+            free_reads,
+            writes,
+            logins,
+        })
     }
 }
 
@@ -123,6 +240,11 @@ pub struct DataSet {
     pub hot: Arc<[i64]>,
     /// `(user id, access token)` of each logged-in writer.
     pub writers: Arc<[(i64, Arc<str>)]>,
+    /// The writers of the free tier (`overload` reads as them).
+    pub readers: Arc<[(i64, Arc<str>)]>,
+    /// Login bodies of the writers (`overload` logs in again and again).
+    pub logins: Arc<[Bytes]>,
+    pub mix: Mix,
 }
 
 impl DataSet {
@@ -132,7 +254,30 @@ impl DataSet {
         workloads: &[Workload],
         options: &DataOptions,
     ) -> anyhow::Result<Self> {
-        let mut data = Self::default();
+        let mut data = Self {
+            mix: options.mix,
+            ..Self::default()
+        };
+        if workloads.contains(&Workload::Overload) {
+            let mut writers = Vec::with_capacity(options.writers);
+            let mut logins = Vec::with_capacity(options.writers);
+            for n in 1..=options.writers.max(1) {
+                let email = format!("user{n}@example.com");
+                writers.push(login(target, &email, &options.password).await?);
+                logins.push(
+                    json!({ "email": email, "password": options.password })
+                        .to_string()
+                        .into(),
+                );
+            }
+            data.readers = writers
+                .iter()
+                .filter(|(_, token)| token_tier(token).as_deref() == Some("free"))
+                .cloned()
+                .collect();
+            data.writers = writers.into();
+            data.logins = logins.into();
+        }
         if !workloads.iter().any(|w| w.needs_ids()) {
             return Ok(data);
         }
@@ -162,6 +307,18 @@ impl DataSet {
         data.hot = hot.into();
         Ok(data)
     }
+}
+
+/// The `tier` claim of an access token: its payload is base64url JSON (checking the
+/// signature is the service's business).
+fn token_tier(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&json).ok()?;
+    claims["tier"].as_str().map(str::to_owned)
 }
 
 /// Every user id, in id order, through GraphQL keyset pages of 100.
@@ -259,10 +416,17 @@ impl Generator {
         if workload.needs_ids() {
             ensure!(!data.hot.is_empty(), "{workload} needs user ids");
         }
-        if workload == Workload::WriteMix {
+        if workload.needs_writers() {
             ensure!(
                 !data.writers.is_empty(),
-                "write_mix needs logged-in writers"
+                "{workload} needs logged-in writers"
+            );
+        }
+        if workload == Workload::Overload {
+            ensure!(
+                data.mix.free_reads == 0 || !data.readers.is_empty(),
+                "overload reads as free-tier users, and none of the {} logged-in demo users is one: raise --writers",
+                data.writers.len()
             );
         }
         Ok(Self {
@@ -296,6 +460,7 @@ impl Source for Generator {
                 body: Some(self.nested_body.clone()),
                 token: None,
                 graphql: true,
+                class: None,
             },
             Workload::WriteMix => {
                 if rng.below(10) == 0 {
@@ -311,6 +476,7 @@ impl Source for Generator {
                         ),
                         token: Some(token.clone()),
                         graphql: false,
+                        class: None,
                     }
                 } else {
                     Call::get(format!(
@@ -319,8 +485,47 @@ impl Source for Generator {
                     ))
                 }
             }
+            Workload::Overload => self.overload(client, rng),
             Workload::Hello => Call::get("/"),
         }
+    }
+}
+
+impl Generator {
+    fn overload(&self, client: usize, rng: &mut Rng) -> Call {
+        let class = self.data.mix.pick(rng);
+        let call = match class {
+            "free_reads" => {
+                let (id, token) = &self.data.readers[client % self.data.readers.len()];
+                Call {
+                    token: Some(token.clone()),
+                    ..Call::get(format!("/v1/users/{id}/posts?limit=10"))
+                }
+            }
+            "writes" => {
+                let (_, token) = &self.data.writers[client % self.data.writers.len()];
+                let n = rng.next_u64() % 1_000_000;
+                Call {
+                    method: Method::POST,
+                    body: Some(
+                        json!({ "title": format!("overload post {n}"), "body": "Written by loadtest overload." })
+                            .to_string()
+                            .into(),
+                    ),
+                    token: Some(token.clone()),
+                    ..Call::get("/v1/posts")
+                }
+            }
+            "logins" => Call {
+                method: Method::POST,
+                body: Some(self.data.logins[rng.below(self.data.logins.len())].clone()),
+                ..Call::get("/v1/auth/login")
+            },
+            // The feed merges every shard; the user list pages through one.
+            _ if rng.below(2) == 0 => Call::get("/v1/posts?limit=20"),
+            _ => Call::get(format!("/v1/users?limit=20&offset={}", rng.below(1000))),
+        };
+        call.class(class)
     }
 }
 
@@ -343,6 +548,7 @@ mod tests {
             ids: vec![1, 2, 1_000_000_001].into(),
             hot: vec![2, 1_000_000_001].into(),
             writers: vec![(2, Arc::from("t2")), (1_000_000_001, Arc::from("t1b"))].into(),
+            ..DataSet::default()
         };
         let generator = Generator::new(Workload::WriteMix, data).expect("valid");
         let mut rng = Rng::new(3);
@@ -365,7 +571,7 @@ mod tests {
         let data = DataSet {
             ids: vec![1, 2, 3, 1_000_000_001].into(),
             hot: vec![3].into(),
-            writers: Vec::new().into(),
+            ..DataSet::default()
         };
         let uniform = Generator::new(Workload::UserUniform, data.clone()).expect("valid");
         let hot = Generator::new(Workload::UserHot, data).expect("valid");
@@ -375,5 +581,79 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), 4, "{seen:?}");
         assert!((0..100).all(|_| hot.next(0, &mut rng).path == "/v1/users/3"));
+    }
+
+    #[test]
+    fn overload_draws_each_class_by_its_weight_and_labels_it() {
+        let data = DataSet {
+            writers: vec![(1, Arc::from("pro")), (2, Arc::from("free"))].into(),
+            readers: vec![(2, Arc::from("free"))].into(),
+            logins: vec![Bytes::from_static(b"{}")].into(),
+            mix: "anonymous_lists=50,free_reads=30,writes=15,logins=5"
+                .parse()
+                .expect("a mix"),
+            ..DataSet::default()
+        };
+        let generator = Generator::new(Workload::Overload, data).expect("valid");
+        let mut rng = Rng::new(5);
+        let calls: Vec<Call> = (0..10_000).map(|_| generator.next(0, &mut rng)).collect();
+        let count = |class: &str| calls.iter().filter(|c| c.class == Some(class)).count();
+        for (class, share) in [
+            ("anonymous_lists", 5000),
+            ("free_reads", 3000),
+            ("writes", 1500),
+            ("logins", 500),
+        ] {
+            let n = count(class);
+            assert!(n.abs_diff(share) < share / 10, "{class}: {n} of 10,000");
+        }
+        for call in &calls {
+            match call.class {
+                Some("anonymous_lists") => {
+                    assert!(call.token.is_none() && call.method == Method::GET)
+                }
+                Some("free_reads") => assert_eq!(
+                    (call.path.as_str(), call.token.as_deref()),
+                    ("/v1/users/2/posts?limit=10", Some("free"))
+                ),
+                Some("writes") => assert_eq!(
+                    (call.method.clone(), call.path.as_str()),
+                    (Method::POST, "/v1/posts")
+                ),
+                Some("logins") => assert_eq!(call.path, "/v1/auth/login"),
+                other => panic!("unlabelled call {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_mix_names_known_classes_and_weighs_something() {
+        let mix: Mix = "writes=3, logins=1".parse().expect("a mix");
+        assert_eq!(
+            mix.to_string(),
+            "anonymous_lists=0,free_reads=0,writes=3,logins=1"
+        );
+        assert_eq!(
+            Mix::default()
+                .to_string()
+                .parse::<Mix>()
+                .expect("round trip"),
+            Mix::default()
+        );
+        assert!("reads=3".parse::<Mix>().is_err());
+        assert!("writes=x".parse::<Mix>().is_err());
+        assert!("writes=0".parse::<Mix>().is_err());
+    }
+
+    #[test]
+    fn the_tier_is_read_from_the_tokens_payload() {
+        use base64::Engine as _;
+        let payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"sub":"7","tier":"free"}"#);
+        assert_eq!(
+            token_tier(&format!("h.{payload}.s")).as_deref(),
+            Some("free")
+        );
+        assert_eq!(token_tier("not-a-token"), None);
     }
 }

@@ -13,7 +13,8 @@
 //!
 //! One struct per concern, each with its defaults and its own checks: [`HttpConfig`],
 //! [`AuthConfig`], [`DbConfig`], [`CacheConfig`], [`ApiConfig`], [`GraphqlConfig`],
-//! [`TelemetryConfig`], [`RateLimitConfig`]. Unknown keys are errors, not silently ignored.
+//! [`TelemetryConfig`], [`RateLimitConfig`], [`SheddingConfig`]. Unknown keys are errors, not
+//! silently ignored.
 //!
 //! Durations are written with a unit: `250ms`, `5s`, `5m`, `24h` (humantime syntax; a bare
 //! number is refused, since it would not say which unit it means). URLs that may carry a
@@ -95,6 +96,16 @@
 //!   `PRO` or `SERVICE`; `<CLASS>` is `READS`, `WRITES`, `AUTH` or `GRAPHQL`
 //! - `SCALABLE_API_RATELIMIT__TIERS__<TIER>__<CLASS>__BURST`
 //! - `SCALABLE_API_RATELIMIT__TIERS__<TIER>__<CLASS>__DAILY_QUOTA`
+//! - `SCALABLE_API_SHEDDING__ENABLED`
+//! - `SCALABLE_API_SHEDDING__INITIAL_LIMIT`: requests in flight at start
+//! - `SCALABLE_API_SHEDDING__MIN_LIMIT`
+//! - `SCALABLE_API_SHEDDING__MAX_LIMIT`
+//! - `SCALABLE_API_SHEDDING__TOLERANCE`: latency drift over the baseline before the limit shrinks
+//! - `SCALABLE_API_SHEDDING__BACKOFF`: the most one window cuts (a factor)
+//! - `SCALABLE_API_SHEDDING__SAMPLE_WINDOW` (default `100ms`)
+//! - `SCALABLE_API_SHEDDING__BASELINE_WINDOW` (default `30s`)
+//! - `SCALABLE_API_SHEDDING__QUEUE_SIZE`
+//! - `SCALABLE_API_SHEDDING__MAX_WAIT` (default `100ms`): then 503
 //! - `SCALABLE_API_API__MAX_PAGE_SIZE`
 //! - `SCALABLE_API_API__MAX_OFFSET`
 //! - `SCALABLE_API_GRAPHQL__MAX_DEPTH`
@@ -124,6 +135,7 @@ mod graphql;
 mod http;
 mod ratelimit;
 mod secret;
+mod shedding;
 mod telemetry;
 
 use std::path::Path;
@@ -148,6 +160,7 @@ pub use self::{
         TierBudgets, TierTable,
     },
     secret::SecretUrl,
+    shedding::SheddingConfig,
     telemetry::{LogFormat, TelemetryConfig},
 };
 
@@ -173,6 +186,8 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     /// The shield, the distributed rate limits (tiers x route classes) and their Redis.
     pub ratelimit: RateLimitConfig,
+    /// The adaptive concurrency limit and its priority queue (load shedding).
+    pub shedding: SheddingConfig,
 }
 
 /// Where the instance runs: what it shows and what it refuses.
@@ -197,6 +212,7 @@ impl Default for Config {
             graphql: GraphqlConfig::default(),
             telemetry: TelemetryConfig::default(),
             ratelimit: RateLimitConfig::default(),
+            shedding: SheddingConfig::default(),
         }
     }
 }
@@ -235,6 +251,7 @@ impl Config {
         self.graphql.validate()?;
         self.auth.validate(self.profile, self.http.addr)?;
         self.ratelimit.validate(self.graphql.max_complexity)?;
+        self.shedding.validate()?;
         Ok(())
     }
 
@@ -283,6 +300,7 @@ fn is_setting(key: &str) -> bool {
         "graphql",
         "telemetry",
         "ratelimit",
+        "shedding",
     ]
     .iter()
     .any(|s| s.eq_ignore_ascii_case(section))

@@ -119,7 +119,7 @@ async fn charge_minimum(app: &AppState, charge: Option<&GraphqlCharge>) -> Optio
 
 /// A request that never reached the schema, as a GraphQL response with the error's status.
 /// Malformed bodies are 400 (the GraphQL-over-HTTP spec's answer), not REST's 422.
-fn transport_error(err: Error) -> Response {
+pub(super) fn transport_error(err: Error) -> Response {
     let status = match &err {
         Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
         other => other.status(),

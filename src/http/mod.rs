@@ -11,6 +11,7 @@ pub mod metrics;
 mod security;
 pub mod server;
 pub mod session;
+mod shed;
 pub mod shield;
 mod v1;
 
@@ -70,10 +71,13 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-/// The shield, then the distributed limits, around the API (unknown paths included) and
-/// never around the probes: a flood or a spent quota must not fail a load balancer's health
-/// checks, nor hide `/metrics`. Both read the client address that `client::resolve` found.
+/// The shield, then the distributed limits, then load shedding, around the API (unknown paths
+/// included) and never around the probes: a flood, a spent quota or an overload must not fail
+/// a load balancer's health checks, nor hide `/metrics`. The limits read the client address
+/// that `client::resolve` found. Shedding is innermost (Stripe's order: rate limiters, then
+/// shedders), so a client over its rate costs a 429, never a slot in the concurrency limit.
 fn traffic_control(api: Router<AppState>, app: &AppState) -> Router<AppState> {
+    let api = api.layer(middleware::from_fn_with_state(app.clone(), shed::admit));
     let config = &app.config.ratelimit;
     if !config.enabled {
         return api;

@@ -132,4 +132,30 @@ fn describe() {
         RATELIMIT_DECISIONS,
         "Rate-limited requests by tier, route class and decision (allowed, limited, quota_spent, fallback_allowed, fallback_limited, unavailable)"
     );
+    metrics::describe_gauge!(
+        LOAD_SHED_LIMIT,
+        "The adaptive concurrency limit: requests in flight this instance admits at once"
+    );
+    metrics::describe_gauge!(
+        LOAD_SHED_IN_FLIGHT,
+        "Requests admitted by the concurrency limiter and not answered yet"
+    );
+    metrics::describe_gauge!(
+        LOAD_SHED_QUEUED,
+        "Requests waiting for a slot in the concurrency limiter's priority queue"
+    );
+    metrics::describe_gauge!(
+        LOAD_SHED_WINDOW_LATENCY,
+        Unit::Seconds,
+        "Median latency of the concurrency limiter's last sample window"
+    );
+    metrics::describe_gauge!(
+        LOAD_SHED_BASELINE_LATENCY,
+        Unit::Seconds,
+        "The latency baseline the window median is compared with (lowest recent window median)"
+    );
+    metrics::describe_counter!(
+        LOAD_SHED_REQUESTS,
+        "Concurrency limiter decisions by priority: admitted, admitted after waiting, or shed (queue full, wait timeout, evicted)"
+    );
 }

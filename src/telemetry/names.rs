@@ -31,3 +31,19 @@ pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";
 /// `fallback_allowed` / `fallback_limited` (Redis unusable: this instance's share decided),
 /// `unavailable` (Redis unusable on an `auth` route: 503).
 pub const RATELIMIT_DECISIONS: &str = "ratelimit_decisions_total";
+/// Gauge: the adaptive concurrency limit now (requests in flight allowed at once;
+/// `src/traffic/shed/`).
+pub const LOAD_SHED_LIMIT: &str = "load_shed_concurrency_limit";
+/// Gauge: requests admitted by the limiter and not answered yet.
+pub const LOAD_SHED_IN_FLIGHT: &str = "load_shed_in_flight_requests";
+/// Gauge: requests waiting in the limiter's queue.
+pub const LOAD_SHED_QUEUED: &str = "load_shed_queued_requests";
+/// Gauge: the median latency of the last closed sample window (what the limit reacts to).
+pub const LOAD_SHED_WINDOW_LATENCY: &str = "load_shed_window_latency_seconds";
+/// Gauge: the baseline that median is compared with (the lowest recent window median).
+pub const LOAD_SHED_BASELINE_LATENCY: &str = "load_shed_baseline_latency_seconds";
+/// Counter; `priority` (`anonymous_lists` | `reads` | `paid_reads` | `critical`), `decision`:
+/// `admitted` (at once), `admitted_after_wait`, or shed: `shed_queue_full` (no place, nobody
+/// lower to replace), `shed_wait_timeout` (no slot within `shedding.max_wait`), `shed_evicted`
+/// (its place went to a higher priority).
+pub const LOAD_SHED_REQUESTS: &str = "load_shed_requests_total";

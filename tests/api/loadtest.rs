@@ -15,11 +15,14 @@ use scalable_api::config::SecretUrl;
 use crate::helpers::TestApp;
 
 /// The service's config file for the test's own databases (the child process cannot take
-/// the in-memory config `TestApp` built).
+/// the in-memory config `TestApp` built). The load-shedding limit is out of reach, as in
+/// `TestApp` (other tests' load makes latency swing here); a test about shedding sets its own
+/// through the environment, which wins over the file.
 fn config_file(app: &TestApp) -> String {
     let config = &app.state.config;
     let mut toml = format!(
-        "[db]\ndirectory_url = \"{}\"\npool_max_connections = 5\n\n\
+        "[shedding]\ninitial_limit = 100000\nmin_limit = 100000\nmax_limit = 100000\n\n\
+         [db]\ndirectory_url = \"{}\"\npool_max_connections = 5\n\n\
          [db.replicas]\nmax_lag_bytes = {max}\nmax_lag = \"1000years\"\n",
         config.db.directory_url.expose(),
         max = i64::MAX
@@ -218,5 +221,90 @@ async fn compare_runs_the_rate_limits_off_and_on_out_of_reach_in_one_command() {
             "run {n}'s cache and rate-limit keys are deleted"
         );
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overload_workload_reports_each_class_and_shows_shedding_on_against_off() {
+    let app = TestApp::spawn_seeded(50, 200, |_| {}).await;
+    let dir = std::env::temp_dir().join(format!("loadtest-overload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("service.toml");
+    std::fs::write(&config, config_file(&app)).expect("config written");
+    // A limit of 2 with 3 places in the queue, against 8 clients: four times its capacity.
+    let service_env = [
+        ("SCALABLE_API_CONFIG", config.display().to_string()),
+        ("SCALABLE_API_SHEDDING__INITIAL_LIMIT", "2".to_owned()),
+        ("SCALABLE_API_SHEDDING__MIN_LIMIT", "2".to_owned()),
+        ("SCALABLE_API_SHEDDING__MAX_LIMIT", "2".to_owned()),
+        ("SCALABLE_API_SHEDDING__QUEUE_SIZE", "3".to_owned()),
+    ];
+    let options = CompareOptions {
+        workloads: vec![Workload::Overload],
+        knob: "shedding.enabled".to_owned(),
+        values: vec!["true".to_owned(), "false".to_owned()],
+        service_bin: env!("CARGO_BIN_EXE_scalable-api").into(),
+        service_env: service_env
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        redis_url: app.stack.redis.clone(),
+        hello_bin: None,
+        plan: Plan {
+            connections: 8,
+            warmup: Duration::from_millis(300),
+            duration: Duration::from_millis(1500),
+            requests: None,
+            timeout: Duration::from_secs(5),
+            seed: 7,
+            rate: None,
+        },
+        data: DataOptions {
+            writers: 4,
+            // More logins than the default 1 %, so that a short run has some.
+            mix: "anonymous_lists=50,free_reads=25,writes=15,logins=10"
+                .parse()
+                .expect("a mix"),
+            ..DataOptions::default()
+        },
+        out: dir.join("report"),
+        title: "test".to_owned(),
+        command: "test".to_owned(),
+        show_progress: false,
+    };
+
+    let report = compare(&options).await.expect("the comparison runs");
+    eprintln!("{}", report.table());
+
+    assert_eq!(report.runs.len(), 2);
+    for run in &report.runs {
+        let classes: Vec<&str> = run.classes.keys().map(String::as_str).collect();
+        assert_eq!(
+            classes,
+            ["anonymous_lists", "free_reads", "logins", "writes"],
+            "{}",
+            run.setting
+        );
+        assert!(run.classes.values().all(|c| c.requests > 0), "{run:?}");
+    }
+    let (on, off) = (&report.runs[0], &report.runs[1]);
+    assert!(
+        on.classes["anonymous_lists"].shed > 0,
+        "shedding on refuses anonymous lists: {:?}",
+        on.classes
+    );
+    assert!(
+        off.classes.values().all(|c| c.shed == 0),
+        "shedding off refuses nothing: {:?}",
+        off.classes
+    );
+    assert_eq!(report.warnings(), "", "sheds are the point, not failures");
+    assert!(
+        report
+            .table()
+            .contains("| overload | true | anonymous_lists |"),
+        "the per-class table:\n{}",
+        report.table()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -27,5 +27,6 @@ mod routing;
 mod security;
 mod server;
 mod sharding;
+mod shedding;
 mod shutdown;
 mod validation;

@@ -481,6 +481,12 @@ fn the_dashboard_and_the_alert_rules_use_only_series_the_service_exports() {
         CACHE_REQUESTS,
         CACHE_INVALIDATIONS,
         RATELIMIT_DECISIONS,
+        LOAD_SHED_LIMIT,
+        LOAD_SHED_IN_FLIGHT,
+        LOAD_SHED_QUEUED,
+        LOAD_SHED_WINDOW_LATENCY,
+        LOAD_SHED_BASELINE_LATENCY,
+        LOAD_SHED_REQUESTS,
     ];
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     for file in [
@@ -493,9 +499,16 @@ fn the_dashboard_and_the_alert_rules_use_only_series_the_service_exports() {
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
             .filter(|t| !t.contains(':'))
             .filter(|t| {
-                ["http_", "db_", "cache_", "circuit_", "ratelimit_"]
-                    .iter()
-                    .any(|p| t.starts_with(p))
+                [
+                    "http_",
+                    "db_",
+                    "cache_",
+                    "circuit_",
+                    "ratelimit_",
+                    "load_shed_",
+                ]
+                .iter()
+                .any(|p| t.starts_with(p))
             })
             .collect();
         assert!(!used.is_empty(), "{file} names no series");

@@ -171,6 +171,13 @@ impl TestApp {
         // chaos stack, where tests set them; here they are out of the way.
         config.db.replicas.max_lag_bytes = u64::MAX;
         config.db.replicas.max_lag = Duration::MAX;
+        // Likewise the load-shedding limit: it follows latency, and other tests' load makes
+        // this machine's latency swing, so a limit that shrank under it would shed this
+        // test's requests. The layer still runs (every request gets its priority); its limit
+        // is out of reach. Shedding is tested with limits of its own (`shedding.rs`).
+        config.shedding.initial_limit = 100_000;
+        config.shedding.min_limit = 100_000;
+        config.shedding.max_limit = 100_000;
         tweak(&mut config);
 
         let state = App::build(config.clone()).expect("the test config is valid");
