@@ -36,7 +36,7 @@ use tower_governor::{
 };
 
 use super::client::ClientAddr;
-use crate::{config::ShieldConfig, error::Error};
+use crate::{config::ShieldConfig, error::Error, telemetry::names::SHIELD_REFUSALS};
 
 /// How often addresses idle for longer than their bucket are dropped from the shield's map.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -94,11 +94,14 @@ pub fn layer(config: &ShieldConfig) -> Option<GovernorLayer<ClientKey, NoOpMiddl
 /// honours `Retry-After` from coming back early.
 fn refusal(error: GovernorError) -> Response<Body> {
     match error {
-        GovernorError::TooManyRequests { wait_time, .. } => Error::TooManyRequests {
-            detail: "too many requests from this address",
-            retry_after: Duration::from_secs(wait_time + 1),
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            metrics::counter!(SHIELD_REFUSALS).increment(1);
+            Error::TooManyRequests {
+                detail: "too many requests from this address",
+                retry_after: Duration::from_secs(wait_time + 1),
+            }
+            .into_response()
         }
-        .into_response(),
         // `ClientKey` never fails; any other error is tower_governor's own.
         other => Error::Internal(anyhow::anyhow!("the shield failed: {other}")).into_response(),
     }

@@ -132,6 +132,14 @@ fn describe() {
         RATELIMIT_DECISIONS,
         "Rate-limited requests by tier, route class and decision (allowed, limited, quota_spent, fallback_allowed, fallback_limited, unavailable)"
     );
+    metrics::describe_counter!(
+        LOGIN_LIMIT_DECISIONS,
+        "Login and registration attempts by the login limits' decision (allowed, limited_address, limited_account, unavailable)"
+    );
+    metrics::describe_counter!(
+        SHIELD_REFUSALS,
+        "Requests the per-address shield refused (429) before any other limit"
+    );
     metrics::describe_gauge!(
         LOAD_SHED_LIMIT,
         "The adaptive concurrency limit: requests in flight this instance admits at once"

@@ -31,6 +31,12 @@ pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";
 /// `fallback_allowed` / `fallback_limited` (Redis unusable: this instance's share decided),
 /// `unavailable` (Redis unusable on an `auth` route: 503).
 pub const RATELIMIT_DECISIONS: &str = "ratelimit_decisions_total";
+/// Counter, one per login or registration attempt checked against the login limits
+/// (`src/traffic/login.rs`); `attempt` (`login` | `register`), `decision`: `allowed`,
+/// `limited_address`, `limited_account`, `unavailable` (limiter unusable: 503).
+pub const LOGIN_LIMIT_DECISIONS: &str = "login_limit_decisions_total";
+/// Counter: requests the per-address shield (`src/http/shield.rs`) refused with a 429.
+pub const SHIELD_REFUSALS: &str = "ratelimit_shield_refusals_total";
 /// Gauge: the adaptive concurrency limit now (requests in flight allowed at once;
 /// `src/traffic/shed/`).
 pub const LOAD_SHED_LIMIT: &str = "load_shed_concurrency_limit";

@@ -46,7 +46,7 @@ use blake2::{Blake2bMac, digest::Mac, digest::consts::U16};
 use secrecy::ExposeSecret;
 
 use super::{LimiterUnavailable, Policy, RateLimiter};
-use crate::{Config, error::Error};
+use crate::{Config, error::Error, telemetry::names::LOGIN_LIMIT_DECISIONS};
 
 /// The kind of password-checking request; each has its own counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,14 +90,24 @@ impl<'a> LoginLimits<'a> {
         // budget of the account it aimed at.
         let address = format!("{kind}:address:{}", address_key(client));
         let policy = Policy::new(limits.address_tries, limits.window);
-        self.charge(&address, &policy, attempt, Limit::Address)
-            .await?;
-        if let Some(account) = account {
-            let key = format!("{kind}:account:{}", self.account_key(account));
-            let policy = Policy::new(limits.account_tries, limits.window);
-            self.charge(&key, &policy, attempt, Limit::Account).await?;
+        let verdict = async {
+            self.charge(&address, &policy, attempt, Limit::Address)
+                .await?;
+            if let Some(account) = account {
+                let key = format!("{kind}:account:{}", self.account_key(account));
+                let policy = Policy::new(limits.account_tries, limits.window);
+                self.charge(&key, &policy, attempt, Limit::Account).await?;
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        let decision = match &verdict {
+            Ok(()) => "allowed",
+            Err((decision, _)) => *decision,
+        };
+        metrics::counter!(LOGIN_LIMIT_DECISIONS, "attempt" => kind, "decision" => decision)
+            .increment(1);
+        verdict.map_err(|(_, err)| err)
     }
 
     async fn charge(
@@ -106,14 +116,17 @@ impl<'a> LoginLimits<'a> {
         policy: &Policy,
         attempt: Attempt,
         limit: Limit,
-    ) -> Result<(), Error> {
+    ) -> Result<(), (&'static str, Error)> {
         match self.limiter.check(key, policy, 1).await {
             Ok(decision) if decision.allowed => Ok(()),
-            Ok(decision) => Err(Error::TooManyRequests {
-                detail: limit.detail(attempt),
-                retry_after: decision.retry_after.unwrap_or(policy.window),
-            }),
-            Err(unavailable) => Err(self.unavailable(unavailable)),
+            Ok(decision) => Err((
+                limit.decision(),
+                Error::TooManyRequests {
+                    detail: limit.detail(attempt),
+                    retry_after: decision.retry_after.unwrap_or(policy.window),
+                },
+            )),
+            Err(unavailable) => Err(("unavailable", self.unavailable(unavailable))),
         }
     }
 
@@ -144,6 +157,14 @@ enum Limit {
 }
 
 impl Limit {
+    /// The `decision` label of [`LOGIN_LIMIT_DECISIONS`] when this limit refuses.
+    fn decision(self) -> &'static str {
+        match self {
+            Limit::Address => "limited_address",
+            Limit::Account => "limited_account",
+        }
+    }
+
     fn detail(self, attempt: Attempt) -> &'static str {
         match (attempt, self) {
             (Attempt::Login, Limit::Account) => {

@@ -371,6 +371,17 @@ async fn a_client_rotating_the_left_most_forwarded_address_keeps_its_limit() {
             "{what}: another address has its own budget"
         );
         assert_eq!(app.get("/healthz").await.status(), StatusCode::OK, "{what}");
+        if shield {
+            let metrics = app.get("/metrics").await.text().await.expect("a body");
+            let refusals = metrics
+                .lines()
+                .find_map(|line| line.strip_prefix("ratelimit_shield_refusals_total "))
+                .and_then(|n| n.parse::<u64>().ok());
+            assert!(
+                refusals.is_some_and(|n| n >= 6),
+                "the shield's refusals are counted: {refusals:?}"
+            );
+        }
     }
 
     // Without trusted proxies the header is not read at all: rotating it changes nothing,

@@ -84,6 +84,11 @@ async fn guessing_one_accounts_password_gets_a_429_after_its_tries_while_others_
     }
     let unknown = app.auth().login("NOBODY@example.com ", "guess").await;
     assert_limited(unknown, "this account", "an unknown email, normalised").await;
+
+    // And an operator sees the refusals: three for Ada, one for the unknown email.
+    let metrics = app.get("/metrics").await.text().await.expect("a body");
+    let line = r#"login_limit_decisions_total{attempt="login",decision="limited_account"} 3"#;
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
 }
 
 #[tokio::test]
