@@ -164,6 +164,6 @@ fn describe() {
     );
     metrics::describe_counter!(
         LOAD_SHED_REQUESTS,
-        "Concurrency limiter decisions by priority: admitted, admitted after waiting, or shed (queue full, wait timeout, evicted)"
+        "Concurrency limiter decisions by priority: admitted, admitted after waiting, or shed (queue full, wait timeout, evicted, at once)"
     );
 }

@@ -51,5 +51,6 @@ pub const LOAD_SHED_BASELINE_LATENCY: &str = "load_shed_baseline_latency_seconds
 /// Counter; `priority` (`anonymous_lists` | `reads` | `paid_reads` | `critical`), `decision`:
 /// `admitted` (at once), `admitted_after_wait`, or shed: `shed_queue_full` (no place, nobody
 /// lower to replace), `shed_wait_timeout` (no slot within `shedding.max_wait`), `shed_evicted`
-/// (its place went to a higher priority).
+/// (its place went to a higher priority), `shed_at_once` (anonymous lists over their share,
+/// which do not queue unless `shedding.lowest_priority_waits`).
 pub const LOAD_SHED_REQUESTS: &str = "load_shed_requests_total";

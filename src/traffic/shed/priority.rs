@@ -22,6 +22,9 @@ pub enum Priority {
 
 impl Priority {
     /// Lowest first.
+    /// The first shed, and the only one that never queues by default.
+    pub const LOWEST: Priority = Priority::AnonymousLists;
+
     pub const ALL: [Priority; 4] = [
         Self::AnonymousLists,
         Self::Reads,

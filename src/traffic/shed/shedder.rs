@@ -26,6 +26,9 @@ pub enum Shed {
     WaitedTooLong,
     /// It was waiting when a higher priority arrived at a full queue, and lost its place.
     Evicted,
+    /// The lowest priority over its share, refused without waiting
+    /// (`shedding.lowest_priority_waits` off).
+    AtOnce,
 }
 
 impl Shed {
@@ -49,6 +52,8 @@ struct Shared {
     /// never held across an await.
     state: Mutex<State>,
     max_wait: Duration,
+    /// Whether the lowest priority may queue (`shedding.lowest_priority_waits`).
+    lowest_waits: bool,
     metrics: Metrics,
 }
 
@@ -81,6 +86,7 @@ impl LoadShedder {
                 next_ticket: 0,
             }),
             max_wait: config.max_wait,
+            lowest_waits: config.lowest_priority_waits,
             metrics,
         };
         Self {
@@ -104,6 +110,10 @@ impl LoadShedder {
                 return Ok(self.permit(state.limit.epoch()));
             }
             state.limit.saturated();
+            if priority == Priority::LOWEST && !shared.lowest_waits {
+                shared.metrics.count(priority, Decision::Shed(Shed::AtOnce));
+                return Err(Shed::AtOnce);
+            }
             let (tx, rx) = oneshot::channel();
             let ticket = state.next_ticket;
             state.next_ticket += 1;
@@ -288,12 +298,13 @@ enum Decision {
 }
 
 impl Decision {
-    const ALL: [Decision; 5] = [
+    const ALL: [Decision; 6] = [
         Self::Admitted,
         Self::AdmittedAfterWait,
         Self::Shed(Shed::QueueFull),
         Self::Shed(Shed::WaitedTooLong),
         Self::Shed(Shed::Evicted),
+        Self::Shed(Shed::AtOnce),
     ];
 
     fn index(self) -> usize {
@@ -303,6 +314,7 @@ impl Decision {
             Self::Shed(Shed::QueueFull) => 2,
             Self::Shed(Shed::WaitedTooLong) => 3,
             Self::Shed(Shed::Evicted) => 4,
+            Self::Shed(Shed::AtOnce) => 5,
         }
     }
 
@@ -313,6 +325,7 @@ impl Decision {
             Self::Shed(Shed::QueueFull) => "shed_queue_full",
             Self::Shed(Shed::WaitedTooLong) => "shed_wait_timeout",
             Self::Shed(Shed::Evicted) => "shed_evicted",
+            Self::Shed(Shed::AtOnce) => "shed_at_once",
         }
     }
 }
@@ -377,7 +390,8 @@ mod tests {
     use super::*;
     use Priority::*;
 
-    /// A limiter whose limit stays at `limit`, with `queue_size` places and `max_wait`.
+    /// A limiter whose limit stays at `limit`, with `queue_size` places and `max_wait`, where
+    /// every priority may queue (the queue's rules are what these tests are about).
     fn fixed(limit: usize, queue_size: usize, max_wait: Duration) -> LoadShedder {
         LoadShedder::new(&SheddingConfig {
             initial_limit: limit,
@@ -385,8 +399,36 @@ mod tests {
             max_limit: limit,
             queue_size,
             max_wait,
+            lowest_priority_waits: true,
             ..SheddingConfig::default()
         })
+    }
+
+    #[tokio::test]
+    async fn by_default_anonymous_lists_over_their_share_are_refused_without_waiting() {
+        let shedder = LoadShedder::new(&SheddingConfig {
+            initial_limit: 2,
+            min_limit: 2,
+            max_limit: 2,
+            queue_size: 8,
+            max_wait: LONG,
+            ..SheddingConfig::default()
+        });
+        let _held = shedder.acquire(Critical).await.expect("1 of 2");
+        // Half the limit (1) is the lists' room, and it is taken: refused now, not in 30 s.
+        let refused = tokio::time::timeout(Duration::from_secs(5), shedder.acquire(AnonymousLists))
+            .await
+            .expect("answered without waiting");
+        assert_eq!(refused.err(), Some(Shed::AtOnce));
+        assert_eq!(shedder.queued(), 0, "nothing queued for it");
+        // Reads over their share still wait for a slot.
+        let _second = shedder.acquire(Critical).await.expect("2 of 2");
+        let waiting = tokio::spawn({
+            let shedder = shedder.clone();
+            async move { shedder.acquire(Reads).await.map(Permit::finish) }
+        });
+        until_queued(&shedder, 1).await;
+        waiting.abort();
     }
 
     const LONG: Duration = Duration::from_secs(30);
