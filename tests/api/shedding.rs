@@ -98,8 +98,7 @@ async fn health_readiness_and_metrics_are_answered_while_everything_else_is_shed
         "served once the slot is free"
     );
     let metrics = app.get("/metrics").await.text().await.expect("text");
-    let series =
-        r#"load_shed_requests_total{priority="anonymous_lists",decision="shed_at_once"} "#;
+    let series = r#"load_shed_requests_total{priority="anonymous_lists",decision="shed_at_once"} "#;
     let shed: f64 = metrics
         .lines()
         .find_map(|line| line.strip_prefix(series))
