@@ -1,0 +1,294 @@
+//! Local leases (quota leasing): most limited requests decided without a Redis round trip.
+//!
+//! An exact distributed limit costs one script call per request. Measured here (release, 2
+//! cores, `loadtest/reports/ratelimit-cost/`): ~7,500 req/s with limits on against ~19,600
+//! off, although no budget was anywhere near its end: the syscalls and context switches of
+//! the round trip cost about as much as the request itself.
+//!
+//! A lease charges Redis ahead of time: when a check finds no usable lease for its key, the
+//! script call asks for `n` units instead of `cost` (`scripts.rs`: all `n` if they fit, else
+//! just `cost`), and this instance keeps the `n - cost` extra units and admits later requests
+//! of that key from them, in memory. Every admitted unit was charged in Redis first, so the
+//! instances together never admit more than the limit. What it costs:
+//!
+//! - **Under-admission**: units leased but never spent are lost (still charged in Redis). A
+//!   lease is spent only within `ratelimit.lease_ttl` and never past the end of a fixed window
+//!   or of the daily quota's day, so at most one lease per instance per key goes unspent at
+//!   a time. The lease's size adapts to keep that small: `remaining / (8 *
+//!   fallback_instances)` capped at `ratelimit.max_lease`, so it is large while the budget is
+//!   far away (the common case) and shrinks to 1 (exact, a call per request) near the limit.
+//!   With `I` instances, a client reaching its limit is refused at most about
+//!   `I * remaining / (8 * I)` units early, i.e. 1/8 of what was left when the leases were taken.
+//! - **Time shift**: a unit charged at `t` may be spent until `t + lease_ttl`; for the
+//!   sliding windows, the token bucket and GCRA the admissions of any span are those charged
+//!   in a span at most `lease_ttl` wider.
+//! - **Approximate headers**: on a lease hit, `remaining` is Redis's answer at the lease
+//!   (counting the lease as unspent) minus what this instance spent since; it does not see
+//!   other instances' spending meanwhile, so it may be high by up to their leases.
+//! - **Memory**: one entry per key in use (bounded, idle entries expire), see [`Leases`].
+//!
+//! `ratelimit.max_lease = 1` turns leases off: every check is one exact call, as before.
+//! The login limits (`src/traffic/login.rs`) and the `auth` route class always use exact
+//! checks: their budgets are a handful of guesses, where a lease buys nothing.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Mutex;
+
+use super::{Decision, Policy};
+
+/// Most keys holding a lease on one instance: with a key per principal and route class, an
+/// attacker minting principals could otherwise grow the map without bound. An evicted lease
+/// loses its unspent units (under-admission, never over-admission).
+const MAX_KEYS: u64 = 100_000;
+
+/// The leases of one instance, one per key.
+///
+/// Each key's lease sits behind an async mutex: checks of one key on one instance take
+/// turns, so the one that finds the lease empty refills it while the others wait and then
+/// spend from the fresh lease (a single flight), instead of each calling Redis.
+pub(super) struct Leases {
+    map: moka::future::Cache<String, Arc<Mutex<Lease>>>,
+    max: u32,
+    ttl: Duration,
+    divisor: u32,
+}
+
+impl Leases {
+    pub(super) fn new(max: u32, ttl: Duration, fallback_instances: u32) -> Self {
+        Self {
+            map: moka::future::Cache::builder()
+                .max_capacity(MAX_KEYS)
+                // Long enough to keep the sizing hint between bursts, short enough that idle
+                // keys leave soon; a lease itself is dead after `ttl` anyway.
+                .time_to_idle(ttl.max(Duration::from_secs(1)))
+                .build(),
+            max,
+            ttl,
+            divisor: fallback_instances.max(1).saturating_mul(8),
+        }
+    }
+
+    /// Whether leases are on (`ratelimit.max_lease > 1`).
+    pub(super) fn enabled(&self) -> bool {
+        self.max > 1
+    }
+
+    pub(super) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The lease of `key` (a fresh, empty one the first time).
+    pub(super) async fn entry(&self, key: &str) -> Arc<Mutex<Lease>> {
+        self.map
+            .get_with_by_ref(key, async { Arc::new(Mutex::new(Lease::default())) })
+            .await
+    }
+
+    /// Units to ask Redis for, at least `cost`: a share of what the last answer said was
+    /// left, so leases shrink as the budget runs out. Nothing known yet: just `cost`.
+    pub(super) fn size(&self, lease: &Lease, cost: u32) -> u32 {
+        let share = lease.budget.map_or(1, |left| left / self.divisor);
+        share.clamp(1, self.max).max(cost)
+    }
+}
+
+/// One key's lease: units already charged in Redis and not yet admitted here.
+#[derive(Debug, Default)]
+pub(super) struct Lease {
+    held: Option<Held>,
+    /// What the last Redis answer (minus local spending) said was left of the rate and the
+    /// quota, whichever is smaller: the next lease's size is cut from it.
+    budget: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Held {
+    policy: Policy,
+    units: u32,
+    spent: u32,
+    taken: Instant,
+    expires: Instant,
+    /// Redis's answer at the take, with the lease's units counted as remaining.
+    decision: Decision,
+}
+
+impl Lease {
+    /// Admits `cost` from the lease if it is alive, for this policy, and holds enough.
+    pub(super) fn spend(&mut self, policy: &Policy, cost: u32, now: Instant) -> Option<Decision> {
+        let held = self.held.as_mut()?;
+        if held.policy != *policy || now >= held.expires || held.units < cost {
+            return None;
+        }
+        held.units -= cost;
+        held.spent = held.spent.saturating_add(cost);
+        let elapsed = now.saturating_duration_since(held.taken);
+        let mut decision = held.decision;
+        decision.remaining = decision.remaining.saturating_sub(held.spent);
+        decision.reset_after = decision.reset_after.saturating_sub(elapsed);
+        if let Some(quota) = decision.quota.as_mut() {
+            quota.remaining = quota.remaining.saturating_sub(held.spent);
+            quota.reset_after = quota.reset_after.saturating_sub(elapsed);
+        }
+        self.budget = Some(budget(&decision));
+        Some(decision)
+    }
+
+    /// Records Redis's answer to a check that asked for a lease; returns the request's
+    /// decision. `extra` units were charged beyond the request's cost; `sent` is
+    /// when the call left, before Redis read its clock, so `sent + reset_after` is never past
+    /// the window's real end. `window_bound`: the algorithm's windows are fixed (the lease
+    /// must not outlive one).
+    pub(super) fn take(
+        &mut self,
+        policy: &Policy,
+        mut decision: Decision,
+        extra: u32,
+        sent: Instant,
+        ttl: Duration,
+        window_bound: bool,
+    ) -> Decision {
+        if !decision.allowed {
+            // Keep any units left: a cheaper request may still spend them.
+            self.budget = Some(budget(&decision));
+            return decision;
+        }
+        decision.remaining = decision.remaining.saturating_add(extra);
+        let mut expires = sent + ttl;
+        if window_bound {
+            expires = expires.min(sent + decision.reset_after);
+        }
+        if let Some(quota) = decision.quota.as_mut() {
+            quota.remaining = quota.remaining.saturating_add(extra);
+            expires = expires.min(sent + quota.reset_after);
+        }
+        self.budget = Some(budget(&decision));
+        self.held = (extra > 0).then_some(Held {
+            policy: *policy,
+            units: extra,
+            spent: 0,
+            taken: sent,
+            expires,
+            decision,
+        });
+        decision
+    }
+}
+
+fn budget(decision: &Decision) -> u32 {
+    decision
+        .quota
+        .map_or(decision.remaining, |q| q.remaining.min(decision.remaining))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(remaining: u32, reset_after: Duration) -> Decision {
+        Decision {
+            allowed: true,
+            limit: 1000,
+            remaining,
+            reset_after,
+            retry_after: None,
+            quota: None,
+        }
+    }
+
+    #[test]
+    fn a_lease_is_spent_down_to_nothing_and_reports_what_is_left() {
+        let policy = Policy::new(1000, Duration::from_secs(60));
+        let mut lease = Lease::default();
+        let now = Instant::now();
+        let first = lease.take(
+            &policy,
+            allowed(900, Duration::from_secs(60)),
+            9,
+            now,
+            Duration::from_secs(1),
+            false,
+        );
+        assert_eq!(
+            first.remaining, 909,
+            "the 9 leased units still count as left"
+        );
+        let spent: Vec<u32> = (0..9)
+            .map_while(|_| lease.spend(&policy, 1, now).map(|d| d.remaining))
+            .collect();
+        assert_eq!(spent, (900..909).rev().collect::<Vec<_>>());
+        assert!(lease.spend(&policy, 1, now).is_none(), "the lease is empty");
+    }
+
+    #[test]
+    fn a_lease_dies_at_its_ttl_at_the_window_end_and_for_another_policy() {
+        let policy = Policy::new(1000, Duration::from_secs(60));
+        let now = Instant::now();
+        let take = |window_bound, reset_ms| {
+            let mut lease = Lease::default();
+            lease.take(
+                &policy,
+                allowed(900, Duration::from_millis(reset_ms)),
+                9,
+                now,
+                Duration::from_millis(200),
+                window_bound,
+            );
+            lease
+        };
+        let mut lease = take(false, 50);
+        assert!(
+            lease
+                .spend(&policy, 1, now + Duration::from_millis(100))
+                .is_some()
+        );
+        assert!(
+            lease
+                .spend(&policy, 1, now + Duration::from_millis(200))
+                .is_none()
+        );
+        let mut fixed = take(true, 50);
+        assert!(
+            fixed
+                .spend(&policy, 1, now + Duration::from_millis(49))
+                .is_some()
+        );
+        assert!(
+            fixed
+                .spend(&policy, 1, now + Duration::from_millis(50))
+                .is_none()
+        );
+        let mut lease = take(false, 50);
+        let other = Policy::new(10, Duration::from_secs(60));
+        assert!(lease.spend(&other, 1, now).is_none());
+    }
+
+    #[test]
+    fn the_lease_shrinks_with_the_budget_down_to_exact_checks() {
+        let leases = Leases::new(256, Duration::from_millis(200), 2);
+        let with_budget = |left| Lease {
+            held: None,
+            budget: left,
+        };
+        assert_eq!(
+            leases.size(&with_budget(None), 1),
+            1,
+            "nothing known: exact"
+        );
+        assert_eq!(leases.size(&with_budget(Some(1_000_000)), 1), 256, "capped");
+        assert_eq!(leases.size(&with_budget(Some(160)), 1), 10);
+        assert_eq!(
+            leases.size(&with_budget(Some(15)), 1),
+            1,
+            "near the end: exact"
+        );
+        assert_eq!(
+            leases.size(&with_budget(Some(15)), 5),
+            5,
+            "at least the cost"
+        );
+    }
+}
