@@ -97,12 +97,39 @@ impl Leases {
 }
 
 /// One key's lease: units already charged in Redis and not yet admitted here.
+/// Redis's answer to a check that asked for a lease.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Answer {
+    /// The request's decision, as the script gave it.
+    pub decision: Decision,
+    /// The request's cost.
+    pub cost: u32,
+    /// Units charged: the lease (`cost` of them for this request), 0 when refused.
+    pub granted: u32,
+    /// When the call left, before Redis read its clock: `sent + reset_after` (or
+    /// `retry_after`) is never past the moment Redis meant.
+    pub sent: Instant,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Lease {
     held: Option<Held>,
+    refused: Option<Refused>,
     /// What the last Redis answer (minus local spending) said was left of the rate and the
     /// quota, whichever is smaller: the next lease's size is cut from it.
     budget: Option<u32>,
+}
+
+/// A refusal remembered: until its `retry_after`, Redis would refuse this cost (or more) again,
+/// since other instances can only charge more meanwhile. Answering it here spares a key
+/// that is over its limit (a client hammering past its budget) a round trip per request.
+#[derive(Debug)]
+struct Refused {
+    policy: Policy,
+    cost: u32,
+    sent: Instant,
+    until: Instant,
+    decision: Decision,
 }
 
 #[derive(Debug)]
@@ -117,8 +144,25 @@ struct Held {
 }
 
 impl Lease {
-    /// Admits `cost` from the lease if it is alive, for this policy, and holds enough.
+    /// Admits `cost` from the lease if it is alive, for this policy, and holds enough; or
+    /// refuses it if Redis refused as much or less a moment ago and said to wait.
     pub(super) fn spend(&mut self, policy: &Policy, cost: u32, now: Instant) -> Option<Decision> {
+        if let Some(refused) = &self.refused
+            && refused.policy == *policy
+            && cost >= refused.cost
+            && now < refused.until
+        {
+            let elapsed = now.saturating_duration_since(refused.sent);
+            let mut decision = refused.decision;
+            decision.reset_after = decision.reset_after.saturating_sub(elapsed);
+            decision.retry_after = decision
+                .retry_after
+                .map(|retry| retry.saturating_sub(elapsed).max(Duration::from_millis(1)));
+            if let Some(quota) = decision.quota.as_mut() {
+                quota.reset_after = quota.reset_after.saturating_sub(elapsed);
+            }
+            return Some(decision);
+        }
         let held = self.held.as_mut()?;
         if held.policy != *policy || now >= held.expires || held.units < cost {
             return None;
@@ -137,25 +181,38 @@ impl Lease {
         Some(decision)
     }
 
-    /// Records Redis's answer to a check that asked for a lease; returns the request's
-    /// decision. `extra` units were charged beyond the request's cost; `sent` is
-    /// when the call left, before Redis read its clock, so `sent + reset_after` is never past
-    /// the window's real end. `window_bound`: the algorithm's windows are fixed (the lease
-    /// must not outlive one).
+    /// Records Redis's answer and returns the request's decision (the lease's extra units
+    /// counted as remaining). `window_bound`: the algorithm's windows are fixed, and a lease
+    /// must not outlive the one it was charged in.
     pub(super) fn take(
         &mut self,
         policy: &Policy,
-        mut decision: Decision,
-        extra: u32,
-        sent: Instant,
+        answer: Answer,
         ttl: Duration,
         window_bound: bool,
     ) -> Decision {
+        let Answer {
+            mut decision,
+            cost,
+            granted,
+            sent,
+        } = answer;
+        self.budget = Some(budget(&decision));
         if !decision.allowed {
-            // Keep any units left: a cheaper request may still spend them.
-            self.budget = Some(budget(&decision));
+            // Keep any units left: a cheaper request may still spend them. A refusal that
+            // no wait passes (`retry_after` none) is remembered for the ttl.
+            let wait = decision.retry_after.map_or(ttl, |retry| retry.min(ttl));
+            self.refused = Some(Refused {
+                policy: *policy,
+                cost,
+                sent,
+                until: sent + wait,
+                decision,
+            });
             return decision;
         }
+        self.refused = None;
+        let extra = granted.saturating_sub(cost);
         decision.remaining = decision.remaining.saturating_add(extra);
         let mut expires = sent + ttl;
         if window_bound {
@@ -204,14 +261,13 @@ mod tests {
         let policy = Policy::new(1000, Duration::from_secs(60));
         let mut lease = Lease::default();
         let now = Instant::now();
-        let first = lease.take(
-            &policy,
-            allowed(900, Duration::from_secs(60)),
-            9,
-            now,
-            Duration::from_secs(1),
-            false,
-        );
+        let answer = Answer {
+            decision: allowed(900, Duration::from_secs(60)),
+            cost: 1,
+            granted: 10,
+            sent: now,
+        };
+        let first = lease.take(&policy, answer, Duration::from_secs(1), false);
         assert_eq!(
             first.remaining, 909,
             "the 9 leased units still count as left"
@@ -229,14 +285,13 @@ mod tests {
         let now = Instant::now();
         let take = |window_bound, reset_ms| {
             let mut lease = Lease::default();
-            lease.take(
-                &policy,
-                allowed(900, Duration::from_millis(reset_ms)),
-                9,
-                now,
-                Duration::from_millis(200),
-                window_bound,
-            );
+            let answer = Answer {
+                decision: allowed(900, Duration::from_millis(reset_ms)),
+                cost: 1,
+                granted: 10,
+                sent: now,
+            };
+            lease.take(&policy, answer, Duration::from_millis(200), window_bound);
             lease
         };
         let mut lease = take(false, 50);
@@ -267,11 +322,46 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_is_repeated_for_as_much_or_more_until_its_retry() {
+        let policy = Policy::new(1000, Duration::from_secs(60));
+        let now = Instant::now();
+        let mut lease = Lease::default();
+        let refused = Decision {
+            allowed: false,
+            remaining: 2,
+            retry_after: Some(Duration::from_millis(50)),
+            ..allowed(2, Duration::from_secs(60))
+        };
+        let answer = Answer {
+            decision: refused,
+            cost: 5,
+            granted: 0,
+            sent: now,
+        };
+        lease.take(&policy, answer, Duration::from_millis(200), false);
+        let again = lease.spend(&policy, 6, now + Duration::from_millis(20));
+        assert_eq!(
+            again.map(|d| (d.allowed, d.retry_after)),
+            Some((false, Some(Duration::from_millis(30))))
+        );
+        assert!(
+            lease.spend(&policy, 1, now).is_none(),
+            "less may fit: ask Redis"
+        );
+        assert!(
+            lease
+                .spend(&policy, 5, now + Duration::from_millis(50))
+                .is_none(),
+            "past the retry: ask Redis"
+        );
+    }
+
+    #[test]
     fn the_lease_shrinks_with_the_budget_down_to_exact_checks() {
         let leases = Leases::new(256, Duration::from_millis(200), 2);
         let with_budget = |left| Lease {
-            held: None,
             budget: left,
+            ..Lease::default()
         };
         assert_eq!(
             leases.size(&with_budget(None), 1),

@@ -9,7 +9,11 @@ use std::{
 use deadpool_redis::{Pool, PoolError, Runtime, TimeoutType};
 use redis::Script;
 
-use super::{Decision, Policy, QuotaUsage, lease::Leases, scripts};
+use super::{
+    Decision, Policy, QuotaUsage,
+    lease::{Answer, Leases},
+    scripts,
+};
 use crate::{
     config::{LimiterAlgorithm, RateLimitConfig},
     telemetry::names::RATELIMIT_REDIS_CALLS,
@@ -132,15 +136,14 @@ impl RateLimiter {
         let want = self.leases.size(&lease, cost);
         let sent = Instant::now();
         let (decision, granted) = self.decide(key, policy, cost, want).await?;
-        let window_bound = self.algorithm == LimiterAlgorithm::FixedWindow;
-        Ok(lease.take(
-            policy,
+        let answer = Answer {
             decision,
-            granted.saturating_sub(cost),
+            cost,
+            granted,
             sent,
-            self.leases.ttl(),
-            window_bound,
-        ))
+        };
+        let window_bound = self.algorithm == LimiterAlgorithm::FixedWindow;
+        Ok(lease.take(policy, answer, self.leases.ttl(), window_bound))
     }
 
     /// Charges `cost` units to `key` under `policy` if they fit, in one atomic script.
