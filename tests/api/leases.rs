@@ -199,3 +199,40 @@ async fn a_key_over_its_limit_is_refused_from_memory_until_its_retry() {
     let exact = limiter.check("k", &policy, 1).await.expect("Redis is up");
     assert!(!exact.allowed, "Redis agrees");
 }
+
+#[tokio::test]
+async fn checks_waiting_for_a_failing_refill_share_its_failure() {
+    // A server that accepts connections and never answers: every call times out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let port = silent.local_addr().expect("bound").port();
+    let _accepting = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let limiter = Arc::new(leased(LimiterAlgorithm::Gcra, "silent", |c| {
+        c.redis_url = format!("redis://127.0.0.1:{port}").into();
+        c.command_timeout = Duration::from_millis(300);
+        // The breaker stays closed: only the single flight can spare the waiters.
+        c.breaker.failure_threshold = 1000;
+    }));
+    let policy = Policy::new(100_000, Duration::from_secs(3600));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.check_leased("k", &policy, 1).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.expect("no panic").is_err());
+    }
+    // One call expected; a check that only arrives after the failure tries again.
+    assert!(
+        limiter.redis_calls() < 10,
+        "{} calls for 20 checks waiting on one key",
+        limiter.redis_calls()
+    );
+}

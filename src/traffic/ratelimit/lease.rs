@@ -38,7 +38,7 @@ use std::{
 
 use tokio::sync::Mutex;
 
-use super::{Decision, Policy};
+use super::{Decision, LimiterUnavailable, Policy};
 
 /// Most keys holding a lease on one instance: with a key per principal and route class, an
 /// attacker minting principals could otherwise grow the map without bound. An evicted lease
@@ -115,6 +115,8 @@ pub(super) struct Answer {
 pub(super) struct Lease {
     held: Option<Held>,
     refused: Option<Refused>,
+    /// The last refill that failed, and when it ended.
+    failed: Option<(Instant, LimiterUnavailable)>,
     /// What the last Redis answer (minus local spending) said was left of the rate and the
     /// quota, whichever is smaller: the next lease's size is cut from it.
     budget: Option<u32>,
@@ -181,6 +183,17 @@ impl Lease {
         Some(decision)
     }
 
+    /// The failure of a refill that ended after `since` (while the caller waited for it).
+    pub(super) fn failed_since(&self, since: Instant) -> Option<LimiterUnavailable> {
+        self.failed
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, failure)| failure)
+    }
+
+    pub(super) fn fail(&mut self, failure: LimiterUnavailable) {
+        self.failed = Some((Instant::now(), failure));
+    }
+
     /// Records Redis's answer and returns the request's decision (the lease's extra units
     /// counted as remaining). `window_bound`: the algorithm's windows are fixed, and a lease
     /// must not outlive the one it was charged in.
@@ -197,6 +210,7 @@ impl Lease {
             granted,
             sent,
         } = answer;
+        self.failed = None;
         self.budget = Some(budget(&decision));
         if !decision.allowed {
             // Keep any units left: a cheaper request may still spend them. A refusal that

@@ -10,7 +10,7 @@ use deadpool_redis::{Pool, PoolError, Runtime, TimeoutType};
 use redis::Script;
 
 use super::{
-    Decision, Policy, QuotaUsage,
+    Decision, LimiterUnavailable, Policy, QuotaUsage,
     lease::{Answer, Leases},
     scripts,
 };
@@ -23,22 +23,6 @@ use crate::{
 /// Shortest wait for a free pooled connection: opening a connection takes longer than a
 /// command, more so on a loaded machine (a Redis that is down still fails at once: refused).
 const MIN_POOL_WAIT: Duration = Duration::from_millis(500);
-
-/// No decision could be made: Redis is unreachable, slow or the breaker is open. The caller
-/// chooses between a local fallback and refusing (see the module doc); nothing was charged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LimiterUnavailable {
-    /// The breaker is open: Redis was not even tried.
-    #[error("rate limiter unavailable: its Redis breaker is open")]
-    BreakerOpen,
-    /// Every pooled connection was busy for the whole wait: this instance is overloaded,
-    /// not Redis (the breaker does not count it).
-    #[error("rate limiter unavailable: no free Redis connection")]
-    Busy,
-    /// Connecting, or the script's round trip, failed or timed out.
-    #[error("rate limiter unavailable: Redis failed or timed out")]
-    Failed,
-}
 
 /// The distributed limiter of one instance. Instances sharing `ratelimit.redis_url` and
 /// `ratelimit.key_prefix` share every limit.
@@ -105,7 +89,8 @@ impl RateLimiter {
         self.breaker.state()
     }
 
-    /// Script calls this limiter has sent to Redis (also `ratelimit_redis_calls_total`):
+    /// Script calls this limiter has sent or tried to send to Redis, past the breaker (also
+    /// `ratelimit_redis_calls_total`):
     /// what leases save is the gap between this and the checks made.
     pub fn redis_calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
@@ -127,15 +112,27 @@ impl RateLimiter {
             return self.check(key, policy, cost).await;
         }
         let entry = self.leases.entry(key).await;
+        let arrived = Instant::now();
         // Held across the refill: the other checks of this key on this instance wait for it
         // and spend from the new lease rather than each calling Redis.
         let mut lease = entry.lock().await;
         if let Some(decision) = lease.spend(policy, cost, Instant::now()) {
             return Ok(decision);
         }
+        // A refill that failed while this check waited for it: its failure is this check's
+        // too. Otherwise the waiters of a hot key would each pay the timeout in turn.
+        if let Some(failure) = lease.failed_since(arrived) {
+            return Err(failure);
+        }
         let want = self.leases.size(&lease, cost);
         let sent = Instant::now();
-        let (decision, granted) = self.decide(key, policy, cost, want).await?;
+        let (decision, granted) = match self.decide(key, policy, cost, want).await {
+            Ok(answer) => answer,
+            Err(failure) => {
+                lease.fail(failure);
+                return Err(failure);
+            }
+        };
         let answer = Answer {
             decision,
             cost,
@@ -235,6 +232,8 @@ impl RateLimiter {
         if self.breaker.admit().is_err() {
             return Err(LimiterUnavailable::BreakerOpen);
         }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.calls_metric.increment(1);
         let mut conn = match self.pool.get().await {
             Ok(conn) => conn,
             Err(PoolError::Timeout(TimeoutType::Wait)) => {
@@ -260,8 +259,6 @@ impl RateLimiter {
             .arg(cost)
             .arg(policy.daily_quota.unwrap_or(0))
             .arg(want);
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.calls_metric.increment(1);
         let reply: Result<redis::RedisResult<Vec<i64>>, _> =
             tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await;
         match reply {

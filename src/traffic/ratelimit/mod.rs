@@ -38,6 +38,6 @@ mod routes;
 mod scripts;
 
 pub use headers::{RateLimitHeaders, render_headers};
-pub use limiter::{LimiterUnavailable, RateLimiter};
-pub use policy::{Decision, Policy, QuotaUsage};
+pub use limiter::RateLimiter;
+pub use policy::{Decision, LimiterUnavailable, Policy, QuotaUsage};
 pub use routes::{GraphqlCharge, RouteLimits, Verdict};
