@@ -1,7 +1,7 @@
 //! Local leases (quota leasing): most limited requests decided without a Redis round trip.
 //!
 //! An exact distributed limit costs one script call per request. Measured here (release, 2
-//! cores, `loadtest/reports/ratelimit-cost/`): ~7,500 req/s with limits on against ~19,600
+//! cores, `loadtest/reports/ratelimit-cost-per-request/`): ~7,500 req/s with limits on against ~19,600
 //! off, although no budget was anywhere near its end: the syscalls and context switches of
 //! the round trip cost about as much as the request itself.
 //!
