@@ -1,9 +1,9 @@
 //! Local leases (quota leasing): most limited requests decided without a Redis round trip.
 //!
-//! An exact distributed limit costs one script call per request. Measured here (release, 2
-//! cores, `loadtest/reports/ratelimit-cost-per-request/`): ~7,500 req/s with limits on against ~19,600
-//! off, although no budget was anywhere near its end: the syscalls and context switches of
-//! the round trip cost about as much as the request itself.
+//! An exact distributed limit costs one script call per request. Measured here (release,
+//! 2 cores, `loadtest/reports/ratelimit-cost-per-request/`): ~7,500 req/s with limits on
+//! against ~19,600 off, although no budget was anywhere near its end: the syscalls and
+//! context switches of the round trip cost about as much as the request itself.
 //!
 //! A lease charges Redis ahead of time: when a check finds no usable lease for its key, the
 //! script call asks for `n` units instead of `cost` (`scripts.rs`: all `n` if they fit, else
