@@ -90,8 +90,8 @@ impl RateLimiter {
     }
 
     /// Script calls this limiter has sent or tried to send to Redis, past the breaker (also
-    /// `ratelimit_redis_calls_total`):
-    /// what leases save is the gap between this and the checks made.
+    /// `ratelimit_redis_calls_total`): what leases save is the gap between this and the
+    /// checks made.
     pub fn redis_calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
