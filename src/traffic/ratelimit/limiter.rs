@@ -111,22 +111,30 @@ impl RateLimiter {
         if !self.leases.enabled() || cost == 0 {
             return self.check(key, policy, cost).await;
         }
-        let entry = self.leases.entry(key).await;
-        let arrived = Instant::now();
-        // Held across the refill: the other checks of this key on this instance wait for it
-        // and spend from the new lease rather than each calling Redis.
-        let mut lease = entry.lock().await;
-        if let Some(decision) = lease.spend(policy, cost, Instant::now()) {
+        let slot = self.leases.entry(key).await;
+        if let Some(decision) = slot.lease().spend(policy, cost, Instant::now()) {
             return Ok(decision);
         }
-        // A refill that failed while this check waited for it: its failure is this check's
-        // too. Otherwise the waiters of a hot key would each pay the timeout in turn.
-        if let Some(failure) = lease.failed_since(arrived) {
-            return Err(failure);
-        }
-        let want = self.leases.size(&lease, cost);
+        let arrived = Instant::now();
+        // One refill at a time per key: the checks that found the lease empty meanwhile
+        // wait here, then spend from the new lease rather than each calling Redis.
+        let _refilling = slot.refill.lock().await;
+        let want = {
+            let mut lease = slot.lease();
+            if let Some(decision) = lease.spend(policy, cost, Instant::now()) {
+                return Ok(decision);
+            }
+            // A refill that failed while this check waited for it: its failure is this
+            // check's too. Otherwise the waiters of a hot key would each pay the timeout.
+            if let Some(failure) = lease.failed_since(arrived) {
+                return Err(failure);
+            }
+            self.leases.size(&lease, cost)
+        };
         let sent = Instant::now();
-        let (decision, granted) = match self.decide(key, policy, cost, want).await {
+        let result = self.decide(key, policy, cost, want).await;
+        let mut lease = slot.lease();
+        let (decision, granted) = match result {
             Ok(answer) => answer,
             Err(failure) => {
                 lease.fail(failure);
