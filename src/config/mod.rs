@@ -89,6 +89,8 @@
 //! - `SCALABLE_API_RATELIMIT__BREAKER__OPEN` (default `2s`)
 //! - `SCALABLE_API_RATELIMIT__WINDOW` (default `1m`): the window of every tier's `rate`
 //! - `SCALABLE_API_RATELIMIT__FALLBACK_INSTANCES`: each instance's share while Redis is out
+//! - `SCALABLE_API_RATELIMIT__MAX_LEASE` (default 256; 1: no local leases, exact)
+//! - `SCALABLE_API_RATELIMIT__LEASE_TTL` (default `200ms`)
 //! - `SCALABLE_API_RATELIMIT__SHIELD__ENABLED`
 //! - `SCALABLE_API_RATELIMIT__SHIELD__PER_SECOND`: per client address, per instance
 //! - `SCALABLE_API_RATELIMIT__SHIELD__BURST`

@@ -260,6 +260,15 @@ pub struct RateLimitConfig {
     /// at least 1). Reads, writes and GraphQL fall back this way; `auth` refuses with 503
     /// instead (a local limit would multiply password guesses by the instance count).
     pub fallback_instances: u32,
+    /// The most units one instance charges in Redis ahead of time for one key (a local
+    /// lease, `src/traffic/ratelimit/lease.rs`), spent without a round trip. The lease
+    /// shrinks as the budget runs low (`remaining / (8 * fallback_instances)`), down to 1
+    /// near the limit. `1`: no leases, one Redis call per limited request (exact headers).
+    pub max_lease: u32,
+    /// How long a lease may be spent: unspent units are then dropped (charged in Redis but
+    /// never admitted). Also ends at a fixed window's or the daily quota's boundary.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
     /// The per-address flood guard.
     pub shield: ShieldConfig,
     /// The budgets per tier and route class.
@@ -278,6 +287,8 @@ impl Default for RateLimitConfig {
             breaker: BreakerConfig::default(),
             window: Duration::from_secs(60),
             fallback_instances: 2,
+            max_lease: 256,
+            lease_ttl: Duration::from_millis(200),
             shield: ShieldConfig::default(),
             tiers: TierTable::default(),
         }
@@ -311,6 +322,14 @@ impl RateLimitConfig {
         ensure!(
             self.fallback_instances >= 1,
             "ratelimit.fallback_instances must be at least 1"
+        );
+        ensure!(
+            self.max_lease >= 1,
+            "ratelimit.max_lease must be at least 1 (1: no leases)"
+        );
+        ensure!(
+            !self.lease_ttl.is_zero(),
+            "ratelimit.lease_ttl must be more than zero"
         );
         ensure!(
             self.shield.per_second >= 1 && self.shield.burst >= 1,

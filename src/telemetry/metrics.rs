@@ -133,6 +133,10 @@ fn describe() {
         "Rate-limited requests by tier, route class and decision (allowed, limited, quota_spent, fallback_allowed, fallback_limited, unavailable)"
     );
     metrics::describe_counter!(
+        RATELIMIT_REDIS_CALLS,
+        "Script calls the distributed rate limiter sent to Redis (decisions minus these: answered from local leases)"
+    );
+    metrics::describe_counter!(
         LOGIN_LIMIT_DECISIONS,
         "Login and registration attempts by the login limits' decision (allowed, limited_address, limited_account, unavailable)"
     );

@@ -31,6 +31,10 @@ pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";
 /// `fallback_allowed` / `fallback_limited` (Redis unusable: this instance's share decided),
 /// `unavailable` (Redis unusable on an `auth` route: 503).
 pub const RATELIMIT_DECISIONS: &str = "ratelimit_decisions_total";
+/// Counter: script calls the distributed rate limiter sent (or tried to send) to Redis. Compared with
+/// `ratelimit_decisions_total`, it shows how many decisions local leases answered without
+/// a round trip (`src/traffic/ratelimit/lease.rs`).
+pub const RATELIMIT_REDIS_CALLS: &str = "ratelimit_redis_calls_total";
 /// Counter, one per login or registration attempt checked against the login limits
 /// (`src/traffic/login.rs`); `attempt` (`login` | `register`), `decision`: `allowed`,
 /// `limited_address`, `limited_account`, `unavailable` (limiter unusable: 503).

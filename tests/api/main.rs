@@ -17,6 +17,7 @@ mod cache;
 mod chaos;
 mod directory;
 mod graphql;
+mod leases;
 mod limits;
 mod loadtest;
 mod login_limits;

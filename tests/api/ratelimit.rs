@@ -16,7 +16,7 @@ use scalable_api::{
 
 use crate::helpers::Stack;
 
-const ALL: [LimiterAlgorithm; 5] = [
+pub(crate) const ALL: [LimiterAlgorithm; 5] = [
     LimiterAlgorithm::TokenBucket,
     LimiterAlgorithm::FixedWindow,
     LimiterAlgorithm::SlidingLog,
@@ -24,7 +24,7 @@ const ALL: [LimiterAlgorithm; 5] = [
     LimiterAlgorithm::Gcra,
 ];
 
-fn config(algorithm: LimiterAlgorithm, test: &str) -> RateLimitConfig {
+pub(crate) fn config(algorithm: LimiterAlgorithm, test: &str) -> RateLimitConfig {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -51,7 +51,7 @@ async fn check(limiter: &RateLimiter, key: &str, policy: &Policy, cost: u32) -> 
 }
 
 /// Redis's clock, the one every script uses.
-async fn redis_now() -> Duration {
+pub(crate) async fn redis_now() -> Duration {
     let client = redis::Client::open(Stack::from_env().redis).expect("a Redis URL");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -66,7 +66,7 @@ async fn redis_now() -> Duration {
 
 /// Sleeps until Redis time is `offset` into a window of `window` (windows aligned on
 /// multiples of it, as the fixed and sliding windows align them); returns that window's start.
-async fn sleep_until_offset(window: Duration, offset: Duration) -> Duration {
+pub(crate) async fn sleep_until_offset(window: Duration, offset: Duration) -> Duration {
     let now = redis_now().await;
     let w = window.as_micros();
     let start = Duration::from_micros((now.as_micros() / w * w) as u64);

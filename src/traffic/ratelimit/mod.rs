@@ -10,6 +10,8 @@
 //! - [`RateLimiter::check`]`(key, policy, cost)` -> [`Decision`] (`limiter.rs`). The
 //!   algorithm comes from `ratelimit.algorithm` ([`crate::config::LimiterAlgorithm`]); what
 //!   [`Policy`]'s fields mean for each is in `policy.rs`.
+//! - [`RateLimiter::check_leased`]: the same, spending from a local lease of units charged
+//!   ahead of time when it can (`lease.rs`): the route limits use it, the login limits do not.
 //! - [`render_headers`] turns a decision into `RateLimit-Policy`, `RateLimit` and
 //!   `Retry-After` (`headers.rs`).
 //!
@@ -23,18 +25,19 @@
 //! caller picks per route class, typically a local per-instance limit as the fallback for
 //! reads and refusal (503 with `Retry-After`) for expensive or abuse-prone routes.
 //!
-//! Trade-off: one Redis round trip on every limited request, and a shared Redis as a
+//! Trade-off: one Redis round trip per limited request (per lease, with leases on), and a shared Redis as a
 //! dependency of admission; the per-address shield in front (local, in memory) is what keeps
 //! a flood from reaching it.
 
 mod fallback;
 mod headers;
+mod lease;
 mod limiter;
 mod policy;
 mod routes;
 mod scripts;
 
 pub use headers::{RateLimitHeaders, render_headers};
-pub use limiter::{LimiterUnavailable, RateLimiter};
-pub use policy::{Decision, Policy, QuotaUsage};
+pub use limiter::RateLimiter;
+pub use policy::{Decision, LimiterUnavailable, Policy, QuotaUsage};
 pub use routes::{GraphqlCharge, RouteLimits, Verdict};

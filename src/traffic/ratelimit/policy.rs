@@ -1,4 +1,5 @@
-//! What a limit is ([`Policy`]) and what a check answers ([`Decision`]).
+//! What a limit is ([`Policy`]) and what a check answers ([`Decision`], or
+//! [`LimiterUnavailable`]).
 
 use std::time::Duration;
 
@@ -104,4 +105,20 @@ pub struct QuotaUsage {
     /// This check was refused because the quota is spent (the rate alone would have passed,
     /// or was not asked).
     pub exhausted: bool,
+}
+
+/// No decision could be made: Redis is unreachable, slow or the breaker is open. The caller
+/// chooses between a local fallback and refusing (see `mod.rs`); nothing was charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimiterUnavailable {
+    /// The breaker is open: Redis was not even tried.
+    #[error("rate limiter unavailable: its Redis breaker is open")]
+    BreakerOpen,
+    /// Every pooled connection was busy for the whole wait: this instance is overloaded,
+    /// not Redis (the breaker does not count it).
+    #[error("rate limiter unavailable: no free Redis connection")]
+    Busy,
+    /// Connecting, or the script's round trip, failed or timed out.
+    #[error("rate limiter unavailable: Redis failed or timed out")]
+    Failed,
 }

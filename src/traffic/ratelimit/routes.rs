@@ -152,7 +152,14 @@ impl RouteLimits {
         };
         let name = format!("{}-{}", tier.as_str(), class.as_str());
         let key = format!("{}:{subject}:{}", tier.as_str(), class.as_str());
-        match limiter.check(&key, policy, cost).await {
+        // Leases for all but `auth`: its budgets are a few tries, where exactness matters
+        // and a lease would buy nothing.
+        let decision = if class == RouteClass::Auth {
+            limiter.check(&key, policy, cost).await
+        } else {
+            limiter.check_leased(&key, policy, cost).await
+        };
+        match decision {
             Ok(decision) => {
                 let spent = decision.quota.is_some_and(|q| q.exhausted);
                 let label = match (decision.allowed, spent) {

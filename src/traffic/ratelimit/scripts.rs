@@ -7,10 +7,19 @@
 //! - `KEYS[1]`: the key's state; `KEYS[2]`: a second key only the sliding log uses;
 //!   `KEYS[3]`: the daily quota's counter. All carry the caller's key in a `{hash tag}`, so on
 //!   Redis Cluster they share a slot.
-//! - `ARGV`: `limit`, `window` (µs), `burst`, `cost`, `daily quota` (0: none; see `Policy`).
+//! - `ARGV`: `limit`, `window` (µs), `burst`, `cost`, `daily quota` (0: none; see `Policy`),
+//!   `lease` (units wanted, at least `cost`; see `lease.rs`).
 //! - Reply: `{allowed (0|1), remaining, reset_after µs, retry_after µs (0 when allowed),
 //!   quota remaining (-1: no quota), quota reset_after µs, refused by (0 no, 1 the rate,
-//!   2 the quota)}`.
+//!   2 the quota), units granted}`.
+//!
+//! A lease asks for more than the request costs: the script charges all `lease` units if the
+//! rate and the quota both hold them, else only `cost` (or refuses). Every unit an instance
+//! later admits from its lease was thus charged here first, atomically: leases never make
+//! Redis admit more than the limit. All or `cost`, never a part in between: simpler, and the
+//! caller asks for little once the budget runs low. Each algorithm charges `n` units the way
+//! it charges a request of cost `n` (the sliding log as one entry of `n` units), so all five
+//! take leases at the price of one call. `remaining` and the quota's count the whole grant.
 //!
 //! The daily quota is checked in the same call as the rate, so there is no moment when one
 //! has charged and the other refuses: a request is charged to both or to neither. The quota
@@ -40,9 +49,16 @@ local function decide(cost)
 /// used that day}` (about 70 bytes a key), expiring at the day's end.
 const DAILY_QUOTA: &str = r"
 end
+-- A lease: charge `want` units (at least `cost`) if they fit, else just `cost`.
+local want = math.max(cost, tonumber(ARGV[6]) or cost)
+local function grant(want)
+  local r = decide(want)
+  if r[1] ~= 1 and want > cost then return decide(cost), cost end
+  return r, want
+end
 if quota <= 0 then
-  local r = decide(cost)
-  return {r[1], r[2], r[3], r[4], -1, 0, r[1] == 1 and 0 or 1}
+  local r, granted = grant(want)
+  return {r[1], r[2], r[3], r[4], -1, 0, r[1] == 1 and 0 or 1, r[1] == 1 and granted or 0}
 end
 local day = 86400000000
 local today = math.floor(now / day)
@@ -54,15 +70,17 @@ if used + cost > quota then
   local r = decide(0)
   local retry = 0
   if cost <= quota then retry = day_reset end
-  return {0, r[2], r[3], retry, math.max(0, quota - used), day_reset, 2}
+  return {0, r[2], r[3], retry, math.max(0, quota - used), day_reset, 2, 0}
 end
-local r = decide(cost)
-if r[1] == 1 and cost > 0 then
-  used = used + cost
+if used + want > quota then want = quota - used end
+local r, granted = grant(want)
+if r[1] == 1 and granted > 0 then
+  used = used + granted
   redis.call('HSET', KEYS[3], 'd', today, 'u', used)
   redis.call('PEXPIRE', KEYS[3], ttl_ms(day_reset))
 end
-return {r[1], r[2], r[3], r[4], quota - used, day_reset, r[1] == 1 and 0 or 1}
+return {r[1], r[2], r[3], r[4], quota - used, day_reset, r[1] == 1 and 0 or 1,
+        r[1] == 1 and granted or 0}
 ";
 
 /// Stores a hash `{t = tokens, ts = last update µs}`: two small fields, about 80 bytes a key.
