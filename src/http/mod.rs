@@ -77,11 +77,11 @@ pub fn router(app: AppState) -> Router {
 /// that `client::resolve` found. Shedding is innermost (Stripe's order: rate limiters, then
 /// shedders), so a client over its rate costs a 429, never a slot in the concurrency limit.
 fn traffic_control(api: Router<AppState>, app: &AppState) -> Router<AppState> {
-    let api = api.layer(middleware::from_fn_with_state(app.clone(), shed::admit));
     let config = &app.config.ratelimit;
     if !config.enabled {
-        return api;
+        return api.layer(middleware::from_fn_with_state(app.clone(), shed::admit));
     }
+    // One layer for both: the limits call shedding themselves (`limits::limit`).
     let api = api.layer(middleware::from_fn_with_state(app.clone(), limits::limit));
     match shield::layer(&config.shield) {
         Some(shield) => api.layer(shield),

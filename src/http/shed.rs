@@ -57,8 +57,14 @@ const OVERLOADED: Error = Error::Unavailable {
     retry_after: Shed::RETRY_AFTER,
 };
 
-/// The layer (see the module doc).
-pub async fn admit(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+/// The layer when the rate limits are off (see the module doc); with them on, their layer
+/// calls [`run`] itself, so that a request passes one middleware for both.
+pub async fn admit(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    run(&app, request, next).await
+}
+
+/// Admits `request` (then runs `next`), queues it briefly, or sheds it.
+pub async fn run(app: &AppState, mut request: Request, next: Next) -> Response {
     let Some(shedder) = app.shedder.as_ref() else {
         return next.run(request).await;
     };
@@ -67,7 +73,7 @@ pub async fn admit(State(app): State<AppState>, mut request: Request, next: Next
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
     let what = kind(request.method(), route);
-    let principal = principal(&app, &mut request).await;
+    let principal = principal(app, &mut request).await;
     match shedder.acquire(priority(what, principal.tier())).await {
         Ok(permit) => {
             let response = next.run(request).await;

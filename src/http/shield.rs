@@ -18,7 +18,7 @@
 //! the full address would give it 2^64 budgets.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr},
     sync::Arc,
     time::Duration,
 };
@@ -36,7 +36,9 @@ use tower_governor::{
 };
 
 use super::client::ClientAddr;
-use crate::{config::ShieldConfig, error::Error, telemetry::names::SHIELD_REFUSALS};
+use crate::{
+    config::ShieldConfig, error::Error, telemetry::names::SHIELD_REFUSALS, traffic::limit_key,
+};
 
 /// How often addresses idle for longer than their bucket are dropped from the shield's map.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -56,20 +58,6 @@ impl KeyExtractor for ClientKey {
             .get::<ClientAddr>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ClientAddr(addr)| *addr);
         Ok(limit_key(addr))
-    }
-}
-
-/// The address a limit is kept for: an IPv4 address, or the /64 of an IPv6 one.
-pub fn limit_key(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(_) => addr,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & (u128::MAX << 64);
-                IpAddr::V6(Ipv6Addr::from(prefix))
-            }
-        },
     }
 }
 
@@ -125,31 +113,4 @@ fn sweep_idle_addresses(governor: &Arc<GovernorConfig<ClientKey, NoOpMiddleware>
             limiter.shrink_to_fit();
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
-
-    #[test]
-    fn ipv6_clients_share_their_slash_64_and_mapped_ipv4_is_ipv4() {
-        assert_eq!(limit_key(ip("203.0.113.9")), ip("203.0.113.9"));
-        assert_eq!(
-            limit_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
-            ip("2001:db8:1:2::")
-        );
-        assert_eq!(
-            limit_key(ip("2001:db8:1:2::1")),
-            limit_key(ip("2001:db8:1:2::2"))
-        );
-        assert_ne!(
-            limit_key(ip("2001:db8:1:2::1")),
-            limit_key(ip("2001:db8:1:3::1"))
-        );
-        assert_eq!(limit_key(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
-    }
 }

@@ -185,15 +185,9 @@ impl Limit {
 
 /// An IPv4 address as it is (IPv4-mapped IPv6 too); an IPv6 address by its /64.
 fn address_key(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let net = u128::from(v6) & !((1u128 << 64) - 1);
-                format!("{}/64", std::net::Ipv6Addr::from(net))
-            }
-        },
+    match super::limit_key(addr) {
+        net @ IpAddr::V6(_) => format!("{net}/64"),
+        v4 => v4.to_string(),
     }
 }
 

@@ -3,11 +3,13 @@
 //! apply per tier and route class, the login limits built on it (`login.rs`), and load
 //! shedding with an adaptive concurrency limit (`shed/`).
 
+mod address;
 mod breaker;
 pub mod login;
 mod ratelimit;
 mod shed;
 
+pub use address::limit_key;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Rejected};
 pub use ratelimit::{
     Decision, GraphqlCharge, LimiterUnavailable, Policy, QuotaUsage, RateLimitHeaders, RateLimiter,
