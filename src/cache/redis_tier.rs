@@ -45,16 +45,17 @@ use std::{
     time::Duration,
 };
 
-use deadpool_redis::{Connection, Pool, PoolError, Runtime, TimeoutType};
+use deadpool_redis::{Connection, Pool, PoolError, TimeoutType};
 use redis::Script;
 
 use super::keys::Key;
 use tracing::Instrument;
 
-use crate::{config::CacheConfig, telemetry, traffic::CircuitBreaker};
-
-/// Longest wait for a free pooled connection (see [`RedisTier::call`]).
-const POOL_WAIT: Duration = Duration::from_millis(500);
+use crate::{
+    config::CacheConfig,
+    telemetry,
+    traffic::{CircuitBreaker, redis_pool},
+};
 
 /// Invalidations kept for replay while Redis is unreachable.
 const PENDING_BOUND: usize = 10_000;
@@ -155,16 +156,7 @@ impl std::fmt::Debug for RedisTier {
 impl RedisTier {
     pub fn new(config: &CacheConfig) -> anyhow::Result<Self> {
         let timeout = config.command_timeout;
-        let pool = deadpool_redis::Config::from_url(config.redis_url.expose())
-            .builder()?
-            .max_size(config.pool_max_connections)
-            .wait_timeout(Some(POOL_WAIT))
-            // Opening a connection takes longer than a command, more so on a loaded machine;
-            // a Redis that cannot be reached at all still fails at once (refused).
-            .create_timeout(Some(POOL_WAIT))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()?;
+        let pool = redis_pool(&config.redis_url, config.pool_max_connections, timeout)?;
         Ok(Self {
             pool,
             breaker: CircuitBreaker::new(config.breaker.clone()).named("redis"),
@@ -333,7 +325,7 @@ impl RedisTier {
 
     /// Runs one command with the timeout and the breaker; any failure is a [`Bypass`].
     ///
-    /// Waiting for a free pooled connection is bounded separately (`POOL_WAIT`) and does not
+    /// Waiting for a free pooled connection is bounded separately (`MIN_POOL_WAIT`) and does not
     /// count against the breaker: under a burst it is this instance that is busy, not Redis,
     /// and opening the breaker would send the whole burst to the database.
     async fn call<'a, T, F, Fut>(&'a self, command: F) -> Result<T, Bypass>

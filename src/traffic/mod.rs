@@ -7,6 +7,7 @@ mod address;
 mod breaker;
 pub mod login;
 mod ratelimit;
+mod redis_pool;
 mod shed;
 
 pub use address::limit_key;
@@ -15,4 +16,5 @@ pub use ratelimit::{
     Decision, GraphqlCharge, LimiterUnavailable, Policy, QuotaUsage, RateLimitHeaders, RateLimiter,
     RouteLimits, Verdict, render_headers,
 };
+pub use redis_pool::redis_pool;
 pub use shed::{LoadShedder, Permit, Priority, Shed};

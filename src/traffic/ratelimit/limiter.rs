@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deadpool_redis::{Pool, PoolError, Runtime, TimeoutType};
+use deadpool_redis::{Pool, PoolError, TimeoutType};
 use redis::Script;
 
 use super::{
@@ -17,12 +17,8 @@ use super::{
 use crate::{
     config::{LimiterAlgorithm, RateLimitConfig},
     telemetry::names::RATELIMIT_REDIS_CALLS,
-    traffic::CircuitBreaker,
+    traffic::{CircuitBreaker, redis_pool},
 };
-
-/// Shortest wait for a free pooled connection: opening a connection takes longer than a
-/// command, more so on a loaded machine (a Redis that is down still fails at once: refused).
-const MIN_POOL_WAIT: Duration = Duration::from_millis(500);
 
 /// The distributed limiter of one instance. Instances sharing `ratelimit.redis_url` and
 /// `ratelimit.key_prefix` share every limit.
@@ -55,14 +51,7 @@ impl RateLimiter {
     /// metrics recorder is installed: its breaker gauge binds to it here.
     pub fn new(config: &RateLimitConfig) -> anyhow::Result<Self> {
         let timeout = config.command_timeout;
-        let pool = deadpool_redis::Config::from_url(config.redis_url.expose())
-            .builder()?
-            .max_size(config.pool_max_connections)
-            .wait_timeout(Some(MIN_POOL_WAIT.max(timeout)))
-            .create_timeout(Some(MIN_POOL_WAIT.max(timeout)))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()?;
+        let pool = redis_pool(&config.redis_url, config.pool_max_connections, timeout)?;
         let algorithm = config.algorithm;
         Ok(Self {
             pool,
