@@ -5,17 +5,14 @@
 //! `tests/api/ratelimit.rs` tests each algorithm's exact script through
 //! `RateLimiter::check`; here every algorithm also goes through `check_leased`.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use scalable_api::{
     config::{LimiterAlgorithm, RateLimitConfig},
     traffic::{Decision, Policy, RateLimiter},
 };
 
-use crate::ratelimit::{ALL, config, redis_now, sleep_until_offset};
+use crate::ratelimit::{ALL, config, hammer_from_two_instances, sleep_until_offset};
 
 fn leased(
     algorithm: LimiterAlgorithm,
@@ -67,27 +64,7 @@ async fn two_instances_hammering_one_key_through_leases_never_admit_more_than_th
     for algorithm in ALL {
         // One config, so one key prefix: two instances of one deployment.
         let config = config(algorithm, "hammer");
-        let a = Arc::new(RateLimiter::new(&config).expect("builds"));
-        let b = Arc::new(RateLimiter::new(&config).expect("builds"));
-        let into =
-            Duration::from_micros((redis_now().await.as_micros() % window.as_micros()) as u64);
-        if window - into < Duration::from_secs(10) {
-            tokio::time::sleep(window - into + Duration::from_millis(10)).await;
-        }
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..1200)
-            .map(|i| {
-                let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
-                tokio::spawn(async move { limiter.check_leased("shared", &policy, 1).await })
-            })
-            .collect();
-        let mut allowed = 0;
-        for task in tasks {
-            let decision = task.await.expect("no panic").expect("Redis is up");
-            allowed += u32::from(decision.allowed);
-        }
-        // The bucket and GCRA refill one unit per 7.2 s.
-        let refill = (started.elapsed().as_secs_f64() / 7.2).ceil() as u32;
+        let (allowed, refill, [a, b]) = hammer_from_two_instances(&config, policy, true).await;
         assert!(
             (limit - limit / 100..=limit + refill).contains(&allowed),
             "{algorithm:?}: {allowed} of 1,200 admitted against a shared limit of {limit}"

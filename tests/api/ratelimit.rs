@@ -277,37 +277,56 @@ async fn the_sliding_window_counter_weighs_the_previous_window_by_what_is_left_o
     );
 }
 
+/// Two limiters on `config` (two service instances of one deployment, each with its own
+/// pool) charging one key 1,200 times at once, 600 each, under `policy` (an hour's window,
+/// away from its boundary), exactly or through leases. Returns the admitted count, the units
+/// the bucket and GCRA may have refilled meanwhile (one per 7.2 s at 500 per hour), and the
+/// two limiters.
+pub(crate) async fn hammer_from_two_instances(
+    config: &RateLimitConfig,
+    policy: Policy,
+    leased: bool,
+) -> (u32, u32, [std::sync::Arc<RateLimiter>; 2]) {
+    let window = policy.window;
+    let a = std::sync::Arc::new(RateLimiter::new(config).expect("builds"));
+    let b = std::sync::Arc::new(RateLimiter::new(config).expect("builds"));
+    // Not within 10 s of the fixed windows' hourly boundary.
+    let into = Duration::from_micros((redis_now().await.as_micros() % window.as_micros()) as u64);
+    if window - into < Duration::from_secs(10) {
+        tokio::time::sleep(window - into + Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..1200)
+        .map(|i| {
+            let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                if leased {
+                    limiter.check_leased("shared", &policy, 1).await
+                } else {
+                    limiter.check("shared", &policy, 1).await
+                }
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        let decision = task.await.expect("no panic").expect("Redis is up");
+        allowed += u32::from(decision.allowed);
+    }
+    let refill = (started.elapsed().as_secs_f64() / 7.2).ceil() as u32;
+    (allowed, refill, [a, b])
+}
+
 #[tokio::test]
 async fn two_instances_on_one_redis_share_one_limit() {
     // 1,200 concurrent checks, 600 through each of two limiters with their own pools (two
     // service instances), against a limit of 500 per hour: the window does not roll over
     // and the rate refills nothing meaningful during the test.
-    let (limit, window) = (500_u32, Duration::from_secs(3600));
-    let policy = Policy::new(limit, window);
+    let limit = 500_u32;
+    let policy = Policy::new(limit, Duration::from_secs(3600));
     for algorithm in ALL {
         let config = config(algorithm, "instances");
-        let a = std::sync::Arc::new(RateLimiter::new(&config).expect("builds"));
-        let b = std::sync::Arc::new(RateLimiter::new(&config).expect("builds"));
-        // Not within 10 s of the fixed windows' hourly boundary.
-        let into =
-            Duration::from_micros((redis_now().await.as_micros() % window.as_micros()) as u64);
-        if window - into < Duration::from_secs(10) {
-            tokio::time::sleep(window - into + Duration::from_millis(10)).await;
-        }
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..1200)
-            .map(|i| {
-                let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
-                tokio::spawn(async move { limiter.check("shared", &policy, 1).await })
-            })
-            .collect();
-        let mut allowed = 0;
-        for task in tasks {
-            let decision = task.await.expect("no panic").expect("Redis is up");
-            allowed += u32::from(decision.allowed);
-        }
-        // The bucket and GCRA refill one unit per 7.2 s.
-        let refill = (started.elapsed().as_secs_f64() / 7.2).ceil() as u32;
+        let (allowed, refill, _) = hammer_from_two_instances(&config, policy, false).await;
         assert!(
             (limit..=limit + refill).contains(&allowed),
             "{algorithm:?}: {allowed} of 1,200 admitted against a shared limit of {limit}"
