@@ -12,7 +12,7 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 
 use crate::{AppState, error::Error};
 
-use super::{AuthUser, Principal, TokenUser};
+use super::{AuthUser, Principal, RefusedCredentials, TokenUser};
 
 /// For public routes that show more to a signed-in viewer (a user's own email). No header
 /// means anonymous; a header with bad credentials is still a 401, not silently anonymous.
@@ -55,7 +55,8 @@ impl FromRequestParts<AppState> for TokenUser {
 }
 
 /// The principal the traffic layer resolved for this request (it stores it in the request's
-/// extensions), or resolved here when no layer did.
+/// extensions), the refusal it noted ([`RefusedCredentials`]), or resolved here when no layer
+/// did.
 impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;
 
@@ -63,8 +64,18 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(*principal);
         }
-        let principal = Principal::resolve(app, &parts.headers).await?;
-        parts.extensions.insert(principal);
-        Ok(principal)
+        if let Some(RefusedCredentials(detail)) = parts.extensions.get::<RefusedCredentials>() {
+            return Err(Error::Unauthorized(detail));
+        }
+        match Principal::resolve(app, &parts.headers).await {
+            Ok(principal) => {
+                parts.extensions.insert(principal);
+                Ok(principal)
+            }
+            Err(err) => {
+                RefusedCredentials::note(&err, &mut parts.extensions);
+                Err(err)
+            }
+        }
     }
 }

@@ -11,4 +11,4 @@ pub use crate::domain::Scope;
 pub use api_key::{ApiKeyVerifier, KeyStore, MintedSecret, StoredKey};
 pub use extract::MaybeAuthUser;
 pub use jwt::{Claims, IssuedToken, JwtKeys};
-pub use principal::{AuthUser, KeyHolder, Principal, TokenUser};
+pub use principal::{AuthUser, KeyHolder, Principal, RefusedCredentials, TokenUser};

@@ -66,6 +66,23 @@ pub struct KeyHolder {
     pub tier: LimitTier,
 }
 
+/// Left in a request's extensions by the first layer that found its credentials refused (a
+/// bad token, an unknown or revoked API key), so that the layers after it and the handler
+/// answer the same 401 without checking them again: an unknown API key costs a directory
+/// query and an audit line each time it is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedCredentials(pub &'static str);
+
+impl RefusedCredentials {
+    /// Notes `err` in `extensions` when it is a refusal of the credentials (a transient
+    /// failure, such as the directory being down, is not: the next layer may try again).
+    pub fn note(err: &Error, extensions: &mut axum::http::Extensions) {
+        if let Error::Unauthorized(detail) = err {
+            extensions.insert(Self(detail));
+        }
+    }
+}
+
 /// Who a request acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {

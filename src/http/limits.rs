@@ -31,7 +31,7 @@ use axum::{
 use super::client::ClientAddr;
 use crate::{
     AppState,
-    auth::Principal,
+    auth::{Principal, RefusedCredentials},
     config::{LimitTier, RouteClass},
     traffic::{GraphqlCharge, Verdict, limit_key},
 };
@@ -63,8 +63,12 @@ pub async fn limit(State(app): State<AppState>, mut request: Request, next: Next
             request.extensions_mut().insert(principal);
             (principal.tier(), subject(&principal, &request))
         }
-        // Bad credentials: limited by address; the handler's extractor answers the 401.
-        Err(_) => (LimitTier::Anonymous, address_subject(&request)),
+        // Bad credentials: limited by address; the handler's extractor answers the 401
+        // from the refusal noted here, without checking them again.
+        Err(err) => {
+            RefusedCredentials::note(&err, request.extensions_mut());
+            (LimitTier::Anonymous, address_subject(&request))
+        }
     };
     if class == RouteClass::Graphql {
         let charge = GraphqlCharge::new(subject, tier);

@@ -45,7 +45,7 @@ use axum::{
 
 use crate::{
     AppState,
-    auth::Principal,
+    auth::{Principal, RefusedCredentials},
     config::LimitTier,
     error::Error,
     traffic::{Priority, Shed},
@@ -85,19 +85,25 @@ pub async fn run(app: &AppState, mut request: Request, next: Next) -> Response {
     }
 }
 
-/// The request's principal from its extensions, or resolved and stored there; bad
-/// credentials are anonymous for the priority, and not stored, so the handler still refuses
-/// them.
+/// The request's principal from its extensions, or resolved and stored there; refused
+/// credentials are anonymous for the priority, and noted ([`RefusedCredentials`]) so the
+/// handler answers the 401 without checking them again.
 async fn principal(app: &AppState, request: &mut Request) -> Principal {
     if let Some(principal) = request.extensions().get::<Principal>() {
         return *principal;
+    }
+    if request.extensions().get::<RefusedCredentials>().is_some() {
+        return Principal::Anonymous;
     }
     match Principal::resolve(app, request.headers()).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             principal
         }
-        Err(_) => Principal::Anonymous,
+        Err(err) => {
+            RefusedCredentials::note(&err, request.extensions_mut());
+            Principal::Anonymous
+        }
     }
 }
 

@@ -591,6 +591,22 @@ async fn key_events_are_audited_and_no_log_line_holds_a_key() {
     );
     event("api_key.revoke", "ok", write.id);
     event("api_key.refused", "unauthorized", write.id);
+    // Each refused request checked its key once, however many layers (rate limits, shedding,
+    // the handler) asked who it came from: one audit line each.
+    for key in [read.id, write.id] {
+        let lines = audit
+            .iter()
+            .filter(|l| {
+                l["action"] == "api_key.refused"
+                    && l["outcome"] == "unauthorized"
+                    && l["subject"] == json!(key)
+            })
+            .count();
+        assert_eq!(
+            lines, 1,
+            "key {key}: {lines} refusals audited for one request"
+        );
+    }
 
     // Nothing anywhere in the logs holds a key or a secret.
     let text = logs.text();
