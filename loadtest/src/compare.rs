@@ -118,6 +118,22 @@ pub fn env_var_of(knob: &str) -> String {
 /// The `ratelimit` knob's values: `off`, or an algorithm (`gcra`, `token-bucket`, ...).
 pub const RATELIMIT_KNOB: &str = "ratelimit";
 
+/// The `service-bin` knob's values are service binaries (`/tmp/before,/tmp/after`): the same
+/// settings, one build against another, in one run (a code change measured against the build
+/// without it). Each run is labelled with its binary's file name.
+pub const BINARY_KNOB: &str = "service-bin";
+
+/// What a setting is called in the report and its log file: the value, or a binary's file name.
+pub fn setting_label(knob: &str, value: &str) -> String {
+    if knob != BINARY_KNOB {
+        return value.to_owned();
+    }
+    std::path::Path::new(value).file_name().map_or_else(
+        || value.to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
+
 /// Tiers and route classes of the service's `ratelimit.tiers` table.
 const TIERS: [&str; 4] = ["ANONYMOUS", "FREE", "PRO", "SERVICE"];
 const CLASSES: [&str; 4] = ["READS", "WRITES", "AUTH", "GRAPHQL"];
@@ -131,6 +147,9 @@ const NEVER_REACHED: &str = "1000000000";
 /// run measures what the limits cost (a Redis script per request, the headers), never a 429:
 /// a load generator is one address, and the default budgets would refuse it within a second.
 pub fn knob_env(knob: &str, value: &str) -> Vec<(String, String)> {
+    if knob == BINARY_KNOB {
+        return Vec::new();
+    }
     if knob != RATELIMIT_KNOB {
         return vec![(env_var_of(knob), value.to_owned())];
     }
@@ -303,8 +322,14 @@ async fn run_setting(
             env.entry(var.into()).or_insert_with(|| "1000000000".into());
         }
     }
+    let program = if options.knob == BINARY_KNOB {
+        PathBuf::from(value)
+    } else {
+        options.service_bin.clone()
+    };
+    let value = &setting_label(&options.knob, value);
     let launch = Launch {
-        program: options.service_bin.clone(),
+        program,
         args: vec!["serve".into()],
         env,
         ready_path: "/readyz".into(),
@@ -351,6 +376,9 @@ mod tests {
     #[test]
     fn a_knob_becomes_the_services_environment_variable() {
         assert_eq!(env_var_of("cache.strategy"), "SCALABLE_API_CACHE__STRATEGY");
+        assert!(knob_env(BINARY_KNOB, "/tmp/after").is_empty());
+        assert_eq!(setting_label(BINARY_KNOB, "/tmp/builds/after"), "after");
+        assert_eq!(setting_label("cache.strategy", "two-tier"), "two-tier");
         assert_eq!(
             env_var_of("graphql.dataloaders"),
             "SCALABLE_API_GRAPHQL__DATALOADERS"

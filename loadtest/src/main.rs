@@ -54,6 +54,8 @@ enum Command {
         /// as in the service's config; durations take a unit (`graphql.batch_window=1ms,5ms,20ms`).
         /// `ratelimit=off,gcra,token-bucket,...` compares the rate limits off and on with each
         /// algorithm, every budget out of reach (they are off in every other comparison).
+        /// `service-bin=/tmp/before,/tmp/after` runs one build against another with the same
+        /// settings (a code change measured in one run).
         #[arg(long, default_value = "cache.strategy=none,cache-aside,two-tier")]
         vary: String,
         /// The service binary, started as `serve` (build it with --release).
@@ -266,10 +268,15 @@ async fn main() -> anyhow::Result<()> {
                         .with_context(|| format!("--service-env `{kv}` is not KEY=VALUE"))
                 })
                 .collect::<anyhow::Result<_>>()?;
-            if !service_bin.exists() {
+            let binaries: Vec<PathBuf> = if knob == compare::BINARY_KNOB {
+                values.split(',').map(PathBuf::from).collect()
+            } else {
+                vec![service_bin.clone()]
+            };
+            if let Some(binary) = binaries.iter().find(|binary| !binary.exists()) {
                 bail!(
                     "{} does not exist: build it with `cargo build --release --bin scalable-api`",
-                    service_bin.display()
+                    binary.display()
                 );
             }
             let options = CompareOptions {
