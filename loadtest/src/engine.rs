@@ -33,7 +33,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::target::Target;
+use crate::{server_timing::TimingSums, target::Target};
 
 /// One request a workload wants sent.
 #[derive(Debug, Clone)]
@@ -59,6 +59,16 @@ impl Call {
             token: None,
             graphql: false,
             class: None,
+        }
+    }
+
+    /// A GraphQL POST of `body` to `/graphql`.
+    pub fn graphql(body: Bytes) -> Self {
+        Self {
+            method: Method::POST,
+            body: Some(body),
+            graphql: true,
+            ..Self::get("/graphql")
         }
     }
 
@@ -135,6 +145,8 @@ pub struct Outcome {
     pub stopped_by: StopReason,
     /// The same figures per route class ([`Call::class`]); empty for single-class workloads.
     pub classes: BTreeMap<String, ClassOutcome>,
+    /// The service's `Server-Timing` of every answer in the window, summed per metric.
+    pub server_timing: TimingSums,
 }
 
 /// One route class's figures in a measured window.
@@ -298,6 +310,7 @@ where
         latency_us: new_histogram()?,
         stopped_by: StopReason::Duration,
         classes: BTreeMap::new(),
+        server_timing: TimingSums::default(),
     };
     let mut last_answer = shared.measure_from;
     for handle in clients {
@@ -316,6 +329,7 @@ where
             }
         }
         outcome.latency_us.add(&tally.latency_us)?;
+        outcome.server_timing.merge(&tally.server_timing);
         for (class, figures) in &tally.classes {
             match outcome.classes.get_mut(*class) {
                 Some(all) => all.add(figures)?,
@@ -367,6 +381,7 @@ struct Tally {
     latency_us: Histogram<u64>,
     last_answer: Instant,
     classes: BTreeMap<&'static str, ClassOutcome>,
+    server_timing: TimingSums,
 }
 
 impl Tally {
@@ -389,7 +404,12 @@ impl Tally {
 
 /// What one exchange ended with.
 enum Exchange {
-    Answer { status: u16, graphql_errors: bool },
+    Answer {
+        status: u16,
+        graphql_errors: bool,
+        /// The answer's `Server-Timing`: a handle on the received bytes, not a copy.
+        server_timing: Option<hyper::header::HeaderValue>,
+    },
     Failed(anyhow::Error),
     TimedOut,
 }
@@ -409,6 +429,7 @@ async fn client(
         latency_us,
         last_answer: shared.measure_from,
         classes: BTreeMap::new(),
+        server_timing: TimingSums::default(),
     };
     let deadline = shared.deadline;
     let mut connection = None;
@@ -484,12 +505,14 @@ async fn client(
                 Err(err) => return Exchange::Failed(err.into()),
             };
             let status = response.status().as_u16();
+            let server_timing = response.headers().get("server-timing").cloned();
             match response.into_body().collect().await {
                 Ok(body) => {
                     let body = body.to_bytes();
                     Exchange::Answer {
                         status,
                         graphql_errors: call.graphql && contains(&body, b"\"errors\":"),
+                        server_timing,
                     }
                 }
                 Err(err) => Exchange::Failed(err.into()),
@@ -525,9 +548,13 @@ async fn client(
             Exchange::Answer {
                 status,
                 graphql_errors,
+                server_timing,
             } => {
                 if !measured {
                     continue;
+                }
+                if let Some(header) = &server_timing {
+                    tally.server_timing.add_header(header.as_bytes());
                 }
                 tally.responses += 1;
                 tally.last_answer = answered_at;
@@ -695,6 +722,7 @@ mod tests {
             latency_us: h,
             stopped_by: StopReason::Duration,
             classes: BTreeMap::new(),
+            server_timing: TimingSums::default(),
         };
         let near = |got: f64, want: f64| (got - want).abs() <= want * 0.001 + 0.001;
         assert!(

@@ -8,6 +8,7 @@
 //! - [`metrics`]: SQL statements and cache hits from the service's `/metrics`;
 //! - [`process`]: starting and stopping the service and the baseline per run;
 //! - [`compare`]: one measured run, and the comparison loop;
+//! - [`server_timing`]: the service's `Server-Timing` headers, summed per metric;
 //! - [`report`]: the table, JSON and chart;
 //! - [`hello`]: the hello-world axum server that sets the ceiling.
 
@@ -17,5 +18,6 @@ pub mod hello;
 pub mod metrics;
 pub mod process;
 pub mod report;
+pub mod server_timing;
 pub mod target;
 pub mod workload;

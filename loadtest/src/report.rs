@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     engine::{ClassOutcome, Outcome, Plan, StopReason},
     metrics::Counters,
+    server_timing::TimingMean,
     workload::DataOptions,
 };
 
@@ -45,6 +46,10 @@ pub struct RunReport {
     /// not warned about.
     #[serde(default)]
     pub shed_expected: bool,
+    /// The service's `Server-Timing` per metric (`db`, `cache`, `batch`, `ser`, `total`),
+    /// mean per answer of the window; empty where the answers had none (the baseline).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_timing: BTreeMap<String, TimingMean>,
 }
 
 /// One route class of a run.
@@ -115,6 +120,7 @@ impl RunReport {
                 .map(|(class, figures)| (class.clone(), ClassReport::new(figures)))
                 .collect(),
             shed_expected: false,
+            server_timing: outcome.server_timing.means(outcome.responses),
         }
     }
 
@@ -266,6 +272,54 @@ impl Report {
         if self.runs.iter().any(|run| !run.classes.is_empty()) {
             out.push_str(&self.class_table());
         }
+        if self.runs.iter().any(|run| !run.server_timing.is_empty()) {
+            out.push_str(&self.timing_table());
+        }
+        out
+    }
+
+    /// Where the time went, as the service measured it (`Server-Timing`): one column per
+    /// metric, the service's own first (`db`, `cache`, `batch`, `ser`, `total`), then any other
+    /// in name order.
+    fn timing_table(&self) -> String {
+        const KNOWN: [&str; 5] = ["db", "cache", "batch", "ser", "total"];
+        let mut metrics: Vec<&str> = KNOWN.to_vec();
+        for run in &self.runs {
+            for name in run.server_timing.keys() {
+                if !metrics.contains(&name.as_str()) {
+                    metrics.push(name);
+                }
+            }
+        }
+        metrics[KNOWN.len()..].sort_unstable();
+        let knob = self.knob.as_deref().unwrap_or("setting");
+        let mut out = format!(
+            "\n**Where the time went: Server-Timing, mean ms per request** (in parentheses: the \
+             mean count the entry's `desc` gives, queries, round trips or batches; `–`: never \
+             in the run)\n\n| workload | {knob} | {} |\n|---|---|{}\n",
+            metrics.join(" | "),
+            "--:|".repeat(metrics.len()),
+        );
+        for run in &self.runs {
+            let cells: Vec<String> = metrics
+                .iter()
+                .map(|name| match run.server_timing.get(*name) {
+                    Some(TimingMean {
+                        ms,
+                        count: Some(count),
+                    }) => format!("{ms:.2} ({count:.2})"),
+                    Some(TimingMean { ms, count: None }) => format!("{ms:.2}"),
+                    None => "–".to_owned(),
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                run.workload,
+                run.setting,
+                cells.join(" | ")
+            );
+        }
         out
     }
 
@@ -379,7 +433,13 @@ impl Report {
             "\n`× baseline`: requests/s over those of a hello-world axum server (`loadtest hello`) \
              measured in the same report with the same load: the ceiling of this machine with \
              this load generator. `SQL/req`, `SQL/s` and `cache hits` come from the service's own \
-             `db_queries_total` and `cache_requests_total` over the measured window.\n",
+             `db_queries_total` and `cache_requests_total` over the measured window. The \
+             Server-Timing table sums the `Server-Timing` header of every measured answer and \
+             divides by the answers: `db` is SQL time (pool checkout included), `cache` Redis \
+             round trips, `batch` DataLoader batch windows, `ser` JSON serialisation, `total` \
+             the request inside the service; the parts overlap (concurrent shards) and do not \
+             add up to the total, and the latency above minus `total` is the network, the \
+             service's outer layers and the load generator.\n",
         );
         let warnings = self.warnings();
         if !warnings.is_empty() {
@@ -543,9 +603,21 @@ mod tests {
     fn run(workload: &str, setting: &str, rps: f64, errors: u64) -> RunReport {
         let mut latency_us = Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram");
         latency_us.record(2_000).expect("record");
+        let responses = (rps * 10.0) as u64;
+        // Half the answers read the database, and every one says its total.
+        let mut server_timing = crate::server_timing::TimingSums::default();
+        if workload != "hello" {
+            for i in 0..responses {
+                server_timing.add_header(if i % 2 == 0 {
+                    b"db;dur=3;desc=\"2 queries\", ser;dur=0.5, total;dur=4"
+                } else {
+                    b"ser;dur=0.5, total;dur=2"
+                });
+            }
+        }
         let outcome = Outcome {
             elapsed: Duration::from_secs(10),
-            responses: (rps * 10.0) as u64,
+            responses,
             non_2xx: BTreeMap::from([(503, errors)]),
             errors: BTreeMap::from([("timeout".to_owned(), errors)]),
             error_samples: vec!["no answer within 5s".to_owned()],
@@ -553,6 +625,7 @@ mod tests {
             latency_us,
             stopped_by: StopReason::Duration,
             classes: BTreeMap::new(),
+            server_timing,
         };
         let counters = Counters {
             sql: rps * 10.0 * 0.5,
@@ -600,6 +673,32 @@ mod tests {
         assert!(warnings.contains("two-tier"), "{warnings}");
         assert!(warnings.contains("no answer within 5s"), "{warnings}");
         assert!(!warnings.contains("none"), "{warnings}");
+    }
+
+    #[test]
+    fn the_timing_table_has_each_metrics_mean_per_request_for_every_run() {
+        let table = report().table();
+        assert!(
+            table.contains("Where the time went: Server-Timing, mean ms per request"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| workload | cache.strategy | db | cache | batch | ser | total |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| user_hot | none | 1.50 (1.00) | – | – | 0.50 | 3.00 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| user_hot | two-tier | 1.50 (1.00) |"),
+            "{table}"
+        );
+        assert!(!table.contains("| hello | baseline | 1.50"), "{table}");
+        let json = serde_json::to_string(&report()).expect("json");
+        let back: Report = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back.runs[0].server_timing["db"].count, Some(1.0));
+        assert!(back.baseline.expect("baseline").server_timing.is_empty());
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum Workload {
     /// The first 50 users, each with their 5 newest posts and the posts' author, in one
     /// GraphQL query.
     GraphqlNested,
+    /// The same query without the author level: the first 50 users and their 5 newest posts.
+    /// Next to `graphql_nested` it shows what one more DataLoader level costs (its batch
+    /// window, in the `batch` column of the Server-Timing table).
+    GraphqlNoAuthors,
     /// 90 % GET /v1/users/{id}/posts?limit=10 over the hot set (which includes the writers),
     /// 10 % POST /v1/posts by logged-in users: reads that writes keep invalidating.
     WriteMix,
@@ -42,11 +46,12 @@ pub enum Workload {
     Hello,
 }
 
-pub const STANDARD: [Workload; 5] = [
+pub const STANDARD: [Workload; 6] = [
     Workload::UserHot,
     Workload::UserUniform,
     Workload::UserPosts,
     Workload::GraphqlNested,
+    Workload::GraphqlNoAuthors,
     Workload::WriteMix,
 ];
 
@@ -57,6 +62,7 @@ impl Workload {
             Self::UserUniform => "user_uniform",
             Self::UserPosts => "user_posts",
             Self::GraphqlNested => "graphql_nested",
+            Self::GraphqlNoAuthors => "graphql_no_authors",
             Self::WriteMix => "write_mix",
             Self::Overload => "overload",
             Self::Hello => "hello",
@@ -105,6 +111,10 @@ impl FromStr for Workload {
 
 /// The nested query: the first 50 users, each with their 5 newest posts and each post's author.
 pub const NESTED_QUERY: &str = "{ users(first: 50) { edges { node { id name posts(first: 5) { id title author { id name } } } } } }";
+
+/// The nested query less its author level: the first 50 users and their 5 newest posts.
+pub const NO_AUTHORS_QUERY: &str =
+    "{ users(first: 50) { edges { node { id posts(first: 5) { id title } } } } }";
 
 /// Setup knobs of the workloads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -409,6 +419,7 @@ pub struct Generator {
     workload: Workload,
     data: DataSet,
     nested_body: Bytes,
+    no_authors_body: Bytes,
 }
 
 impl Generator {
@@ -433,6 +444,7 @@ impl Generator {
             workload,
             data,
             nested_body: json!({ "query": NESTED_QUERY }).to_string().into(),
+            no_authors_body: json!({ "query": NO_AUTHORS_QUERY }).to_string().into(),
         })
     }
 
@@ -454,14 +466,8 @@ impl Source for Generator {
                 "/v1/users/{}/posts?limit=10",
                 Self::pick(&self.data.hot, rng)
             )),
-            Workload::GraphqlNested => Call {
-                method: Method::POST,
-                path: "/graphql".to_owned(),
-                body: Some(self.nested_body.clone()),
-                token: None,
-                graphql: true,
-                class: None,
-            },
+            Workload::GraphqlNested => Call::graphql(self.nested_body.clone()),
+            Workload::GraphqlNoAuthors => Call::graphql(self.no_authors_body.clone()),
             Workload::WriteMix => {
                 if rng.below(10) == 0 {
                     let (_, token) = &self.data.writers[client % self.data.writers.len()];
@@ -540,6 +546,26 @@ mod tests {
         }
         let err = "user_cold".parse::<Workload>().expect_err("unknown");
         assert!(err.to_string().contains("user_cold"), "{err}");
+    }
+
+    #[test]
+    fn graphql_no_authors_follows_graphql_nested_and_asks_no_author() {
+        let at = STANDARD
+            .iter()
+            .position(|w| *w == Workload::GraphqlNested)
+            .expect("in the standard set");
+        assert_eq!(STANDARD.get(at + 1), Some(&Workload::GraphqlNoAuthors));
+        let generator =
+            Generator::new(Workload::GraphqlNoAuthors, DataSet::default()).expect("valid");
+        let call = generator.next(0, &mut Rng::new(1));
+        assert_eq!(
+            (call.method, call.path.as_str()),
+            (Method::POST, "/graphql")
+        );
+        assert!(call.graphql);
+        let body: Value = serde_json::from_slice(&call.body.expect("a body")).expect("a JSON body");
+        assert_eq!(body["query"], NO_AUTHORS_QUERY);
+        assert!(!NO_AUTHORS_QUERY.contains("author") && NESTED_QUERY.contains("author"));
     }
 
     #[test]

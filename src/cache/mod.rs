@@ -341,12 +341,15 @@ impl Cache {
         };
         metrics::counter!(names::CACHE_INVALIDATIONS).increment(keys.len() as u64);
         redis
-            .invalidate(Invalidation {
-                keys,
-                shard,
-                lsn,
-                message: lines.join("\n"),
-            })
+            .invalidate(
+                session.timing(),
+                Invalidation {
+                    keys,
+                    shard,
+                    lsn,
+                    message: lines.join("\n"),
+                },
+            )
             .await;
     }
 

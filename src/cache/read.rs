@@ -99,7 +99,7 @@ impl Cache {
         }
 
         let keys: Vec<&Key> = remote.iter().map(|(_, key)| key).collect();
-        let lookups = redis.lookup(&keys).await;
+        let lookups = redis.lookup(session.timing(), &keys).await;
         let mut misses = Vec::with_capacity(remote.len());
         match lookups {
             Ok(lookups) => {
@@ -148,7 +148,7 @@ impl Cache {
                 Flight::Follow(follower) => follows.push((id, follower)),
             }
         }
-        let leads = self.look_again(leads, &mut found).await;
+        let leads = self.look_again(session, leads, &mut found).await;
         if !leads.is_empty() {
             found.extend(self.load_and_fill(session, leads, &load).await?);
         }
@@ -182,6 +182,7 @@ impl Cache {
     /// fences seen, which its fill is then checked against.
     async fn look_again<'a, K, T>(
         &self,
+        session: &Session,
         leads: Vec<Lead<'a, K>>,
         found: &mut HashMap<K, T>,
     ) -> Vec<Lead<'a, K>>
@@ -199,7 +200,7 @@ impl Cache {
         }
         let lookups = {
             let keys: Vec<&Key> = checked.iter().map(|lead| &lead.key).collect();
-            redis.lookup(&keys).await
+            redis.lookup(session.timing(), &keys).await
         };
         let Ok(lookups) = lookups else {
             unchecked.extend(checked);
@@ -288,7 +289,7 @@ impl Cache {
         if let Some(redis) = &self.redis
             && !fills.is_empty()
         {
-            let stored = redis.fill(&fills).await;
+            let stored = redis.fill(session.timing(), &fills).await;
             for ((i, fill), stored) in filled.iter().zip(&fills).zip(stored) {
                 if !stored {
                     continue;

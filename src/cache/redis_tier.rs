@@ -36,13 +36,20 @@
 //! Each command (checkout, connect and round trip) is bounded by `command_timeout`, and a
 //! circuit breaker opens after consecutive failures: while open, reads go straight to the
 //! database (`X-Cache: bypass`) without paying the timeout.
+//!
+//! # Timing
+//!
+//! Every command a request waits for (its lookups, fills and invalidations, and the replay of
+//! queued invalidations it runs first) adds its time, pool checkout included, to the request's
+//! [`ServerTiming`]: the `cache` entry of `Server-Timing`. A call the open breaker refuses
+//! costs nothing and is not counted.
 
 use std::{
     sync::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use deadpool_redis::{Connection, Pool, PoolError, TimeoutType};
@@ -53,7 +60,7 @@ use tracing::Instrument;
 
 use crate::{
     config::CacheConfig,
-    telemetry,
+    telemetry::{self, Phase, ServerTiming},
     traffic::{CircuitBreaker, redis_pool},
 };
 
@@ -178,15 +185,19 @@ impl RedisTier {
     ///
     /// While invalidations wait for replay, nothing is read from Redis: the entries they name
     /// may still be there, stale. The replay comes first; if it cannot run, the read bypasses.
-    pub async fn lookup(&self, keys: &[&Key]) -> Result<Vec<Lookup>, Bypass> {
+    pub async fn lookup(
+        &self,
+        timing: &ServerTiming,
+        keys: &[&Key],
+    ) -> Result<Vec<Lookup>, Bypass> {
         if self.pending_invalidations() > 0 {
-            self.replay_pending().await;
+            self.replay_pending(timing).await;
             if self.pending_invalidations() > 0 {
                 return Err(Bypass);
             }
         }
         let replies: Vec<Option<Vec<u8>>> = self
-            .call(|mut conn| async move {
+            .call(timing, |mut conn| async move {
                 let mut mget = redis::cmd("MGET");
                 for key in keys {
                     mget.arg(key.as_str()).arg(key.version());
@@ -224,9 +235,9 @@ impl RedisTier {
 
     /// Stores each entry unless its key was invalidated since the lookup that saw its
     /// version, in one round trip. Returns, per entry, whether it was stored.
-    pub async fn fill(&self, fills: &[Fill<'_>]) -> Vec<bool> {
+    pub async fn fill(&self, timing: &ServerTiming, fills: &[Fill<'_>]) -> Vec<bool> {
         let stored: Result<Vec<i32>, Bypass> = self
-            .call(|mut conn| async move {
+            .call(timing, |mut conn| async move {
                 let mut invocation = self.fill.prepare_invoke();
                 for fill in fills {
                     let mut stored = Vec::with_capacity(fill.version.len() + 1 + fill.json.len());
@@ -253,8 +264,8 @@ impl RedisTier {
     /// Deletes the entries, bumps their versions and raises their fences on the written shard
     /// to its commit position, then tells the other instances' L1s. Queued for replay if
     /// Redis cannot be reached.
-    pub async fn invalidate(&self, invalidation: Invalidation) {
-        if self.invalidate_now(&invalidation).await.is_err() {
+    pub async fn invalidate(&self, timing: &ServerTiming, invalidation: Invalidation) {
+        if self.invalidate_now(timing, &invalidation).await.is_err() {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() >= PENDING_BOUND {
                 tracing::error!(
@@ -268,14 +279,18 @@ impl RedisTier {
             pending.push(invalidation);
             return;
         }
-        self.replay_pending().await;
+        self.replay_pending(timing).await;
     }
 
     /// One round trip for all of a write's keys. (On Redis Cluster, keys of different rows
     /// live in different slots: send one script per key there.)
-    async fn invalidate_now(&self, invalidation: &Invalidation) -> Result<(), Bypass> {
+    async fn invalidate_now(
+        &self,
+        timing: &ServerTiming,
+        invalidation: &Invalidation,
+    ) -> Result<(), Bypass> {
         let fence_ttl = self.fence_ttl_ms;
-        self.call(|mut conn| async move {
+        self.call(timing, |mut conn| async move {
             let mut invocation = self.invalidate.prepare_invoke();
             for key in &invalidation.keys {
                 invocation
@@ -300,7 +315,7 @@ impl RedisTier {
     /// The count drops one invalidation at a time, as each is applied, never when the queue
     /// is taken: a lookup running meanwhile still sees the ones being replayed and bypasses,
     /// instead of reading entries they have not deleted yet.
-    async fn replay_pending(&self) {
+    async fn replay_pending(&self, timing: &ServerTiming) {
         let queued = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut *pending)
@@ -313,7 +328,7 @@ impl RedisTier {
             "replaying cache invalidations queued while Redis was down"
         );
         for (i, invalidation) in queued.iter().enumerate() {
-            if self.invalidate_now(invalidation).await.is_err() {
+            if self.invalidate_now(timing, invalidation).await.is_err() {
                 // Back in the queue, still counted.
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                 pending.extend(queued.into_iter().skip(i));
@@ -323,12 +338,13 @@ impl RedisTier {
         }
     }
 
-    /// Runs one command with the timeout and the breaker; any failure is a [`Bypass`].
+    /// Runs one command with the timeout and the breaker; any failure is a [`Bypass`]. Once
+    /// the breaker admits it, its time goes into `timing`, whatever the outcome.
     ///
     /// Waiting for a free pooled connection is bounded separately (`MIN_POOL_WAIT`) and does not
     /// count against the breaker: under a burst it is this instance that is busy, not Redis,
     /// and opening the breaker would send the whole burst to the database.
-    async fn call<'a, T, F, Fut>(&'a self, command: F) -> Result<T, Bypass>
+    async fn call<'a, T, F, Fut>(&'a self, timing: &ServerTiming, command: F) -> Result<T, Bypass>
     where
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>> + 'a,
@@ -336,6 +352,17 @@ impl RedisTier {
         if self.breaker.admit().is_err() {
             return Err(Bypass);
         }
+        let start = Instant::now();
+        let result = self.call_admitted(command).await;
+        timing.record(Phase::Cache, start.elapsed());
+        result
+    }
+
+    async fn call_admitted<'a, T, F, Fut>(&'a self, command: F) -> Result<T, Bypass>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>> + 'a,
+    {
         let conn = match self.pool.get().await {
             Ok(conn) => conn,
             Err(PoolError::Timeout(TimeoutType::Wait)) => {

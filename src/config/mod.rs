@@ -125,6 +125,7 @@
 //! - `SCALABLE_API_TELEMETRY__TRACE_QUEUE_SIZE`
 //! - `SCALABLE_API_TELEMETRY__OTLP_TIMEOUT` (default `3s`)
 //! - `SCALABLE_API_TELEMETRY__SERVICE_NAME`
+//! - `SCALABLE_API_TELEMETRY__SERVER_TIMING`: `false` leaves the `Server-Timing` header out
 //!
 //! `SCALABLE_API_CONFIG` names the file; the stack's `SCALABLE_API_STACK_*` share the prefix
 //! but are not settings.

@@ -38,6 +38,14 @@ pub struct TelemetryConfig {
     pub otlp_timeout: Duration,
     /// `service.name` of the exported spans.
     pub service_name: String,
+    /// A `Server-Timing` header on every answer: the time the request spent in SQL, Redis,
+    /// DataLoader batch windows and serialisation, and in all (`src/telemetry/timing.rs`).
+    /// Browser devtools show it in a request's Timing tab, and the load-test report sums it.
+    /// The trade-off: it tells every client how long each part took, so a cache hit shows
+    /// (no `db` entry, a shorter total); a deployment that treats such timings as a side
+    /// channel (is this record cached, did that account exist) turns it off. Collected either
+    /// way; off only leaves the header out.
+    pub server_timing: bool,
 }
 
 /// The shape of the log lines.
@@ -64,6 +72,7 @@ impl Default for TelemetryConfig {
             trace_queue_size: 2048,
             otlp_timeout: Duration::from_secs(3),
             service_name: "scalable-api".into(),
+            server_timing: true,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! own state: what the request may read (a replica only once it has replayed what the token
 //! names), and what the response's token must cover (every shard it wrote). The learner's
 //! debug trace (`X-Db-Route`, `X-Cache`) is not part of it: it is the transport's, attached
-//! with [`Session::traced`] and reported into through [`DebugTrace`].
+//! with [`Session::traced`] and reported into through [`DebugTrace`]. The request's
+//! [`ServerTiming`] is carried here too, always: the data layer and the cache add their time
+//! to it where they already measure it, and the transport renders it as `Server-Timing`.
 //!
 //! There is no `Default`: a request that reaches the data layer without the session its
 //! transport built would silently lose read-your-writes, so building one is always explicit
@@ -19,7 +21,7 @@ use std::{
 };
 
 use super::consistency::{ConsistencyToken, Lsn};
-use crate::telemetry::DebugTrace;
+use crate::telemetry::{DebugTrace, ServerTiming};
 
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -36,6 +38,8 @@ struct Shared {
     /// response's token share one query per shard (a new write on the shard forgets it).
     commit_lsns: Mutex<BTreeMap<u16, Lsn>>,
     trace: Option<Arc<dyn DebugTrace>>,
+    /// Atomics in this same allocation: no second one per request.
+    timing: ServerTiming,
 }
 
 impl fmt::Debug for Shared {
@@ -90,6 +94,11 @@ impl Session {
     /// Where the request's debug trace is, when it has one.
     pub fn trace(&self) -> Option<&dyn DebugTrace> {
         self.shared.trace.as_deref()
+    }
+
+    /// Where this request's time goes (`Server-Timing`), shared with derived sessions.
+    pub fn timing(&self) -> &ServerTiming {
+        &self.shared.timing
     }
 
     /// The LSN a read of `shard` must see, from the client's token (and any fence).

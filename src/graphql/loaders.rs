@@ -18,23 +18,38 @@
 //! `graphql.dataloaders = false` keeps the same code path but sets the batch size to one and
 //! turns the cache off: every parent then costs its own statement, which is how the tests and
 //! the README show the N+1 the loaders remove.
+//!
+//! What the window costs shows in the `batch` entry of `Server-Timing`
+//! (`src/telemetry/timing.rs`): each loader's cache notes when the batch being collected got
+//! its first key (a key the cache does not have is a key the next load asks for), and the
+//! load takes the time since then. With the loaders off there is no window and no entry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+    hash::Hash,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use async_graphql::dataloader::{CacheFactory, CacheStorage, DataLoader, HashMapCache, Loader};
 
 use crate::{
     AppState,
     db::Session,
     domain::{Post, User},
     operations::{posts, users},
+    telemetry::Phase,
 };
 
 /// One request's loaders.
 pub struct Loaders {
-    users: DataLoader<UsersById, HashMapCache>,
-    posts: DataLoader<PostsById, HashMapCache>,
-    newest_posts: DataLoader<NewestPostsOfUsers, HashMapCache>,
+    users: DataLoader<UsersById, TimedCache>,
+    posts: DataLoader<PostsById, TimedCache>,
+    newest_posts: DataLoader<NewestPostsOfUsers, TimedCache>,
 }
 
 impl Loaders {
@@ -42,14 +57,15 @@ impl Loaders {
     pub fn new(app: &AppState, session: &Session) -> Self {
         let config = &app.config.graphql;
         let window = config.dataloaders.then_some(config.batch_window);
-        let source = || Source {
+        let source = |clock| Source {
             app: app.clone(),
             session: session.clone(),
+            clock,
         };
         Self {
-            users: loader(UsersById(source()), window),
-            posts: loader(PostsById(source()), window),
-            newest_posts: loader(NewestPostsOfUsers(source()), window),
+            users: loader(|clock| UsersById(source(clock)), window),
+            posts: loader(|clock| PostsById(source(clock)), window),
+            newest_posts: loader(|clock| NewestPostsOfUsers(source(clock)), window),
         }
     }
 
@@ -82,8 +98,14 @@ impl Loaders {
 /// 2,500 posts takes longer than that (more so in a debug build on a busy 2-core machine),
 /// and the late ones started a second batch. Each level pays up to the window in latency for
 /// its one statement per shard; `loadtest/reports/` measures the trade-off.
-fn loader<T>(source: T, window: Option<std::time::Duration>) -> DataLoader<T, HashMapCache> {
-    let loader = DataLoader::with_cache(source, tokio::spawn, HashMapCache::default());
+///
+/// `source` gets the batch clock that the loader's cache starts (see [`TimedCache`]).
+fn loader<T>(
+    source: impl FnOnce(Arc<BatchClock>) -> T,
+    window: Option<Duration>,
+) -> DataLoader<T, TimedCache> {
+    let clock = Arc::new(BatchClock::default());
+    let loader = DataLoader::with_cache(source(clock.clone()), tokio::spawn, TimedCache(clock));
     match window {
         // No batch-size cap: a level's keys are bounded by the complexity limit already, and
         // the default cap (1,000 requested keys, duplicates included) split the authors of
@@ -101,6 +123,116 @@ fn loader<T>(source: T, window: Option<std::time::Duration>) -> DataLoader<T, Ha
 struct Source {
     app: AppState,
     session: Session,
+    /// Shared with the loader's cache, which starts it.
+    clock: Arc<BatchClock>,
+}
+
+impl Source {
+    /// Called as a load starts: the batch's wait goes into the request's timing.
+    fn batch_loads(&self) {
+        if let Some(waited) = self.clock.stop() {
+            self.session.timing().record(Phase::Batch, waited);
+        }
+    }
+}
+
+/// When the batch a loader is collecting received its first key.
+#[derive(Debug)]
+struct BatchClock {
+    origin: Instant,
+    /// Nanoseconds from `origin` to the first key, plus one; 0 while no batch is collecting.
+    first_key: AtomicU64,
+}
+
+impl Default for BatchClock {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            first_key: AtomicU64::new(0),
+        }
+    }
+}
+
+impl BatchClock {
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// A key was queued: the first one since the last load starts the clock.
+    fn key_queued(&self) {
+        let _ =
+            self.first_key
+                .compare_exchange(0, self.now(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// A load starts: how long its batch collected keys, if a key was queued since the last.
+    /// (A key queued between the loader taking its batch and this call goes into that batch's
+    /// successor uncounted: the next load then reports nothing rather than too much.)
+    fn stop(&self) -> Option<Duration> {
+        match self.first_key.swap(0, Ordering::Relaxed) {
+            0 => None,
+            first => Some(Duration::from_nanos(self.now().saturating_sub(first))),
+        }
+    }
+}
+
+/// The loader's per-request cache (a `HashMapCache`), which starts the [`BatchClock`] on every
+/// miss: the DataLoader asks its cache for each key under its lock, and queues the ones it
+/// does not have for the next load. (With the cache off, as `graphql.dataloaders = false`
+/// sets it, nothing is asked and nothing timed: each key is loaded at once.)
+struct TimedCache(Arc<BatchClock>);
+
+impl CacheFactory for TimedCache {
+    fn create<K, V>(&self) -> Box<dyn CacheStorage<Key = K, Value = V>>
+    where
+        K: Send + Sync + Clone + Eq + Hash + 'static,
+        V: Send + Sync + Clone + 'static,
+    {
+        Box::new(TimedStorage {
+            values: HashMapCache::default().create::<K, V>(),
+            clock: self.0.clone(),
+        })
+    }
+}
+
+struct TimedStorage<K, V> {
+    values: Box<dyn CacheStorage<Key = K, Value = V>>,
+    clock: Arc<BatchClock>,
+}
+
+impl<K, V> CacheStorage for TimedStorage<K, V>
+where
+    K: Send + Sync + Clone + Eq + Hash + 'static,
+    V: Send + Sync + Clone + 'static,
+{
+    type Key = K;
+    type Value = V;
+
+    fn get(&mut self, key: &K) -> Option<&V> {
+        let found = self.values.get(key);
+        if found.is_none() {
+            self.clock.key_queued();
+        }
+        found
+    }
+
+    fn insert(&mut self, key: Cow<'_, K>, value: Cow<'_, V>) {
+        self.values.insert(key, value);
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.values.remove(key);
+    }
+
+    fn clear(&mut self) {
+        self.values.clear();
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&'_ K, &'_ V)> + '_> {
+        self.values.iter()
+    }
 }
 
 struct UsersById(Source);
@@ -110,7 +242,8 @@ impl Loader<i64> for UsersById {
     type Error = async_graphql::Error;
 
     async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, User>, Self::Error> {
-        let Source { app, session } = &self.0;
+        self.0.batch_loads();
+        let Source { app, session, .. } = &self.0;
         Ok(users::by_ids(app, session, ids).await?)
     }
 }
@@ -122,7 +255,8 @@ impl Loader<i64> for PostsById {
     type Error = async_graphql::Error;
 
     async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Post>, Self::Error> {
-        let Source { app, session } = &self.0;
+        self.0.batch_loads();
+        let Source { app, session, .. } = &self.0;
         Ok(posts::by_ids(app, session, ids).await?)
     }
 }
@@ -144,7 +278,8 @@ impl Loader<UserPosts> for NewestPostsOfUsers {
     /// One batch call per distinct page size (a query normally has one), each one statement
     /// per shard. Users without posts get an empty list, so the cache remembers them too.
     async fn load(&self, keys: &[UserPosts]) -> Result<HashMap<UserPosts, Vec<Post>>, Self::Error> {
-        let Source { app, session } = &self.0;
+        self.0.batch_loads();
+        let Source { app, session, .. } = &self.0;
         let mut by_page_size: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for key in keys {
             by_page_size.entry(key.first).or_default().push(key.user_id);

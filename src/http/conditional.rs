@@ -8,6 +8,9 @@
 //! so no max-age is safe to promise; a per-viewer body is `private` (no shared cache may keep
 //! it) and `Vary: Authorization`.
 //!
+//! The body is serialised here (timed as the `ser` entry of `Server-Timing`, like
+//! [`super::extract::Json`]'s).
+//!
 //! The hash is std's SipHash with fixed keys: stable for a given build, so ETags change
 //! across deploys (one full response per client after a deploy), which is harmless.
 
@@ -36,7 +39,10 @@ pub fn conditional_json<T: Serialize>(
     value: &T,
     audience: Audience,
 ) -> Result<Response, Error> {
-    let body = serde_json::to_vec(value).map_err(|err| Error::Internal(err.into()))?;
+    let start = std::time::Instant::now();
+    let body = serde_json::to_vec(value);
+    super::session::record_serialization(start.elapsed());
+    let body = body.map_err(|err| Error::Internal(err.into()))?;
     let mut hasher = DefaultHasher::new();
     body.hash(&mut hasher);
     let etag = format!("\"{:016x}\"", hasher.finish());

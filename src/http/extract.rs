@@ -40,9 +40,14 @@ fn json_rejection(rejection: JsonRejection) -> Error {
     }
 }
 
+/// Serialised here, timed as the `ser` entry of the request's `Server-Timing` (through the
+/// session middleware's task-local: a response has no session).
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
-        axum::Json(self.0).into_response()
+        let start = std::time::Instant::now();
+        let response = axum::Json(self.0).into_response();
+        super::session::record_serialization(start.elapsed());
+        response
     }
 }
 

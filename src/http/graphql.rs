@@ -14,14 +14,19 @@
 //!   everything after (parse, validation, limits, resolver errors) is a 200 with `errors`;
 //! - except the rate limit: the query's cost is charged after validation
 //!   (`src/graphql/charge.rs`), and a refused charge is a 429 (or a 503 for a login while the
-//!   limiter is unavailable), like a refused REST request, with a GraphQL `errors` body.
+//!   limiter is unavailable), like a refused REST request, with a GraphQL `errors` body;
+//! - the answer is serialised here rather than by async-graphql-axum's responder, to time it
+//!   (the `ser` entry of `Server-Timing`).
+
+use std::time::Instant;
 
 use async_graphql::{Request, ServerError, http::GraphiQLSource};
 use async_graphql_axum::GraphQLResponse;
 use axum::{
     Extension, Router,
+    body::Body,
     extract::State,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
@@ -33,6 +38,7 @@ use crate::{
     error::{Error, InternalErrorReport},
     graphql::{ApiSchema, RequestData, build_schema},
     http::{client::ClientAddr, extract::Json},
+    telemetry::Phase,
     traffic::GraphqlCharge,
 };
 
@@ -82,7 +88,12 @@ async fn execute(
             };
         }
     };
-    let mut request = request.data(RequestData::new(app.clone(), session, principal, client));
+    let mut request = request.data(RequestData::new(
+        app.clone(),
+        session.clone(),
+        principal,
+        client,
+    ));
     if let Some(charge) = &charge {
         request = request.data(charge.clone());
     }
@@ -99,10 +110,36 @@ async fn execute(
         .map(|report| &*report.0)
         .collect();
     let report = (!internal.is_empty()).then(|| InternalErrorReport(internal.join("; ").into()));
-    let mut http = GraphQLResponse::from(response).into_response();
+    let start = Instant::now();
+    let body = serde_json::to_vec(&response);
+    session.timing().record(Phase::Serialize, start.elapsed());
+    let mut http = match body {
+        Ok(body) => graphql_response(&response, body),
+        Err(err) => return transport_error(Error::Internal(err.into())),
+    };
     if let Some(report) = report {
         http.extensions_mut().insert(report);
     }
+    http
+}
+
+/// What async-graphql-axum's responder sends, around a body serialised already: the GraphQL
+/// media type, the schema's cache hints when there were no errors, and any headers a
+/// resolver set.
+fn graphql_response(response: &async_graphql::Response, body: Vec<u8>) -> Response {
+    let mut http = Response::new(Body::from(body));
+    let headers = http.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/graphql-response+json"),
+    );
+    if response.is_ok()
+        && let Some(cache_control) = response.cache_control.value()
+        && let Ok(value) = HeaderValue::from_str(&cache_control)
+    {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    headers.extend(response.http_headers.clone());
     http
 }
 

@@ -1,17 +1,28 @@
-//! The request's data-layer [`Session`], and the learner's debug headers.
+//! The request's data-layer [`Session`], `Server-Timing`, and the learner's debug headers.
 //!
 //! Going in, [`session`] reads `X-Consistency-Token` into the session the data layer routes
-//! by; coming out, it answers with the token that covers the request's writes. In the dev
-//! profile it also attaches a [`DebugHeaders`] trace to the session, which the data layer and
-//! the cache report into (through `telemetry::DebugTrace`), and renders it as `X-Db-Route`
-//! (which shard and server each statement went to) and `X-Cache` (what the cache did), so a
-//! learner can watch writes go to primaries, reads to replicas, and hits skip both.
+//! by; coming out, it answers with the token that covers the request's writes.
+//!
+//! Every answer also gets `Server-Timing` (unless `telemetry.server_timing` is off): what the
+//! session's [`ServerTiming`] gathered (SQL, Redis, DataLoader waits, serialisation; see
+//! `src/telemetry/timing.rs`) and this middleware's own elapsed time as `total`. A REST body
+//! is serialised in its `IntoResponse`, which has no session, so the middleware runs the
+//! handler with the session in a task-local that [`record_serialization`] adds to: a pointer
+//! copy, no allocation, and no `Extension` the response would have to carry back.
+//!
+//! In the dev profile it also attaches a [`DebugHeaders`] trace to the session, which the
+//! data layer and the cache report into (through `telemetry::DebugTrace`), and renders it as
+//! `X-Db-Route` (which shard and server each statement went to) and `X-Cache` (what the cache
+//! did), so a learner can watch writes go to primaries, reads to replicas, and hits skip both.
 //!
 //! The session is an extractor that refuses to be made up: a handler mounted without this
 //! middleware answers 500 (and the tests see it), never a default session that would quietly
 //! lose read-your-writes.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{FromRequestParts, Request, State},
@@ -24,7 +35,7 @@ use crate::{
     AppState,
     db::{ConsistencyToken, Session},
     error::Error,
-    telemetry::DebugTrace,
+    telemetry::{DebugTrace, Phase, ServerTiming},
 };
 
 /// `X-Db-Route: shard=N;role=primary|replica[, ...]`: where this request's SQL went (dev profile).
@@ -34,12 +45,36 @@ pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-cache");
 /// `X-Consistency-Token`: returned by writes, sent back by clients for read-your-writes
 /// (see `src/db/consistency.rs`).
 pub const CONSISTENCY_HEADER: HeaderName = HeaderName::from_static("x-consistency-token");
+/// `Server-Timing: db;dur=1.23;desc="2 queries", ..., total;dur=23.40` (W3C Server Timing):
+/// where the request's time went (see `src/telemetry/timing.rs`).
+pub const SERVER_TIMING_HEADER: HeaderName = HeaderName::from_static("server-timing");
+
+tokio::task_local! {
+    /// The running request's session, for what records time without one (REST serialisation).
+    static CURRENT: Session;
+}
+
+/// Adds `elapsed` of serialising the answer to the running request's timing; nothing outside
+/// a request (a unit test of a response type).
+pub fn record_serialization(elapsed: Duration) {
+    let _ = CURRENT.try_with(|session| session.timing().record(Phase::Serialize, elapsed));
+}
 
 /// The middleware; see the module doc.
 pub async fn session(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let server_timing = app.config.telemetry.server_timing;
     let required = match consistency_token(&request) {
         Ok(token) => token,
-        Err(err) => return err.into_response(),
+        Err(err) => {
+            let mut response = err.into_response();
+            if server_timing {
+                // Nothing ran but this refusal: `total` alone.
+                let value = ServerTiming::default().header_value(start.elapsed());
+                insert_timing(&mut response, value);
+            }
+            return response;
+        }
     };
     let trace = app
         .config
@@ -50,7 +85,7 @@ pub async fn session(State(app): State<AppState>, mut request: Request, next: Ne
         None => Session::new(required),
     };
     request.extensions_mut().insert(session.clone());
-    let mut response = next.run(request).await;
+    let mut response = CURRENT.scope(session.clone(), next.run(request)).await;
     let headers = response.headers_mut();
     if let Some(token) = app.db.cluster().consistency_token(&session).await
         && let Ok(value) = HeaderValue::from_str(&token.to_string())
@@ -75,7 +110,20 @@ pub async fn session(State(app): State<AppState>, mut request: Request, next: Ne
             }
         }
     }
+    if server_timing {
+        // Last, so that `total` covers the consistency token's commit positions too.
+        let value = session.timing().header_value(start.elapsed());
+        insert_timing(&mut response, value);
+    }
     response
+}
+
+/// The header, from a value that is ASCII by construction (the `HeaderValue` takes over the
+/// string's buffer).
+fn insert_timing(response: &mut Response, value: String) {
+    if let Ok(value) = HeaderValue::try_from(value) {
+        response.headers_mut().insert(SERVER_TIMING_HEADER, value);
+    }
 }
 
 fn consistency_token(request: &Request) -> Result<ConsistencyToken, Error> {

@@ -7,6 +7,7 @@
 //! | logs | any `tracing` event; [`http::observe`] writes one access line per request | stdout, text in dev, JSON lines in production ([`logs`]) |
 //! | audit log | one line per security-relevant attempt ([`audit`]), target `scalable_api::audit` | the same output as logs, separable by target |
 //! | traces | the request span, one span per SQL call and per cache call | OTLP/HTTP to a collector such as Jaeger ([`traces`]), when configured |
+//! | server timing | the request's SQL calls, Redis round trips, DataLoader waits and serialisation ([`timing`]) | the `Server-Timing` header of the answer (browser devtools' Timing tab) |
 //!
 //! For other layers (cache, GraphQL, rate limits): emit metrics with the facade and the names
 //! in [`names`]; wrap a call to a dependency in a span made by [`cache_span`] (or an
@@ -22,6 +23,7 @@ pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod names;
+pub mod timing;
 pub mod traces;
 
 use std::io::IsTerminal;
@@ -38,6 +40,7 @@ use tracing_subscriber::{
 use crate::config::{Config, LogFormat};
 
 pub use debug::DebugTrace;
+pub use timing::{Phase, ServerTiming};
 
 /// Keeps the trace exporter alive; dropping it flushes the spans still queued (for at most
 /// `telemetry.otlp_timeout`) and stops the export thread.

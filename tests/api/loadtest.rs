@@ -111,6 +111,24 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
         "none: {sql} SQL for {answers} answers"
     );
     assert_eq!(none.cache_hit_ratio, None, "no cache, no lookups");
+    // The same from each answer's Server-Timing, summed by the load generator: exact per
+    // answer, no scrape edges (a replica failing mid-run would add a retry).
+    let timing = |run: &loadtest::report::RunReport, metric: &str| {
+        run.server_timing
+            .get(metric)
+            .copied()
+            .unwrap_or_else(|| panic!("{metric} in {:?}", run.server_timing))
+    };
+    let queries = timing(none, "db").count.expect("db says how many queries");
+    assert!(
+        (1.0..1.05).contains(&queries),
+        "none: {queries} queries per answer"
+    );
+    assert!(timing(none, "total").ms >= timing(none, "db").ms);
+    assert!(
+        !none.server_timing.contains_key("cache"),
+        "no cache, no round trips"
+    );
     let cached = figure("user_hot", "cache-aside");
     let answers = cached.responses as f64;
     let sql = cached.sql_per_request.expect("metrics") * answers;
@@ -122,6 +140,20 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
     assert!(
         hits >= answers - 200.0 - edges,
         "cache-aside: {hits} hits of {answers}"
+    );
+    let round_trips = timing(cached, "cache").count.expect("a count");
+    assert!(
+        round_trips >= 1.0,
+        "cache-aside: every read looks Redis up: {round_trips} per answer"
+    );
+    let queries = cached
+        .server_timing
+        .get("db")
+        .and_then(|db| db.count)
+        .unwrap_or(0.0);
+    assert!(
+        queries * answers <= 200.0 + edges,
+        "cache-aside: {queries} queries per answer of {answers}"
     );
     // Writes really happened, as the logged-in demo users: posts grew.
     let posts: i64 = {

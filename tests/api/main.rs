@@ -27,6 +27,7 @@ mod ratelimit;
 mod routing;
 mod security;
 mod server;
+mod server_timing;
 mod sharding;
 mod shedding;
 mod shutdown;

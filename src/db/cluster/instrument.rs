@@ -12,10 +12,12 @@
 //! read retried on the primary after its replica failed counts once on each.
 //!
 //! The duration covers what the caller waits for: the pool checkout (a saturated pool shows
-//! up here) and the statement's round trip.
+//! up here) and the statement's round trip. It also goes into the request's
+//! [`ServerTiming`], the `db` entry of its `Server-Timing` header.
 //!
 //! Cost: the series of a shard are registered once, when the shard is built, so a call
-//! pays two atomic updates, a clock read and a `tracing` span, no label hashing.
+//! pays two atomic updates, a clock read and a `tracing` span, no label hashing, plus two
+//! relaxed atomic adds for the request's timing.
 //! The directory's statements (`src/db/repo/directory.rs`) run on its own pool, outside shards,
 //! and are not counted here.
 
@@ -25,7 +27,7 @@ use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 use super::Role;
-use crate::telemetry::names;
+use crate::telemetry::{Phase, ServerTiming, names};
 
 /// What a data-layer call does, as the `op` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +122,14 @@ impl QueryMetrics {
     }
 
     /// Runs `call` inside a `db.query` span (a child of the request's span in the trace) and
-    /// counts and times it.
-    pub(crate) async fn observe<T>(&self, role: Role, op: Op, call: impl Future<Output = T>) -> T {
+    /// counts and times it, in the metrics and in the request's `timing`.
+    pub(crate) async fn observe<T>(
+        &self,
+        timing: &ServerTiming,
+        role: Role,
+        op: Op,
+        call: impl Future<Output = T>,
+    ) -> T {
         let span = tracing::info_span!(
             "db.query",
             otel.name = op.span_name(),
@@ -133,9 +141,11 @@ impl QueryMetrics {
         );
         let start = Instant::now();
         let result = call.instrument(span).await;
+        let elapsed = start.elapsed();
         let series = self.series(role, op);
         series.queries.increment(1);
-        series.duration.record(start.elapsed().as_secs_f64());
+        series.duration.record(elapsed.as_secs_f64());
+        timing.record(Phase::Db, elapsed);
         result
     }
 }

@@ -97,7 +97,7 @@ impl Shard {
             let replica = match (self.replicas.pick(required), required) {
                 (Some(replica), _) => Some(replica),
                 // The monitor has not seen any replica past the requirement yet; ask one.
-                (None, Some(lsn)) => self.caught_up_replica(lsn).await,
+                (None, Some(lsn)) => self.caught_up_replica(session, lsn).await,
                 (None, None) => None,
             };
             match replica {
@@ -129,7 +129,12 @@ impl Shard {
         self.record(session, Role::Replica);
         let result = self
             .metrics
-            .observe(Role::Replica, Op::Read, query(replica.pool.clone()))
+            .observe(
+                session.timing(),
+                Role::Replica,
+                Op::Read,
+                query(replica.pool.clone()),
+            )
             .await
             .map_err(Error::classify);
         match result {
@@ -152,13 +157,13 @@ impl Shard {
     /// balancer does the same): the monitor's view is up to one interval old, and without
     /// this a read right after a write would go to the primary even once the replica has it.
     /// Costs one round trip, only for reads whose requirement the monitor cannot vouch for.
-    async fn caught_up_replica(&self, lsn: Lsn) -> Option<&Replica> {
+    async fn caught_up_replica(&self, session: &Session, lsn: Lsn) -> Option<&Replica> {
         let replica = self.replicas.pick(None)?;
         let probe =
             sqlx::query_scalar!("SELECT pg_last_wal_replay_lsn()::text").fetch_one(&replica.pool);
         let replayed = self
             .metrics
-            .observe(Role::Replica, Op::ReplayLsn, probe)
+            .observe(session.timing(), Role::Replica, Op::ReplayLsn, probe)
             .await
             .ok()?;
         let replayed: Lsn = replayed?.parse().ok()?;
@@ -222,7 +227,12 @@ impl Shard {
         self.record(session, Role::Primary);
         let result = self
             .metrics
-            .observe(Role::Primary, op, query(self.primary.clone()))
+            .observe(
+                session.timing(),
+                Role::Primary,
+                op,
+                query(self.primary.clone()),
+            )
             .await
             .map_err(Error::classify);
         match &result {

@@ -11,6 +11,7 @@ use scalable_api::{
         redis_tier::{Fill, Invalidation, Lookup, RedisTier},
     },
     config::CacheStrategy,
+    telemetry::{Phase, ServerTiming},
 };
 use serde_json::json;
 
@@ -139,6 +140,7 @@ async fn a_fill_that_raced_an_invalidation_is_dropped() {
     let chaos = Chaos::acquire().await;
     let app = TestApp::spawn_on(chaos.stack.clone(), on_chaos).await;
     let tier = RedisTier::new(&app.state.config.cache).expect("redis tier");
+    let timing = ServerTiming::default();
     let key = Key::user(&app.state.config.cache.key_prefix, 42, 0);
     let miss = |lookups: Result<Vec<Lookup>, _>| match lookups.map(|mut l| l.pop()) {
         Ok(Some(Lookup::Miss { version, fences })) => (version, fences),
@@ -151,28 +153,36 @@ async fn a_fill_that_raced_an_invalidation_is_dropped() {
         ttl: Duration::from_secs(60),
     };
 
-    let (version, _) = miss(tier.lookup(&[&key]).await);
-    tier.invalidate(Invalidation {
-        keys: vec![key.clone()],
-        shard: 0,
-        lsn: 1,
-        message: key.to_string(),
-    })
+    let (version, _) = miss(tier.lookup(&timing, &[&key]).await);
+    tier.invalidate(
+        &timing,
+        Invalidation {
+            keys: vec![key.clone()],
+            shard: 0,
+            lsn: 1,
+            message: key.to_string(),
+        },
+    )
     .await;
-    let stored = tier.fill(&[fill(&version, b"\"stale\"")]).await;
+    let stored = tier.fill(&timing, &[fill(&version, b"\"stale\"")]).await;
 
     assert_eq!(
         stored,
         [false],
         "a fill under an outdated version is refused"
     );
-    let (version, fences) = miss(tier.lookup(&[&key]).await);
+    let (version, fences) = miss(tier.lookup(&timing, &[&key]).await);
     assert_eq!(fences, [(0, 1)], "the invalidation raised the fence");
-    let stored = tier.fill(&[fill(&version, b"\"fresh\"")]).await;
+    let stored = tier.fill(&timing, &[fill(&version, b"\"fresh\"")]).await;
     assert_eq!(stored, [true], "the current version fills");
     assert!(
-        matches!(tier.lookup(&[&key]).await.as_deref(), Ok([Lookup::Hit(json)]) if json == b"\"fresh\""),
+        matches!(tier.lookup(&timing, &[&key]).await.as_deref(), Ok([Lookup::Hit(json)]) if json == b"\"fresh\""),
         "and is found"
+    );
+    assert_eq!(
+        timing.get(Phase::Cache).0,
+        6,
+        "every round trip is in the request's Server-Timing"
     );
 }
 
