@@ -358,7 +358,13 @@ async fn run_setting(
         )
         .await
     }
-    .await;
+    .await
+    .map(|mut run| {
+        run.peak_rss_mib = service
+            .peak_rss_kib()
+            .map(|kib| (kib as f64 / 1024.0 * 10.0).round() / 10.0);
+        run
+    });
     service.stop().await?;
     process::delete_keys(&options.redis_url, &prefix).await?;
     result.with_context(|| {

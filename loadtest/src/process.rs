@@ -36,6 +36,18 @@ pub struct Running {
     log: PathBuf,
 }
 
+/// `VmHWM:    58120 kB` in a `/proc/<pid>/status`, in KiB.
+fn peak_rss_of(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A free loopback port: bind port 0 and let it go. Another process could take it before
 /// the child binds it; the child then fails to start and says so in its log.
 pub fn free_port() -> anyhow::Result<u16> {
@@ -127,6 +139,13 @@ impl Running {
         Ok(())
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), in KiB; `None` once it has exited
+    /// or where `/proc` has no such line.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        peak_rss_of(&status)
+    }
+
     pub fn log(&self) -> &Path {
         &self.log
     }
@@ -183,4 +202,19 @@ pub async fn count_keys(redis_url: &str, prefix: &str) -> anyhow::Result<usize> 
         .query_async(&mut conn)
         .await?;
     Ok(keys.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_rss_is_read_from_vmhwm() {
+        let status = "Name:\tscalable-api\nVmPeak:\t  900000 kB\nVmHWM:\t   58120 kB\nVmRSS:\t   51000 kB\n";
+        assert_eq!(peak_rss_of(status), Some(58_120));
+        assert_eq!(peak_rss_of("Name:\tx\n"), None);
+        assert_eq!(peak_rss_of("VmHWM:\t lots kB\n"), None);
+        let own = std::fs::read_to_string("/proc/self/status").expect("/proc on Linux");
+        assert!(peak_rss_of(&own).is_some_and(|kib| kib > 0));
+    }
 }

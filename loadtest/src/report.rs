@@ -50,6 +50,10 @@ pub struct RunReport {
     /// mean per answer of the window; empty where the answers had none (the baseline).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_timing: BTreeMap<String, TimingMean>,
+    /// The service process's peak resident memory over its run (start, data load, warm-up
+    /// and window), in MiB; `None` for a service this tool did not start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// One route class of a run.
@@ -121,6 +125,7 @@ impl RunReport {
                 .collect(),
             shed_expected: false,
             server_timing: outcome.server_timing.means(outcome.responses),
+            peak_rss_mib: None,
         }
     }
 
@@ -243,8 +248,8 @@ impl Report {
     pub fn table(&self) -> String {
         let knob = self.knob.as_deref().unwrap_or("setting");
         let mut out = format!(
-            "| workload | {knob} | req/s | × baseline | p50 ms | p95 ms | p99 ms | max ms | errors | non-2xx | SQL/req | SQL/s | cache hits |\n\
-             |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+            "| workload | {knob} | req/s | × baseline | p50 ms | p95 ms | p99 ms | max ms | errors | non-2xx | SQL/req | SQL/s | cache hits | peak RSS MiB |\n\
+             |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
         );
         for run in self.baseline.iter().chain(&self.runs) {
             let opt = |v: Option<f64>, digits: usize| {
@@ -252,7 +257,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
                 run.workload,
                 run.setting,
                 thousands(run.requests_per_sec),
@@ -267,6 +272,7 @@ impl Report {
                 run.sql_per_sec.map_or_else(|| "–".to_owned(), thousands),
                 run.cache_hit_ratio
                     .map_or_else(|| "–".to_owned(), |r| format!("{:.1} %", r * 100.0)),
+                opt(run.peak_rss_mib, 1),
             );
         }
         if self.runs.iter().any(|run| !run.classes.is_empty()) {

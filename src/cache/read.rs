@@ -69,7 +69,7 @@ impl Cache {
     ) -> Result<HashMap<K, T>, Error>
     where
         K: Copy + Eq + Hash,
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: Fn(Session, Vec<K>) -> Fut,
         Fut: Future<Output = Result<HashMap<K, T>, db::Error>>,
     {
@@ -85,8 +85,7 @@ impl Cache {
         let mut remote = Vec::with_capacity(ids.len());
         for (id, key) in wanted {
             if let Some(l1) = &self.l1
-                && let Some(json) = l1.get(key.as_str()).await
-                && let Some(value) = decode::<T>(&json)
+                && let Some(value) = l1.get::<T>(key.as_str()).await
             {
                 outcome(session, "l1", "hit");
                 found.extend(value.map(|value| (id, value)));
@@ -109,7 +108,7 @@ impl Cache {
                             Some(value) => {
                                 outcome(session, "redis", "hit");
                                 if let Some(l1) = &self.l1 {
-                                    l1.insert(key.as_str(), json.into()).await;
+                                    l1.insert(key.as_str(), value.clone()).await;
                                 }
                                 found.extend(value.map(|value| (id, value)));
                             }
@@ -234,7 +233,7 @@ impl Cache {
     ) -> Result<HashMap<K, T>, Error>
     where
         K: Copy + Eq + Hash,
-        T: Serialize,
+        T: Serialize + Clone + Send + Sync + 'static,
         F: Fn(Session, Vec<K>) -> Fut,
         Fut: Future<Output = Result<HashMap<K, T>, db::Error>>,
     {
@@ -295,8 +294,9 @@ impl Cache {
                     continue;
                 }
                 count("redis", "fill");
-                if let (Some(l1), Some((json, _))) = (&self.l1, encoded.get(*i)) {
-                    l1.insert(fill.key.as_str(), json.clone()).await;
+                if let (Some(l1), Some(lead)) = (&self.l1, leads.get(*i)) {
+                    l1.insert(fill.key.as_str(), values.get(&lead.id).cloned())
+                        .await;
                 }
             }
         }

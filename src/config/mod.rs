@@ -116,6 +116,7 @@
 //! - `SCALABLE_API_GRAPHQL__INTROSPECTION`
 //! - `SCALABLE_API_GRAPHQL__DATALOADERS`
 //! - `SCALABLE_API_GRAPHQL__BATCH_WINDOW` (default `20ms`)
+//! - `SCALABLE_API_GRAPHQL__EXECUTOR` (`planned` or `resolvers`)
 //! - `SCALABLE_API_TELEMETRY__LOG_FORMAT`: `auto`, `text` or `json`
 //! - `SCALABLE_API_TELEMETRY__LOG_FILTER`: `RUST_LOG` syntax
 //! - `SCALABLE_API_TELEMETRY__METRICS`
@@ -157,7 +158,7 @@ pub use self::{
     breaker::BreakerConfig,
     cache::{CacheConfig, CacheStrategy},
     db::{DbConfig, DirectoryRepairConfig, MAX_ID, ReplicaHealthConfig, ShardConfig},
-    graphql::GraphqlConfig,
+    graphql::{Executor, GraphqlConfig},
     http::HttpConfig,
     ratelimit::{
         ClassLimit, LimitTier, LimiterAlgorithm, RateLimitConfig, RouteClass, ShieldConfig,

@@ -16,6 +16,7 @@ pub mod charge;
 pub mod limits;
 pub mod loaders;
 pub mod mutation;
+pub mod planned;
 pub mod query;
 pub mod types;
 
@@ -44,6 +45,11 @@ pub fn build_schema(config: &Config) -> ApiSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .extension(charge::Charge)
         .extension(Limits::new(&config.graphql, config.api.max_page_size));
+    if config.graphql.plans() {
+        // Last, so innermost: it runs a plan only once the charge and the limits have let the
+        // query through.
+        builder = builder.extension(planned::Planned);
+    }
     if !config.graphql.introspection {
         // "Did you mean ...?" suggestions would reveal field names that introspection hides.
         builder = builder.disable_introspection().disable_suggestions();
@@ -67,6 +73,9 @@ pub struct RequestData {
     /// The client's address, which `login` and `register` are limited by.
     pub client: IpAddr,
     pub loaders: Loaders,
+    /// Where the planned executor leaves the answer it rendered (`None`: the handler does not
+    /// take rendered answers, and every request runs on the resolvers).
+    pub rendered: Option<planned::Rendered>,
 }
 
 impl RequestData {
@@ -78,7 +87,14 @@ impl RequestData {
             principal,
             client,
             loaders,
+            rendered: None,
         }
+    }
+
+    /// Lets the planned executor answer into `slot` (see `src/graphql/planned/`).
+    pub fn with_rendered(mut self, slot: planned::Rendered) -> Self {
+        self.rendered = Some(slot);
+        self
     }
 
     /// The user whose view this is (their own email shows): a token's user or a key's owner.

@@ -22,15 +22,15 @@ pub struct QueryRoot;
 /// Where a walk of `users` stands. Opaque to clients (base64 JSON): what is inside can change
 /// without breaking them, and nobody builds cursors by hand.
 #[derive(Serialize, Deserialize)]
-struct UserCursor {
-    id: i64,
+pub(super) struct UserCursor {
+    pub(super) id: i64,
 }
 
 /// Where a newest-first walk of `posts` stands: the last post's `(createdAt, id)`.
 #[derive(Serialize, Deserialize)]
-struct PostCursor {
-    at: DateTime<Utc>,
-    id: i64,
+pub(super) struct PostCursor {
+    pub(super) at: DateTime<Utc>,
+    pub(super) id: i64,
 }
 
 type UserConnection = Connection<OpaqueCursor<UserCursor>, UserNode>;
@@ -141,7 +141,7 @@ where
 }
 
 /// An `after` argument back into the cursor it came from; anything else is a client error.
-fn decode<T: Serialize + serde::de::DeserializeOwned>(raw: &str) -> Result<T, Error> {
+pub(super) fn decode<T: Serialize + serde::de::DeserializeOwned>(raw: &str) -> Result<T, Error> {
     OpaqueCursor::<T>::decode_cursor(raw)
         .map(|cursor| cursor.0)
         .map_err(|_| {

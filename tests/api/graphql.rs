@@ -4,6 +4,7 @@
 
 mod limits;
 mod mutations;
+mod planned;
 
 use std::{collections::HashSet, time::Duration};
 

@@ -104,6 +104,12 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
     // flight at either metrics scrape (at most one per connection each) blur the edges.
     let edges = 2.0 * options.plan.connections as f64;
     let none = figure("user_hot", "none");
+    // The service's peak memory is read from its process (a test binary is tens of MiB).
+    assert!(
+        none.peak_rss_mib.is_some_and(|mib| mib > 1.0),
+        "peak RSS of the service: {:?}",
+        none.peak_rss_mib
+    );
     let answers = none.responses as f64;
     let sql = none.sql_per_request.expect("the service has metrics") * answers;
     assert!(

@@ -4,7 +4,7 @@
 //! bounds that hold by construction (a batch waits at least its window).
 
 use reqwest::{Response, StatusCode};
-use scalable_api::config::CacheStrategy;
+use scalable_api::config::{CacheStrategy, Executor};
 use serde_json::json;
 
 use crate::{
@@ -112,10 +112,12 @@ async fn with_two_tiers_a_cold_read_shows_sql_and_redis_and_a_warm_one_neither()
 #[tokio::test]
 async fn a_nested_graphql_query_shows_its_batch_window_and_its_sql() {
     for dataloaders in [true, false] {
-        // Arrange: no cache, so every level reads the database.
+        // Arrange: no cache, so every level reads the database; the resolvers, whose
+        // DataLoaders have the window (the planned executor has none, see graphql::planned).
         let app = TestApp::spawn_with(|c| {
             c.cache.strategy = CacheStrategy::None;
             c.graphql.dataloaders = dataloaders;
+            c.graphql.executor = Executor::Resolvers;
         })
         .await;
         for n in 0..2 {

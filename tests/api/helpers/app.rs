@@ -290,7 +290,15 @@ impl TestApp {
 
     /// Starts another instance with this one's config (its databases, its Redis prefixes).
     pub async fn another_instance(&self) -> Instance {
-        let state = App::build(self.state.config.clone()).expect("the test config is valid");
+        self.another_instance_with(|_| {}).await
+    }
+
+    /// Starts another instance with this one's config after `tweak` (same databases and Redis
+    /// prefixes, another setting).
+    pub async fn another_instance_with(&self, tweak: impl FnOnce(&mut Config)) -> Instance {
+        let mut config = self.state.config.clone();
+        tweak(&mut config);
+        let state = App::build(config).expect("the test config is valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
