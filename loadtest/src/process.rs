@@ -210,7 +210,8 @@ mod tests {
 
     #[test]
     fn the_peak_rss_is_read_from_vmhwm() {
-        let status = "Name:\tscalable-api\nVmPeak:\t  900000 kB\nVmHWM:\t   58120 kB\nVmRSS:\t   51000 kB\n";
+        let status =
+            "Name:\tscalable-api\nVmPeak:\t  900000 kB\nVmHWM:\t   58120 kB\nVmRSS:\t   51000 kB\n";
         assert_eq!(peak_rss_of(status), Some(58_120));
         assert_eq!(peak_rss_of("Name:\tx\n"), None);
         assert_eq!(peak_rss_of("VmHWM:\t lots kB\n"), None);

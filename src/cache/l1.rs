@@ -16,46 +16,43 @@
 //!   `Arc<dyn Any>`), so a hit is a clone, not a JSON parse: parsing the timestamps of a
 //!   nested query's 250 posts on every request took a quarter of its CPU. The price: an entry
 //!   takes its in-memory size rather than its JSON's (about the same for these rows).
-//! - **Expiry spread over the last quarter of `l1_ttl`.** Entries filled together (a page's
-//!   50 users) would otherwise all expire in the same instant, and every request in flight
-//!   would then miss them together and look them up in Redis at once, a herd each `l1_ttl`.
-//!   Each key gets its own lifetime between 0.75 and 1 times `l1_ttl` (a hash of the key), so
-//!   the bound on staleness stays `l1_ttl`.
+//! - **Refresh ahead.** An entry that has lived three quarters of `l1_ttl` is handed to one
+//!   reader as a miss (it reads Redis and refills the entry), while every other reader keeps
+//!   hitting it until it is refilled or reaches `l1_ttl`. Without it, every request in flight
+//!   when a hot entry expires misses it together and looks it up in Redis: a herd of Redis
+//!   round trips per hot key every `l1_ttl`. The bound on staleness stays `l1_ttl`.
 
 use std::{
     any::Any,
-    hash::{BuildHasher, RandomState},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use futures_util::StreamExt;
-use moka::{Expiry, future::Cache as Moka};
+use moka::future::Cache as Moka;
 use tokio::task::JoinHandle;
 
 use super::keys::Key;
 use crate::config::CacheConfig;
 
-/// An entry: the decoded `Option<T>` of its key's type (`None`: cached "not found").
+/// The decoded `Option<T>` of an entry's key type (`None`: cached "not found").
 pub type Value = Arc<dyn Any + Send + Sync>;
+
+struct Entry {
+    value: Value,
+    /// From then on, the first reader refreshes the entry (see the module documentation).
+    refresh_at: Instant,
+    /// Whether a reader has taken the refresh.
+    claimed: AtomicBool,
+}
 
 #[derive(Clone)]
 pub struct L1 {
-    entries: Moka<String, Value>,
-}
-
-/// Each key's lifetime: between 3/4 and all of `l1_ttl`, by a hash of the key (see the
-/// module documentation).
-struct SpreadExpiry {
-    ttl: Duration,
-    hasher: RandomState,
-}
-
-impl Expiry<String, Value> for SpreadExpiry {
-    fn expire_after_create(&self, key: &String, _: &Value, _: Instant) -> Option<Duration> {
-        let fraction = (self.hasher.hash_one(key) % 1024) as f64 / 1024.0;
-        Some(self.ttl.mul_f64(0.75 + 0.25 * fraction))
-    }
+    entries: Moka<String, Arc<Entry>>,
+    refresh_after: Duration,
 }
 
 impl std::fmt::Debug for L1 {
@@ -71,25 +68,32 @@ impl L1 {
         Self {
             entries: Moka::builder()
                 .max_capacity(config.l1_max_entries)
-                .expire_after(SpreadExpiry {
-                    ttl: config.l1_ttl,
-                    hasher: RandomState::new(),
-                })
+                .time_to_live(config.l1_ttl)
                 // For families: one invalidation retires every page of the user list.
                 .support_invalidation_closures()
                 .build(),
+            refresh_after: config.l1_ttl.mul_f64(0.75),
         }
     }
 
     /// The entry of `key`, if there is one of type `Option<T>` (an entry of another type is a
-    /// miss: keys name their type, so that only happens across a schema change).
+    /// miss: keys name their type, so that only happens across a schema change). An entry due
+    /// for its refresh is a miss for the one caller that takes the refresh.
     pub async fn get<T: Clone + 'static>(&self, key: &str) -> Option<Option<T>> {
-        let value = self.entries.get(key).await?;
-        value.downcast_ref::<Option<T>>().cloned()
+        let entry = self.entries.get(key).await?;
+        if Instant::now() >= entry.refresh_at && !entry.claimed.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        entry.value.downcast_ref::<Option<T>>().cloned()
     }
 
     pub async fn insert<T: Send + Sync + 'static>(&self, key: &str, value: Option<T>) {
-        self.entries.insert(key.to_owned(), Arc::new(value)).await;
+        let entry = Entry {
+            value: Arc::new(value),
+            refresh_at: Instant::now() + self.refresh_after,
+            claimed: AtomicBool::new(false),
+        };
+        self.entries.insert(key.to_owned(), Arc::new(entry)).await;
     }
 
     pub async fn remove(&self, key: &str) {
@@ -153,5 +157,62 @@ pub fn line(key: &Key) -> String {
         format!("*{key}")
     } else {
         key.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l1(ttl: Duration) -> L1 {
+        L1::new(&CacheConfig {
+            l1_ttl: ttl,
+            ..CacheConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_hit_returns_the_value_of_its_type_and_another_type_is_a_miss() {
+        let l1 = l1(Duration::from_secs(60));
+        l1.insert("k", Some(vec![1_i64, 2])).await;
+        l1.insert("absent", None::<String>).await;
+        assert_eq!(l1.get::<Vec<i64>>("k").await, Some(Some(vec![1, 2])));
+        assert_eq!(l1.get::<String>("absent").await, Some(None));
+        assert_eq!(l1.get::<String>("k").await, None);
+        assert_eq!(l1.get::<String>("nothing").await, None);
+    }
+
+    #[tokio::test]
+    async fn one_reader_refreshes_an_entry_near_its_end_while_the_others_hit_until_l1_ttl() {
+        let ttl = Duration::from_millis(400);
+        let l1 = l1(ttl);
+        l1.insert("k", Some(1_i64)).await;
+        assert_eq!(l1.get::<i64>("k").await, Some(Some(1)), "fresh: a hit");
+        tokio::time::sleep(ttl.mul_f64(0.8)).await;
+        assert_eq!(
+            l1.get::<i64>("k").await,
+            None,
+            "the first reader past 3/4 refreshes"
+        );
+        assert_eq!(
+            l1.get::<i64>("k").await,
+            Some(Some(1)),
+            "the next ones still hit"
+        );
+        l1.insert("k", Some(2_i64)).await;
+        assert_eq!(l1.get::<i64>("k").await, Some(Some(2)), "refilled");
+        tokio::time::sleep(ttl.mul_f64(0.8)).await;
+        assert_eq!(
+            l1.get::<i64>("k").await,
+            None,
+            "the refill is due for refresh in turn"
+        );
+        tokio::time::sleep(ttl.mul_f64(0.3)).await;
+        assert_eq!(
+            l1.get::<i64>("k").await,
+            None,
+            "gone after l1_ttl, refreshed or not"
+        );
+        assert_eq!(l1.get::<i64>("k").await, None);
     }
 }
