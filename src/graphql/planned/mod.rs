@@ -91,7 +91,9 @@ impl Extension for PlannedRequest {
         let plan = self.plan.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let (Some(plan), Some(rq)) = (plan, ctx.data_opt::<RequestData>())
             && let Some(rendered) = &rq.rendered
-            && let Some(body) = run(&plan, rq).await
+            // Boxed: the load's future nests the cache's and the database's, deeper than the
+            // compiler's default limit for computing the extension future's layout.
+            && let Some(body) = Box::pin(run(&plan, rq)).await
             && rendered.set(body).is_ok()
         {
             // The handler sends the rendered bytes; this empty answer is never serialised.
