@@ -17,13 +17,12 @@
 //! same trace id decides alike.
 
 use anyhow::Context as _;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use opentelemetry::{
-    Context,
     propagation::TextMapPropagator,
     trace::{SpanContext, TraceContextExt, TraceId, TracerProvider as _},
 };
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
     Resource,
@@ -38,7 +37,17 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::TelemetryConfig;
 
+const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
+
+/// `bytes` as lower-case hex into `out` (twice as long).
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+}
 
 /// The OTLP exporter and its batch processor, or `None` when no endpoint is configured.
 pub(crate) fn provider(config: &TelemetryConfig) -> anyhow::Result<Option<SdkTracerProvider>> {
@@ -125,15 +134,65 @@ impl RequestTrace {
 
     /// Writes `traceparent` (and `tracestate`, if any) naming this request's span, so a
     /// client can look its request up in Jaeger.
+    ///
+    /// Written by hand into a stack buffer rather than through the propagator, which formats
+    /// a `String` (and an empty `tracestate`) for every response: 2.5 % of a cache hit's CPU.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let cx = Context::new().with_remote_span_context(self.0.clone());
-        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
-        // The propagator writes `tracestate` even when empty; W3C says to leave it out then.
-        if headers
-            .get(TRACESTATE)
-            .is_some_and(|v| v.as_bytes().is_empty())
+        // `00-{trace id:32 hex}-{span id:16 hex}-{flags:2 hex}`
+        let mut value = [0u8; 55];
+        value[..3].copy_from_slice(b"00-");
+        hex(&self.0.trace_id().to_bytes(), &mut value[3..35]);
+        value[35] = b'-';
+        hex(&self.0.span_id().to_bytes(), &mut value[36..52]);
+        value[52] = b'-';
+        hex(&[self.0.trace_flags().to_u8()], &mut value[53..55]);
+        if let Ok(value) = HeaderValue::from_bytes(&value) {
+            headers.insert(TRACEPARENT, value);
+        }
+        let state = self.0.trace_state().header();
+        if !state.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&state)
         {
-            headers.remove(TRACESTATE);
+            headers.insert(TRACESTATE, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::{
+        Context,
+        trace::{SpanId, TraceFlags, TraceState},
+    };
+    use opentelemetry_http::HeaderInjector;
+
+    use super::*;
+
+    /// The hand-written `traceparent` is what the W3C propagator writes, sampled or not, and a
+    /// `tracestate` is passed on only when there is one.
+    #[test]
+    fn inject_writes_what_the_w3c_propagator_writes() {
+        let state = TraceState::from_key_value([("vendor", "x1")]).expect("a valid state");
+        for (flags, state) in [
+            (TraceFlags::SAMPLED, TraceState::default()),
+            (TraceFlags::default(), state),
+        ] {
+            let context = SpanContext::new(
+                TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("hex"),
+                SpanId::from_hex("b7ad6b7169203331").expect("hex"),
+                flags,
+                false,
+                state,
+            );
+            let mut ours = HeaderMap::new();
+            RequestTrace(context.clone()).inject(&mut ours);
+            let mut theirs = HeaderMap::new();
+            let cx = Context::new().with_remote_span_context(context);
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut theirs));
+            if theirs.get(TRACESTATE).is_some_and(|v| v.is_empty()) {
+                theirs.remove(TRACESTATE);
+            }
+            assert_eq!(ours, theirs);
         }
     }
 }
