@@ -10,8 +10,28 @@
 //!
 //! So: an instance may serve a value invalidated on *another* instance for at most
 //! `l1_ttl` (typically far less); its own invalidations apply to its L1 at once.
+//!
+//! # Inserts that race an invalidation
+//!
+//! A value read from Redis or loaded from the database reaches the L1 a moment after its
+//! lookup, and an invalidation applied in between must not be undone by the insert (the old
+//! value would sit in the L1 after the write's response). So every invalidation applied
+//! here records when, per entry (a fixed table of instants indexed by a keyed hash: bounded
+//! memory, and a collision only drops an insert needlessly) and for families, *before*
+//! removing; and an insert checks, *after* inserting, whether an invalidation of its entry
+//! was recorded since its lookup began, and if so removes what it inserted. Either the
+//! insert sees the record, or the invalidation's removal comes after the insert. (The cache
+//! applies a write's invalidation to the L1 both before and after its Redis script, so a
+//! lookup that slipped in between, before the version bump, is covered too.)
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use futures_util::StreamExt;
 use moka::future::Cache as Moka;
@@ -20,9 +40,52 @@ use tokio::task::JoinHandle;
 use super::keys::Key;
 use crate::config::CacheConfig;
 
+/// Slots of the table of invalidation instants: 32 KiB.
+const INVALIDATED_SLOTS: usize = 4096;
+
 #[derive(Clone)]
 pub struct L1 {
     entries: Moka<String, Arc<[u8]>>,
+    invalidated: Arc<Invalidated>,
+}
+
+/// When invalidations were last applied: nanoseconds since `epoch`, plus one (0: never).
+struct Invalidated {
+    entries: Box<[AtomicU64]>,
+    families: AtomicU64,
+    epoch: Instant,
+    slots: RandomState,
+}
+
+impl Invalidated {
+    fn slot(&self, key: &str) -> Option<&AtomicU64> {
+        self.entries
+            .get(self.slots.hash_one(key) as usize % INVALIDATED_SLOTS)
+    }
+
+    fn nanos(&self, instant: Instant) -> u64 {
+        u64::try_from(instant.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// SeqCst, as the read in [`Invalidated::since`]: the two sides' record-then-remove and
+    /// insert-then-check must not be reordered.
+    fn record(&self, at: Option<&AtomicU64>) {
+        if let Some(at) = at {
+            at.fetch_max(
+                self.nanos(Instant::now()).saturating_add(1),
+                Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// Whether `key` (or any family) was invalidated at or after `since`.
+    fn since(&self, key: &str, since: Instant) -> bool {
+        let since = self.nanos(since);
+        let entry = self
+            .slot(key)
+            .map_or(u64::MAX, |at| at.load(Ordering::SeqCst));
+        entry > since || self.families.load(Ordering::SeqCst) > since
+    }
 }
 
 impl std::fmt::Debug for L1 {
@@ -42,6 +105,12 @@ impl L1 {
                 // For families: one invalidation retires every page of the user list.
                 .support_invalidation_closures()
                 .build(),
+            invalidated: Arc::new(Invalidated {
+                entries: (0..INVALIDATED_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+                families: AtomicU64::new(0),
+                epoch: Instant::now(),
+                slots: RandomState::new(),
+            }),
         }
     }
 
@@ -49,8 +118,13 @@ impl L1 {
         self.entries.get(key).await
     }
 
-    pub async fn insert(&self, key: &str, value: Arc<[u8]>) {
+    /// Inserts `value`, read by a lookup that began at `looked_up`, unless an invalidation
+    /// of its entry was applied since (see the module doc).
+    pub async fn insert(&self, key: &str, value: Arc<[u8]>, looked_up: Instant) {
         self.entries.insert(key.to_owned(), value).await;
+        if self.invalidated.since(key, looked_up) {
+            self.remove(key).await;
+        }
     }
 
     pub async fn remove(&self, key: &str) {
@@ -58,10 +132,11 @@ impl L1 {
     }
 
     /// Drops what one line of an invalidation message names: an entry, or with a leading
-    /// `*` every entry of a family (see [`line`]).
+    /// `*` every entry of a family (see [`line`]). Recorded first, for racing inserts.
     pub async fn apply(&self, line: &str) {
         match line.strip_prefix('*') {
             Some(base) => {
+                self.invalidated.record(Some(&self.invalidated.families));
                 let base = base.to_owned();
                 // Registered as a predicate that moka applies lazily: cheap to ask for, and
                 // only registrations and deletions (not every write) invalidate a family.
@@ -73,7 +148,10 @@ impl L1 {
                     self.entries.invalidate_all();
                 }
             }
-            None => self.remove(line).await,
+            None => {
+                self.invalidated.record(self.invalidated.slot(line));
+                self.remove(line).await;
+            }
         }
     }
 
@@ -95,7 +173,9 @@ impl L1 {
         let client = redis::Client::open(redis_url)?;
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
-        // Whatever was published while no subscriber listened is lost: start clean.
+        // Whatever was published while no subscriber listened is lost: start clean (and
+        // keep inserts that raced the clearing out, as a family invalidation would).
+        self.invalidated.record(Some(&self.invalidated.families));
         self.entries.invalidate_all();
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
@@ -114,5 +194,41 @@ pub fn line(key: &Key) -> String {
         format!("*{key}")
     } else {
         key.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value() -> Arc<[u8]> {
+        Arc::from(&b"{}"[..])
+    }
+
+    #[tokio::test]
+    async fn an_insert_is_dropped_when_its_entry_was_invalidated_since_its_lookup() {
+        let l1 = L1::new(&CacheConfig::default());
+        let looked_up = Instant::now();
+        l1.apply("p:user:1").await;
+        l1.insert("p:user:1", value(), looked_up).await;
+        assert!(
+            l1.get("p:user:1").await.is_none(),
+            "the value read before the invalidation stays out"
+        );
+
+        l1.insert("p:user:1", value(), Instant::now()).await;
+        assert!(
+            l1.get("p:user:1").await.is_some(),
+            "a lookup after the invalidation inserts"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_family_invalidation_keeps_out_every_insert_that_raced_it() {
+        let l1 = L1::new(&CacheConfig::default());
+        let looked_up = Instant::now();
+        l1.apply("*p:users:").await;
+        l1.insert("p:users:o0l10", value(), looked_up).await;
+        assert!(l1.get("p:users:o0l10").await.is_none());
     }
 }

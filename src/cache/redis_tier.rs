@@ -21,8 +21,11 @@
 //! family is retired by one version bump, without deleting every page that may exist.
 //!
 //! Many keys travel together: one `MGET` looks up a whole batch (values, versions, fences),
-//! one script fills every miss a batch loaded. (On Redis Cluster the keys of one batch live
-//! in several slots; there a batch must be split by slot, one round trip each.)
+//! one script fills every miss queued for the background filler (`filler.rs`), from one
+//! request or many. A fill may wait there a while after its load; the version check is what
+//! makes that harmless: a fill that waited across an invalidation is refused. (On Redis
+//! Cluster the keys of one batch live in several slots; there a batch must be split by
+//! slot, one round trip each.)
 //!
 //! Guarantee: once a write's response has been sent, no cache tier holds or fills a value
 //! older than that write (two-tier: except an L1 entry on another instance, for at most
@@ -39,10 +42,11 @@
 //!
 //! # Timing
 //!
-//! Every command a request waits for (its lookups, fills and invalidations, and the replay of
+//! Every command a request waits for (its lookups and invalidations, and the replay of
 //! queued invalidations it runs first) adds its time, pool checkout included, to the request's
 //! [`ServerTiming`]: the `cache` entry of `Server-Timing`. A call the open breaker refuses
-//! costs nothing and is not counted.
+//! costs nothing and is not counted. Fills run in the background filler, which no request
+//! waits for, and are in no request's timing.
 
 use std::{
     sync::{
