@@ -339,14 +339,24 @@ async fn run_setting(
             .join(format!("{workload}-{value}.log")),
     };
     let setting = format!("{}={value}", options.knob);
+    if data.is_none() {
+        // The workloads' data (ids, logged-in writers) is read through the service, which
+        // fills its cache on the way: read it from a service of its own, then drop that
+        // service and its keys, so that the first measured run starts as cold as the others.
+        let mut loader = launch
+            .start(Duration::from_secs(60))
+            .await
+            .with_context(|| format!("starting the service with {setting}"))?;
+        let loaded = DataSet::load(&loader.target, &options.workloads, &options.data).await;
+        loader.stop().await?;
+        process::delete_keys(&options.redis_url, &prefix).await?;
+        *data = Some(loaded?);
+    }
     let mut service = launch
         .start(Duration::from_secs(60))
         .await
         .with_context(|| format!("starting the service with {setting}"))?;
     let result = async {
-        if data.is_none() {
-            *data = Some(DataSet::load(&service.target, &options.workloads, &options.data).await?);
-        }
         measure(
             &service.target,
             Some("/metrics"),

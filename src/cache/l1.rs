@@ -21,12 +21,26 @@
 //!   hitting it until it is refilled or reaches `l1_ttl`. Without it, every request in flight
 //!   when a hot entry expires misses it together and looks it up in Redis: a herd of Redis
 //!   round trips per hot key every `l1_ttl`. The bound on staleness stays `l1_ttl`.
+//!
+//! # Inserts that race an invalidation
+//!
+//! A value read from Redis or loaded from the database reaches the L1 a moment after its
+//! lookup, and an invalidation applied in between must not be undone by the insert (the old
+//! value would sit in the L1 after the write's response). So every invalidation applied
+//! here records when, per entry (a fixed table of instants indexed by a keyed hash: bounded
+//! memory, and a collision only drops an insert needlessly) and for families, *before*
+//! removing; and an insert checks, *after* inserting, whether an invalidation of its entry
+//! was recorded since its lookup began, and if so removes what it inserted. Either the
+//! insert sees the record, or the invalidation's removal comes after the insert. (The cache
+//! applies a write's invalidation to the L1 both before and after its Redis script, so a
+//! lookup that slipped in between, before the version bump, is covered too.)
 
 use std::{
     any::Any,
+    hash::{BuildHasher, RandomState},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -37,6 +51,9 @@ use tokio::task::JoinHandle;
 
 use super::keys::Key;
 use crate::config::CacheConfig;
+
+/// Slots of the table of invalidation instants: 32 KiB.
+const INVALIDATED_SLOTS: usize = 4096;
 
 /// The decoded `Option<T>` of an entry's key type (`None`: cached "not found").
 pub type Value = Arc<dyn Any + Send + Sync>;
@@ -52,7 +69,47 @@ struct Entry {
 #[derive(Clone)]
 pub struct L1 {
     entries: Moka<String, Arc<Entry>>,
+    invalidated: Arc<Invalidated>,
     refresh_after: Duration,
+}
+
+/// When invalidations were last applied: nanoseconds since `epoch`, plus one (0: never).
+struct Invalidated {
+    entries: Box<[AtomicU64]>,
+    families: AtomicU64,
+    epoch: Instant,
+    slots: RandomState,
+}
+
+impl Invalidated {
+    fn slot(&self, key: &str) -> Option<&AtomicU64> {
+        self.entries
+            .get(self.slots.hash_one(key) as usize % INVALIDATED_SLOTS)
+    }
+
+    fn nanos(&self, instant: Instant) -> u64 {
+        u64::try_from(instant.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// SeqCst, as the read in [`Invalidated::since`]: the two sides' record-then-remove and
+    /// insert-then-check must not be reordered.
+    fn record(&self, at: Option<&AtomicU64>) {
+        if let Some(at) = at {
+            at.fetch_max(
+                self.nanos(Instant::now()).saturating_add(1),
+                Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// Whether `key` (or any family) was invalidated at or after `since`.
+    fn since(&self, key: &str, since: Instant) -> bool {
+        let since = self.nanos(since);
+        let entry = self
+            .slot(key)
+            .map_or(u64::MAX, |at| at.load(Ordering::SeqCst));
+        entry > since || self.families.load(Ordering::SeqCst) > since
+    }
 }
 
 impl std::fmt::Debug for L1 {
@@ -72,6 +129,12 @@ impl L1 {
                 // For families: one invalidation retires every page of the user list.
                 .support_invalidation_closures()
                 .build(),
+            invalidated: Arc::new(Invalidated {
+                entries: (0..INVALIDATED_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+                families: AtomicU64::new(0),
+                epoch: Instant::now(),
+                slots: RandomState::new(),
+            }),
             refresh_after: config.l1_ttl.mul_f64(0.75),
         }
     }
@@ -87,13 +150,23 @@ impl L1 {
         entry.value.downcast_ref::<Option<T>>().cloned()
     }
 
-    pub async fn insert<T: Send + Sync + 'static>(&self, key: &str, value: Option<T>) {
+    /// Inserts `value`, read by a lookup that began at `looked_up`, unless an invalidation
+    /// of its entry was applied since (see the module doc).
+    pub async fn insert<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        value: Option<T>,
+        looked_up: Instant,
+    ) {
         let entry = Entry {
             value: Arc::new(value),
             refresh_at: Instant::now() + self.refresh_after,
             claimed: AtomicBool::new(false),
         };
         self.entries.insert(key.to_owned(), Arc::new(entry)).await;
+        if self.invalidated.since(key, looked_up) {
+            self.remove(key).await;
+        }
     }
 
     pub async fn remove(&self, key: &str) {
@@ -101,10 +174,11 @@ impl L1 {
     }
 
     /// Drops what one line of an invalidation message names: an entry, or with a leading
-    /// `*` every entry of a family (see [`line`]).
+    /// `*` every entry of a family (see [`line`]). Recorded first, for racing inserts.
     pub async fn apply(&self, line: &str) {
         match line.strip_prefix('*') {
             Some(base) => {
+                self.invalidated.record(Some(&self.invalidated.families));
                 let base = base.to_owned();
                 // Registered as a predicate that moka applies lazily: cheap to ask for, and
                 // only registrations and deletions (not every write) invalidate a family.
@@ -116,7 +190,10 @@ impl L1 {
                     self.entries.invalidate_all();
                 }
             }
-            None => self.remove(line).await,
+            None => {
+                self.invalidated.record(self.invalidated.slot(line));
+                self.remove(line).await;
+            }
         }
     }
 
@@ -138,7 +215,9 @@ impl L1 {
         let client = redis::Client::open(redis_url)?;
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
-        // Whatever was published while no subscriber listened is lost: start clean.
+        // Whatever was published while no subscriber listened is lost: start clean (and
+        // keep inserts that raced the clearing out, as a family invalidation would).
+        self.invalidated.record(Some(&self.invalidated.families));
         self.entries.invalidate_all();
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
@@ -164,6 +243,10 @@ pub fn line(key: &Key) -> String {
 mod tests {
     use super::*;
 
+    fn value() -> Option<String> {
+        Some("{}".to_owned())
+    }
+
     fn l1(ttl: Duration) -> L1 {
         L1::new(&CacheConfig {
             l1_ttl: ttl,
@@ -172,10 +255,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_insert_is_dropped_when_its_entry_was_invalidated_since_its_lookup() {
+        let l1 = L1::new(&CacheConfig::default());
+        let looked_up = Instant::now();
+        l1.apply("p:user:1").await;
+        l1.insert("p:user:1", value(), looked_up).await;
+        assert!(
+            l1.get::<String>("p:user:1").await.is_none(),
+            "the value read before the invalidation stays out"
+        );
+
+        l1.insert("p:user:1", value(), Instant::now()).await;
+        assert!(
+            l1.get::<String>("p:user:1").await.is_some(),
+            "a lookup after the invalidation inserts"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_family_invalidation_keeps_out_every_insert_that_raced_it() {
+        let l1 = L1::new(&CacheConfig::default());
+        let looked_up = Instant::now();
+        l1.apply("*p:users:").await;
+        l1.insert("p:users:o0l10", value(), looked_up).await;
+        assert!(l1.get::<String>("p:users:o0l10").await.is_none());
+    }
+
+    #[tokio::test]
     async fn a_hit_returns_the_value_of_its_type_and_another_type_is_a_miss() {
         let l1 = l1(Duration::from_secs(60));
-        l1.insert("k", Some(vec![1_i64, 2])).await;
-        l1.insert("absent", None::<String>).await;
+        let now = Instant::now();
+        l1.insert("k", Some(vec![1_i64, 2]), now).await;
+        l1.insert("absent", None::<String>, now).await;
         assert_eq!(l1.get::<Vec<i64>>("k").await, Some(Some(vec![1, 2])));
         assert_eq!(l1.get::<String>("absent").await, Some(None));
         assert_eq!(l1.get::<String>("k").await, None);
@@ -186,7 +297,7 @@ mod tests {
     async fn one_reader_refreshes_an_entry_near_its_end_while_the_others_hit_until_l1_ttl() {
         let ttl = Duration::from_millis(400);
         let l1 = l1(ttl);
-        l1.insert("k", Some(1_i64)).await;
+        l1.insert("k", Some(1_i64), Instant::now()).await;
         assert_eq!(l1.get::<i64>("k").await, Some(Some(1)), "fresh: a hit");
         tokio::time::sleep(ttl.mul_f64(0.8)).await;
         assert_eq!(
@@ -199,7 +310,7 @@ mod tests {
             Some(Some(1)),
             "the next ones still hit"
         );
-        l1.insert("k", Some(2_i64)).await;
+        l1.insert("k", Some(2_i64), Instant::now()).await;
         assert_eq!(l1.get::<i64>("k").await, Some(Some(2)), "refilled");
         tokio::time::sleep(ttl.mul_f64(0.8)).await;
         assert_eq!(

@@ -4,7 +4,8 @@
 //!
 //! Every read takes one path ([`read`]), for one key or many: the L1, then one Redis round
 //! trip for every key, then one single-flighted database read per shard for the misses,
-//! filled back under the same fences. REST's single reads and lists and GraphQL's
+//! filled back under the same fences by a background [`filler`] the request does not wait
+//! for. REST's single reads and lists and GraphQL's
 //! DataLoaders all read through it, so the strategy matters to every transport.
 //!
 //! Strategies (`cache.strategy`, no rebuild needed, so load tests can compare them):
@@ -24,6 +25,7 @@
 //! [`redis_tier`]), TTLs are jittered, "not found" is cached briefly, and Redis trouble turns
 //! into database reads (`bypass`), never into errors.
 
+mod filler;
 pub mod keys;
 mod l1;
 mod read;
@@ -49,6 +51,7 @@ use crate::{
     telemetry::names,
     traffic::BreakerState,
 };
+use filler::Filler;
 use keys::Key;
 use l1::L1;
 use read::Loaded;
@@ -77,9 +80,11 @@ impl From<Error> for crate::error::Error {
 pub struct Cache {
     config: CacheConfig,
     db: Arc<Db>,
-    redis: Option<RedisTier>,
+    redis: Option<Arc<RedisTier>>,
     l1: Option<L1>,
-    flights: SingleFlight<Loaded>,
+    /// Fills after misses, sent in the background (see [`filler`]); with `redis`.
+    filler: Option<Filler>,
+    flights: Arc<SingleFlight<Loaded>>,
     jitter_seed: AtomicU64,
 }
 
@@ -87,15 +92,21 @@ impl Cache {
     pub fn new(config: &CacheConfig, db: Arc<Db>) -> anyhow::Result<Self> {
         let redis = match config.strategy {
             CacheStrategy::None => None,
-            CacheStrategy::CacheAside | CacheStrategy::TwoTier => Some(RedisTier::new(config)?),
+            CacheStrategy::CacheAside | CacheStrategy::TwoTier => {
+                Some(Arc::new(RedisTier::new(config)?))
+            }
         };
         let l1 = (config.strategy == CacheStrategy::TwoTier).then(|| L1::new(config));
+        let filler = redis
+            .as_ref()
+            .map(|redis| Filler::new(redis.clone(), l1.clone()));
         Ok(Self {
             config: config.clone(),
             db,
             redis,
             l1,
-            flights: SingleFlight::default(),
+            filler,
+            flights: Arc::default(),
             jitter_seed: AtomicU64::new(0),
         })
     }
@@ -119,14 +130,14 @@ impl Cache {
 
     /// The Redis breaker's state, when there is a Redis tier.
     pub fn breaker_state(&self) -> Option<BreakerState> {
-        self.redis.as_ref().map(RedisTier::breaker_state)
+        self.redis.as_ref().map(|redis| redis.breaker_state())
     }
 
     /// Invalidations waiting for Redis to come back.
     pub fn pending_invalidations(&self) -> usize {
         self.redis
             .as_ref()
-            .map_or(0, RedisTier::pending_invalidations)
+            .map_or(0, |redis| redis.pending_invalidations())
     }
 
     pub async fn user(&self, session: &Session, id: i64) -> Result<Option<User>, Error> {
@@ -320,11 +331,7 @@ impl Cache {
             return;
         };
         let lines: Vec<String> = keys.iter().map(l1::line).collect();
-        if let Some(l1) = &self.l1 {
-            for line in &lines {
-                l1.apply(line).await;
-            }
-        }
+        self.apply_to_l1(&lines).await;
         let shard = self
             .db
             .cluster()
@@ -351,6 +358,17 @@ impl Cache {
                 },
             )
             .await;
+        // Once more: a read that looked Redis up after the first removal but before the
+        // version bump may have put the old value back since (see `l1.rs`).
+        self.apply_to_l1(&lines).await;
+    }
+
+    async fn apply_to_l1(&self, lines: &[String]) {
+        if let Some(l1) = &self.l1 {
+            for line in lines {
+                l1.apply(line).await;
+            }
+        }
     }
 
     /// The TTL of an entry: negative entries short, positive ones jittered by

@@ -5,16 +5,30 @@
 //! 3. **Single flight per key**: each miss joins its key's flight. The flight's identity holds
 //!    the version the miss saw and the request's consistency requirement, so a miss looked up
 //!    after a write (a newer version) never takes a value loaded before it.
-//! 4. **A second look** at the keys this request leads (one round trip): a flight that ended
-//!    just before this request joined has filled its entry by now.
+//!    A flight whose value is already there (its fill is on its way to Redis) answers at
+//!    once: counted as a hit, since no database read is waited for.
+//! 4. **A second look**, only where it can find something: at the keys this request leads
+//!    whose entry saw a flight end after this request's lookup began (one round trip for
+//!    all of them). That flight's fill has been tried by then, and finding it saves a
+//!    database read: this is what collapses a burst of misses on one key into one read.
+//!    Any other key skips it: a flight that ended before the lookup began had its fill in
+//!    Redis before the lookup read it. (The single-flight map remembers end instants in a
+//!    fixed lossy table, where a collision can only cause a needless look.)
 //! 5. **One database read for everything this request leads**: the loader gets all those
 //!    keys at once and sends one statement per shard involved, reading past the highest
 //!    fence of each shard (a replica that has replayed it, else the primary).
-//! 6. **One fill**: a Lua script stores each loaded value unless its version moved since the
-//!    lookup (an invalidation raced the load), in one round trip. Absent rows are stored too,
-//!    as `null` with the short negative TTL.
+//! 6. **The fill, off the request's path**: each loaded value goes, with its flight, to the
+//!    cache's background filler (`filler.rs`), which stores all the fills queued meanwhile
+//!    with one script call, each unless its version moved since the lookup (an invalidation
+//!    raced the load or the wait in the queue). Absent rows are stored too, as `null` with
+//!    the short negative TTL. The flight ends once its fill has been tried. The L1
+//!    (two-tier) gets the value at once, unless an invalidation of the entry was applied
+//!    since the lookup began (see `l1.rs`), and loses it again if the script refuses the fill.
 //! 7. **Followers** wait for the flights others lead; if a leader went away (its request was
 //!    cancelled), they load what it left for themselves.
+//!
+//! Round trips to Redis: one for a hit; one for a miss (plus the second look only when a
+//! flight of the key ended meanwhile), its fill shared with other misses and not waited for.
 //!
 //! Redis being unusable (breaker open, timeout) makes every key a `bypass`: read from the
 //! database through the same flights, never an error.
@@ -26,6 +40,7 @@ use std::{
     collections::{HashMap, HashSet},
     hash::Hash,
     sync::Arc,
+    time::Instant,
 };
 
 use futures_util::future::join_all;
@@ -33,8 +48,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
     Cache, Error,
+    filler::FillJob,
     keys::Key,
-    redis_tier::{Fill, Lookup},
+    redis_tier::Lookup,
     single_flight::{Flight, Leader},
 };
 use crate::{
@@ -47,12 +63,12 @@ use crate::{
 pub(super) type Loaded = Result<Arc<[u8]>, Arc<db::Error>>;
 
 /// A key this request loads, and what its lookup saw.
-struct Lead<'a, K> {
+struct Lead<K> {
     id: K,
     key: Key,
     /// `None` when Redis was bypassed: load, but do not fill.
     miss: Option<(String, Vec<(u16, u64)>)>,
-    leader: Leader<'a, Loaded>,
+    leader: Leader<Loaded>,
 }
 
 impl Cache {
@@ -98,6 +114,7 @@ impl Cache {
         }
 
         let keys: Vec<&Key> = remote.iter().map(|(_, key)| key).collect();
+        let looked_up = Instant::now();
         let lookups = redis.lookup(session.timing(), &keys).await;
         let mut misses = Vec::with_capacity(remote.len());
         match lookups {
@@ -108,15 +125,15 @@ impl Cache {
                             Some(value) => {
                                 outcome(session, "redis", "hit");
                                 if let Some(l1) = &self.l1 {
-                                    l1.insert(key.as_str(), value.clone()).await;
+                                    l1.insert(key.as_str(), value.clone(), looked_up).await;
                                 }
                                 found.extend(value.map(|value| (id, value)));
                             }
                             // Another schema's entry: read, and leave it to be replaced.
                             None => misses.push((id, key, None)),
                         },
+                        // Counted once resolved: a second look or a flight may still hit.
                         Lookup::Miss { version, fences } => {
-                            outcome(session, "redis", "miss");
                             misses.push((id, key, Some((version, fences))));
                         }
                     }
@@ -137,19 +154,31 @@ impl Cache {
         let mut follows = Vec::new();
         for (id, key, miss) in misses {
             let version = miss.as_ref().map_or("", |(version, _)| version.as_str());
-            match self.flights.join(flight_id(&key, version, session)) {
+            match self
+                .flights
+                .join(flight_id(&key, version, session), key.as_str())
+            {
                 Flight::Lead(leader) => leads.push(Lead {
                     id,
                     key,
                     miss,
                     leader,
                 }),
-                Flight::Follow(follower) => follows.push((id, follower)),
+                Flight::Follow(follower) => {
+                    if miss.is_some() {
+                        let served = if follower.has_value() { "hit" } else { "miss" };
+                        outcome(session, "redis", served);
+                    }
+                    follows.push((id, follower));
+                }
             }
         }
-        let leads = self.look_again(session, leads, &mut found).await;
+        let leads = self.look_again(session, leads, looked_up, &mut found).await;
+        for _ in leads.iter().filter(|lead| lead.miss.is_some()) {
+            outcome(session, "redis", "miss");
+        }
         if !leads.is_empty() {
-            found.extend(self.load_and_fill(session, leads, &load).await?);
+            found.extend(self.load_and_fill(session, leads, looked_up, &load).await?);
         }
 
         let waited = join_all(
@@ -174,17 +203,19 @@ impl Cache {
         Ok(found)
     }
 
-    /// Looks the keys this request leads up once more, in one round trip: a flight that ended
-    /// between this request's lookup and its joining (it had left the flight map) has filled
-    /// its entry by now, and taking it saves a database read: this is what collapses a burst
-    /// of misses on one key into one read. A key still missing takes the newest version and
-    /// fences seen, which its fill is then checked against.
-    async fn look_again<'a, K, T>(
+    /// Looks up once more, in one round trip, the keys this request leads whose entry saw a
+    /// flight end after `looked_up` (this request's lookup began): such a flight left the map
+    /// between the lookup and the join, its fill tried, and taking the value saves a database
+    /// read. Any other key cannot have been filled meanwhile by a flight of this instance, and
+    /// skips the round trip. A key still missing takes the newest version and fences seen,
+    /// which its fill is then checked against.
+    async fn look_again<K, T>(
         &self,
         session: &Session,
-        leads: Vec<Lead<'a, K>>,
+        leads: Vec<Lead<K>>,
+        looked_up: Instant,
         found: &mut HashMap<K, T>,
-    ) -> Vec<Lead<'a, K>>
+    ) -> Vec<Lead<K>>
     where
         K: Copy + Eq + Hash,
         T: DeserializeOwned,
@@ -192,8 +223,9 @@ impl Cache {
         let Some(redis) = &self.redis else {
             return leads;
         };
-        let (checked, mut unchecked): (Vec<_>, Vec<_>) =
-            leads.into_iter().partition(|lead| lead.miss.is_some());
+        let (checked, mut unchecked): (Vec<_>, Vec<_>) = leads
+            .into_iter()
+            .partition(|lead| lead.miss.is_some() && lead.leader.ended_since(looked_up));
         if checked.is_empty() {
             return unchecked;
         }
@@ -209,6 +241,7 @@ impl Cache {
             match lookup {
                 Lookup::Hit(json) => match decode::<T>(&json) {
                     Some(value) => {
+                        outcome(session, "redis", "hit");
                         found.extend(value.map(|value| (lead.id, value)));
                         lead.leader.finish(Ok(json.into()));
                     }
@@ -223,12 +256,14 @@ impl Cache {
         unchecked
     }
 
-    /// Loads every key this request leads in one call, fills them in one round trip, and
-    /// hands each flight its result.
+    /// Loads every key this request leads in one call, hands each flight its result, and
+    /// queues the fills for the background filler (which ends the flights once it has tried
+    /// them).
     async fn load_and_fill<K, T, F, Fut>(
         &self,
         session: &Session,
-        leads: Vec<Lead<'_, K>>,
+        leads: Vec<Lead<K>>,
+        looked_up: Instant,
         load: &F,
     ) -> Result<HashMap<K, T>, Error>
     where
@@ -268,44 +303,34 @@ impl Cache {
                 }
             }
         }
-        let (filled, fills): (Vec<usize>, Vec<Fill<'_>>) = leads
-            .iter()
-            .zip(&encoded)
-            .enumerate()
-            .filter_map(|(i, (lead, (json, negative)))| {
-                let (version, _) = lead.miss.as_ref()?;
-                Some((
-                    i,
-                    Fill {
-                        key: &lead.key,
-                        version,
-                        json,
-                        ttl: self.ttl(*negative),
-                    },
-                ))
-            })
-            .unzip();
-        if let Some(redis) = &self.redis
-            && !fills.is_empty()
-        {
-            let stored = redis.fill(session.timing(), &fills).await;
-            for ((i, fill), stored) in filled.iter().zip(&fills).zip(stored) {
-                if !stored {
-                    continue;
-                }
-                count("redis", "fill");
-                if let (Some(l1), Some(lead)) = (&self.l1, leads.get(*i)) {
-                    l1.insert(fill.key.as_str(), values.get(&lead.id).cloned())
-                        .await;
-                }
-            }
-        }
         let mut found = HashMap::with_capacity(leads.len());
-        for (lead, (json, _)) in leads.into_iter().zip(encoded) {
-            lead.leader.finish(Ok(json));
-            if let Some(value) = values.remove(&lead.id) {
+        let mut fills = Vec::with_capacity(leads.len());
+        for (lead, (json, negative)) in leads.into_iter().zip(encoded) {
+            lead.leader.finish(Ok(json.clone()));
+            let value = values.remove(&lead.id);
+            // A bypassed key is not filled: its flight ends here.
+            if let Some((version, _)) = lead.miss {
+                // Now, not once the fill is stored: the next read on this instance must not
+                // wait for the filler. Safe against an invalidation that raced the load (the
+                // L1 drops an insert its entry was invalidated since the lookup); the filler
+                // takes it out again if the script refuses the fill.
+                if let Some(l1) = &self.l1 {
+                    l1.insert(lead.key.as_str(), value.clone(), looked_up).await;
+                }
+                fills.push(FillJob {
+                    key: lead.key,
+                    version,
+                    json,
+                    ttl: self.ttl(negative),
+                    leader: lead.leader,
+                });
+            }
+            if let Some(value) = value {
                 found.insert(lead.id, value);
             }
+        }
+        if let Some(filler) = &self.filler {
+            filler.submit(fills);
         }
         Ok(found)
     }
@@ -344,4 +369,84 @@ fn outcome(session: &Session, tier: &'static str, result: &'static str) {
 
 fn count(tier: &'static str, result: &'static str) {
     metrics::counter!(names::CACHE_REQUESTS, "tier" => tier, "result" => result).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::{CacheStrategy, Config},
+        db::{ConsistencyToken, Db},
+        telemetry::Phase,
+    };
+
+    /// A cache whose Redis refuses every connection: each lookup it attempts costs nothing
+    /// but still counts as a round trip in the session's timing.
+    fn cache() -> Cache {
+        let config = Config::default();
+        let db = Arc::new(Db::connect_lazy(&config.db).expect("lazy pools"));
+        let cache = crate::config::CacheConfig {
+            strategy: CacheStrategy::CacheAside,
+            redis_url: "redis://127.0.0.1:1".into(),
+            ..config.cache.clone()
+        };
+        Cache::new(&cache, db).expect("cache")
+    }
+
+    fn lead(cache: &Cache, flight: &str, key: &Key) -> Lead<i64> {
+        match cache.flights.join(flight.to_owned(), key.as_str()) {
+            Flight::Lead(leader) => Lead {
+                id: 1,
+                key: key.clone(),
+                miss: Some((String::new(), Vec::new())),
+                leader,
+            },
+            Flight::Follow(_) => panic!("nobody else flies {flight}"),
+        }
+    }
+
+    async fn looks(cache: &Cache, lead: Lead<i64>, looked_up: Instant) -> u32 {
+        let session = Session::new(ConsistencyToken::default());
+        let mut found = HashMap::<i64, serde_json::Value>::new();
+        let left = cache
+            .look_again(&session, vec![lead], looked_up, &mut found)
+            .await;
+        assert_eq!(left.len(), 1, "still led: nothing was found");
+        session.timing().get(Phase::Cache).0
+    }
+
+    #[tokio::test]
+    async fn a_leader_looks_again_only_if_a_flight_of_its_key_ended_since_its_lookup() {
+        let cache = cache();
+        let key = Key::user("p", 1, 0);
+
+        let looked_up = Instant::now();
+        let alone = lead(&cache, "k@1", &key);
+        assert_eq!(
+            looks(&cache, alone, looked_up).await,
+            0,
+            "no flight ended: the second look is skipped"
+        );
+
+        let looked_up = Instant::now();
+        let earlier = lead(&cache, "k@1", &key);
+        let ours = lead(&cache, "k@2", &key);
+        drop(earlier);
+        assert_eq!(
+            looks(&cache, ours, looked_up).await,
+            1,
+            "a flight of the key ended between the lookup and the join: looked again"
+        );
+
+        let ended_before = lead(&cache, "k@3", &key);
+        drop(ended_before);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let looked_up = Instant::now();
+        let later = lead(&cache, "k@3", &key);
+        assert_eq!(
+            looks(&cache, later, looked_up).await,
+            0,
+            "a flight that ended before the lookup: its fill was there to be found"
+        );
+    }
 }

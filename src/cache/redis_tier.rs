@@ -21,8 +21,11 @@
 //! family is retired by one version bump, without deleting every page that may exist.
 //!
 //! Many keys travel together: one `MGET` looks up a whole batch (values, versions, fences),
-//! one script fills every miss a batch loaded. (On Redis Cluster the keys of one batch live
-//! in several slots; there a batch must be split by slot, one round trip each.)
+//! one script fills every miss queued for the background filler (`filler.rs`), from one
+//! request or many. A fill may wait there a while after its load; the version check is what
+//! makes that harmless: a fill that waited across an invalidation is refused. (On Redis
+//! Cluster the keys of one batch live in several slots; there a batch must be split by
+//! slot, one round trip each.)
 //!
 //! Guarantee: once a write's response has been sent, no cache tier holds or fills a value
 //! older than that write (two-tier: except an L1 entry on another instance, for at most
@@ -33,16 +36,21 @@
 //!
 //! # Resilience
 //!
-//! Each command (checkout, connect and round trip) is bounded by `command_timeout`, and a
-//! circuit breaker opens after consecutive failures: while open, reads go straight to the
-//! database (`X-Cache: bypass`) without paying the timeout.
+//! Each command's round trip is bounded by `command_timeout` (opening a connection, by the
+//! longer of it and 500 ms), and a circuit breaker opens after consecutive failures: while
+//! open, reads go straight to the database (`X-Cache: bypass`) without paying the timeout.
+//!
+//! Commands share two multiplexed connections (see [`SharedConnection`]), lookups on one,
+//! fills and invalidations on the other: no pool checkout, whose connection check would cost
+//! a round trip of its own on every command.
 //!
 //! # Timing
 //!
-//! Every command a request waits for (its lookups, fills and invalidations, and the replay of
-//! queued invalidations it runs first) adds its time, pool checkout included, to the request's
+//! Every command a request waits for (its lookups and invalidations, and the replay of
+//! queued invalidations it runs first) adds its time, opening a connection included, to the request's
 //! [`ServerTiming`]: the `cache` entry of `Server-Timing`. A call the open breaker refuses
-//! costs nothing and is not counted.
+//! costs nothing and is not counted. Fills run in the background filler, which no request
+//! waits for, and are in no request's timing.
 
 use std::{
     sync::{
@@ -52,8 +60,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deadpool_redis::{Connection, Pool, PoolError, TimeoutType};
-use redis::Script;
+use redis::{Script, aio::MultiplexedConnection};
 
 use super::keys::Key;
 use tracing::Instrument;
@@ -61,7 +68,7 @@ use tracing::Instrument;
 use crate::{
     config::CacheConfig,
     telemetry::{self, Phase, ServerTiming},
-    traffic::{CircuitBreaker, redis_pool},
+    traffic::{CircuitBreaker, SharedConnection},
 };
 
 /// Invalidations kept for replay while Redis is unreachable.
@@ -137,7 +144,11 @@ pub struct Invalidation {
 pub struct Bypass;
 
 pub struct RedisTier {
-    pool: Pool,
+    /// Lookups: a connection of their own, so that a write held up in Redis (a paused
+    /// Redis holds writes and serves reads) does not hold up the reads queued behind it.
+    reads: SharedConnection,
+    /// Fills and invalidations.
+    writes: SharedConnection,
     breaker: CircuitBreaker,
     timeout: Duration,
     /// How long versions and fences live: longer than any value, so a fill can never find a
@@ -163,9 +174,9 @@ impl std::fmt::Debug for RedisTier {
 impl RedisTier {
     pub fn new(config: &CacheConfig) -> anyhow::Result<Self> {
         let timeout = config.command_timeout;
-        let pool = redis_pool(&config.redis_url, config.pool_max_connections, timeout)?;
         Ok(Self {
-            pool,
+            reads: SharedConnection::new(&config.redis_url, timeout)?,
+            writes: SharedConnection::new(&config.redis_url, timeout)?,
             breaker: CircuitBreaker::new(config.breaker.clone()).named("redis"),
             timeout,
             fence_ttl_ms: (config.ttl.max(config.negative_ttl) * 2).as_millis() as u64,
@@ -197,7 +208,7 @@ impl RedisTier {
             }
         }
         let replies: Vec<Option<Vec<u8>>> = self
-            .call(timing, |mut conn| async move {
+            .call(&self.reads, timing, |mut conn| async move {
                 let mut mget = redis::cmd("MGET");
                 for key in keys {
                     mget.arg(key.as_str()).arg(key.version());
@@ -237,7 +248,7 @@ impl RedisTier {
     /// version, in one round trip. Returns, per entry, whether it was stored.
     pub async fn fill(&self, timing: &ServerTiming, fills: &[Fill<'_>]) -> Vec<bool> {
         let stored: Result<Vec<i32>, Bypass> = self
-            .call(timing, |mut conn| async move {
+            .call(&self.writes, timing, |mut conn| async move {
                 let mut invocation = self.fill.prepare_invoke();
                 for fill in fills {
                     let mut stored = Vec::with_capacity(fill.version.len() + 1 + fill.json.len());
@@ -290,7 +301,7 @@ impl RedisTier {
         invalidation: &Invalidation,
     ) -> Result<(), Bypass> {
         let fence_ttl = self.fence_ttl_ms;
-        self.call(timing, |mut conn| async move {
+        self.call(&self.writes, timing, |mut conn| async move {
             let mut invocation = self.invalidate.prepare_invoke();
             for key in &invalidation.keys {
                 invocation
@@ -338,39 +349,41 @@ impl RedisTier {
         }
     }
 
-    /// Runs one command with the timeout and the breaker; any failure is a [`Bypass`]. Once
-    /// the breaker admits it, its time goes into `timing`, whatever the outcome.
-    ///
-    /// Waiting for a free pooled connection is bounded separately (`MIN_POOL_WAIT`) and does not
-    /// count against the breaker: under a burst it is this instance that is busy, not Redis,
-    /// and opening the breaker would send the whole burst to the database.
-    async fn call<'a, T, F, Fut>(&'a self, timing: &ServerTiming, command: F) -> Result<T, Bypass>
+    /// Runs one command on `lane` with the timeout and the breaker; any failure is a
+    /// [`Bypass`]. Once the breaker admits it, its time goes into `timing`, whatever the
+    /// outcome.
+    async fn call<'a, T, F, Fut>(
+        &'a self,
+        lane: &SharedConnection,
+        timing: &ServerTiming,
+        command: F,
+    ) -> Result<T, Bypass>
     where
-        F: FnOnce(Connection) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>> + 'a,
     {
         if self.breaker.admit().is_err() {
             return Err(Bypass);
         }
         let start = Instant::now();
-        let result = self.call_admitted(command).await;
+        let result = self.call_admitted(lane, command).await;
         timing.record(Phase::Cache, start.elapsed());
         result
     }
 
-    async fn call_admitted<'a, T, F, Fut>(&'a self, command: F) -> Result<T, Bypass>
+    async fn call_admitted<'a, T, F, Fut>(
+        &'a self,
+        lane: &SharedConnection,
+        command: F,
+    ) -> Result<T, Bypass>
     where
-        F: FnOnce(Connection) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>> + 'a,
     {
-        let conn = match self.pool.get().await {
+        let (generation, conn) = match lane.get().await {
             Ok(conn) => conn,
-            Err(PoolError::Timeout(TimeoutType::Wait)) => {
-                tracing::debug!("no free Redis connection in time; bypassing the cache");
-                return Err(Bypass);
-            }
             Err(err) => {
-                tracing::debug!(error = %err, "cannot get a Redis connection");
+                tracing::debug!(error = %err, "cannot connect to Redis");
                 self.breaker.record_failure();
                 return Err(Bypass);
             }
@@ -382,10 +395,17 @@ impl RedisTier {
             }
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "redis command failed");
+                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
+                {
+                    lane.discard(generation);
+                }
                 self.breaker.record_failure();
                 Err(Bypass)
             }
+            // The connection may be dead without knowing it (a silent peer): the next command
+            // opens a new one rather than queue behind this one.
             Err(_) => {
+                lane.discard(generation);
                 self.breaker.record_failure();
                 Err(Bypass)
             }

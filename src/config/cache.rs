@@ -46,12 +46,12 @@ pub struct CacheConfig {
     pub l1_ttl: Duration,
     /// Two-tier: entries the L1 holds at most.
     pub l1_max_entries: u64,
-    /// Bound on each Redis command, pool checkout and connect: a slow Redis must not slow
-    /// every request down to the database's pace plus a timeout.
+    /// Bound on each Redis command (and on connecting, with at least 500 ms): a slow Redis
+    /// must not slow every request down to the database's pace plus a timeout. The cache
+    /// uses two multiplexed connections per instance, one for lookups and one for fills and
+    /// invalidations (see `src/cache/redis_tier.rs`): no pool to size.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
-    /// Redis connections per instance.
-    pub pool_max_connections: usize,
     /// The circuit breaker in front of Redis: while open, reads go straight to the database.
     pub breaker: BreakerConfig,
 }
@@ -69,7 +69,6 @@ impl Default for CacheConfig {
             l1_ttl: Duration::from_secs(1),
             l1_max_entries: 100_000,
             command_timeout: Duration::from_millis(50),
-            pool_max_connections: 32,
             breaker: BreakerConfig::default(),
         }
     }

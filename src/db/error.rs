@@ -59,6 +59,13 @@ impl Error {
         matches!(self, Error::Unavailable(_))
     }
 
+    /// Whether the statement failed on a connection that was (or went) dead, rather than
+    /// for want of one: the server restarted or killed the session. A pool timeout is not:
+    /// no connection was had, and another checkout would wait just as long.
+    pub(crate) fn is_broken_connection(&self) -> bool {
+        matches!(self, Error::Unavailable(err) if !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
+    }
+
     /// A replica cancelled the read to keep replaying WAL: the read is fine, the replica
     /// is healthy, and the primary can answer it.
     pub(crate) fn is_replay_conflict(&self) -> bool {

@@ -20,8 +20,10 @@ pub const DB_READ_FALLBACK: &str = "db_read_fallback_total";
 /// Gauge; `breaker`: 0 closed, 1 open, 2 half-open (one trial call in flight).
 pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
 /// Counter; `tier` (`l1` | `redis`), `result`: `hit`, `miss`, `bypass` (Redis unusable,
-/// read from the database), one per lookup; and `fill`, one per entry stored after a miss.
-/// Hit ratio: `hit / (hit + miss)`.
+/// read from the database), one per lookup (a Redis miss answered without a database read,
+/// by a second look or by a finished flight whose fill is on its way, counts as a hit); and
+/// `fill`, one per entry stored after a miss, `fill_dropped`, one per fill dropped because
+/// the background filler's queue was full. Hit ratio: `hit / (hit + miss)`.
 pub const CACHE_REQUESTS: &str = "cache_requests_total";
 /// Counter: cache entries invalidated after writes.
 pub const CACHE_INVALIDATIONS: &str = "cache_invalidations_total";

@@ -16,5 +16,5 @@ pub use ratelimit::{
     Decision, GraphqlCharge, LimiterUnavailable, Policy, QuotaUsage, RateLimitHeaders, RateLimiter,
     RouteLimits, Verdict, render_headers,
 };
-pub use redis_pool::redis_pool;
+pub use redis_pool::{SharedConnection, redis_pool};
 pub use shed::{LoadShedder, Permit, Priority, Shed};

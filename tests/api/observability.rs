@@ -412,7 +412,8 @@ async fn a_trace_reaches_the_collector_with_cache_and_sql_spans_under_the_server
     assert_eq!(attribute(sql[0], "shard").as_deref(), Some("0"));
     assert_eq!(attribute(sql[0], "role").as_deref(), Some("replica"));
     assert_eq!(attribute(sql[0], "op").as_deref(), Some("read"));
-    // Assert: so are the cache calls of that miss: the lookup(s) before it, the fill after.
+    // Assert: so is the cache lookup of that miss, before it. (Its fill is not: fills run in
+    // the cache's background filler, which no request waits for.)
     let cache = |name: &str| -> Vec<_> {
         spans
             .iter()
@@ -424,12 +425,15 @@ async fn a_trace_reaches_the_collector_with_cache_and_sql_spans_under_the_server
         !lookups.is_empty(),
         "a cache lookup span under the server span: {spans:#?}"
     );
-    assert_eq!(fills.len(), 1, "one cache fill span: {spans:#?}");
+    assert_eq!(
+        fills.len(),
+        0,
+        "no cache fill span in the request: {spans:#?}"
+    );
     assert_eq!(attribute(lookups[0], "tier").as_deref(), Some("redis"));
     assert!(
-        lookups[0].end_time_unix_nano <= sql[0].start_time_unix_nano
-            && sql[0].end_time_unix_nano <= fills[0].start_time_unix_nano,
-        "lookup, then SQL, then fill"
+        lookups[0].end_time_unix_nano <= sql[0].start_time_unix_nano,
+        "lookup, then SQL"
     );
 }
 

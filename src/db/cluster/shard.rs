@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use super::{
     Role,
     instrument::{Op, QueryMetrics},
+    pool,
     replicas::{Replica, ReplicaSet},
 };
 use crate::{
@@ -36,6 +37,10 @@ use crate::{
 ///   requires; else the primary. A replica that fails to connect is taken out of rotation
 ///   and the read retried on the primary, so a dying replica costs no failed request.
 /// - [`Shard::read_primary`]: reads that must see the latest commit.
+///
+/// Pooled connections are handed out without a check (see `pool.rs`): a read that meets one
+/// broken while idle runs once more on a checked connection before it counts as a failure;
+/// a write always takes a checked one.
 ///
 /// Every call is counted, timed and given a span here, by role and op (see
 /// [`super::instrument`]).
@@ -110,7 +115,8 @@ impl Shard {
                 None => fallback(self.id, "no_replica_in_rotation"),
             }
         }
-        self.on_primary(session, Op::Read, query).await
+        let read = self.read_on(session, Role::Primary, Op::Read, &self.primary, &query);
+        self.on_primary(session, read).await
     }
 
     /// Runs `query` on `replica`. `None` when the caller should retry on the primary: the
@@ -128,15 +134,8 @@ impl Shard {
     {
         self.record(session, Role::Replica);
         let result = self
-            .metrics
-            .observe(
-                session.timing(),
-                Role::Replica,
-                Op::Read,
-                query(replica.pool.clone()),
-            )
-            .await
-            .map_err(Error::classify);
+            .read_on(session, Role::Replica, Op::Read, &replica.pool, query)
+            .await;
         match result {
             Err(err) if err.is_unavailable() => {
                 replica.health.mark_down();
@@ -175,10 +174,11 @@ impl Shard {
     /// before changing it, a login right after registering).
     pub async fn read_primary<T, F, Fut>(&self, session: &Session, query: F) -> Result<T, Error>
     where
-        F: FnOnce(PgPool) -> Fut,
+        F: Fn(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        self.on_primary(session, Op::Read, query).await
+        let read = self.read_on(session, Role::Primary, Op::Read, &self.primary, &query);
+        self.on_primary(session, read).await
     }
 
     /// Runs a write on the primary and marks the shard written in `session`.
@@ -190,7 +190,20 @@ impl Shard {
         // Marked before running: a write whose outcome is unknown (the connection dropped
         // around the commit) may have committed, and the token must then cover it.
         session.mark_written(self.id);
-        self.on_primary(session, Op::Write, query).await
+        // Always on a checked connection, never retried: a write that failed on a connection
+        // may have reached the server and committed (only the answer was lost), and running
+        // it again would apply it twice. Checking first costs a round trip per write, which
+        // is what keeps a connection broken while idle (a restarted primary) from failing
+        // the write.
+        let write = self.run(
+            session,
+            Role::Primary,
+            Op::Write,
+            &self.primary,
+            true,
+            query,
+        );
+        self.on_primary(session, write).await
     }
 
     /// The primary's current WAL insert position: every commit made before this call is at
@@ -200,13 +213,13 @@ impl Shard {
         if let Some(lsn) = session.known_commit_lsn(self.id) {
             return Ok(lsn);
         }
-        let text: String = self
-            .on_primary(session, Op::CommitLsn, |db| async move {
-                sqlx::query_scalar!("SELECT pg_current_wal_insert_lsn()::text AS \"lsn!\"")
-                    .fetch_one(&db)
-                    .await
-            })
-            .await?;
+        let query = |db: PgPool| async move {
+            sqlx::query_scalar!("SELECT pg_current_wal_insert_lsn()::text AS \"lsn!\"")
+                .fetch_one(&db)
+                .await
+        };
+        let read = self.read_on(session, Role::Primary, Op::CommitLsn, &self.primary, &query);
+        let text: String = self.on_primary(session, read).await?;
         let lsn: Lsn = text
             .parse()
             .map_err(|()| Error::Query(sqlx::Error::Decode(format!("bad LSN {text}").into())))?;
@@ -214,27 +227,20 @@ impl Shard {
         Ok(lsn)
     }
 
-    async fn on_primary<T, F, Fut>(&self, session: &Session, op: Op, query: F) -> Result<T, Error>
-    where
-        F: FnOnce(PgPool) -> Fut,
-        Fut: Future<Output = Result<T, sqlx::Error>>,
-    {
+    /// Runs `statement` (a [`Shard::read_on`] or [`Shard::run`] on the primary) behind the
+    /// primary's breaker, which counts its final outcome only.
+    async fn on_primary<T>(
+        &self,
+        session: &Session,
+        statement: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         self.breaker
             .admit()
             .map_err(|rejected| Error::PrimaryDown {
                 retry_after: rejected.retry_after,
             })?;
         self.record(session, Role::Primary);
-        let result = self
-            .metrics
-            .observe(
-                session.timing(),
-                Role::Primary,
-                op,
-                query(self.primary.clone()),
-            )
-            .await
-            .map_err(Error::classify);
+        let result = statement.await;
         match &result {
             Err(err) if err.is_unavailable() => {
                 tracing::warn!(shard = self.id, error = %err, "primary unavailable");
@@ -247,6 +253,60 @@ impl Shard {
             _ => self.breaker.record_success(),
         }
         result
+    }
+
+    /// Runs a read on `pool` as a pooled connection comes, unchecked (see `pool.rs`); if that
+    /// connection turns out broken (the server restarted, or ended the session, while it sat
+    /// idle), once more on a checked connection. A read can safely run twice, and the
+    /// second run costs what every read used to: the check. A server that is really down fails
+    /// the second run too, and only that outcome reaches the breaker or the replica's health,
+    /// so a pool full of connections broken by one restart does not open a breaker or evict a
+    /// replica that is back.
+    async fn read_on<T, F, Fut>(
+        &self,
+        session: &Session,
+        role: Role,
+        op: Op,
+        pool: &PgPool,
+        query: &F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        match self.run(session, role, op, pool, false, query).await {
+            Err(err) if err.is_broken_connection() => {
+                tracing::debug!(shard = self.id, role = role.as_str(), error = %err, "broken pooled connection; read retried on a checked one");
+                self.run(session, role, op, pool, true, query).await
+            }
+            result => result,
+        }
+    }
+
+    /// Runs one statement on `pool`, counted and timed; `checked`: on a connection pinged
+    /// first (see `pool::checked`).
+    async fn run<T, F, Fut>(
+        &self,
+        session: &Session,
+        role: Role,
+        op: Op,
+        pool: &PgPool,
+        checked: bool,
+        query: F,
+    ) -> Result<T, Error>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let statement = self
+            .metrics
+            .observe(session.timing(), role, op, query(pool.clone()));
+        let result = if checked {
+            pool::checked(statement).await
+        } else {
+            statement.await
+        };
+        result.map_err(Error::classify)
     }
 
     /// Reports the server a statement is about to run on to the request's debug trace.

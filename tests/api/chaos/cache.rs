@@ -296,3 +296,59 @@ async fn an_invalidation_that_missed_a_paused_redis_is_replayed_before_stale_dat
     assert_eq!(name, "After");
     assert_ne!(cache, "bypass", "Redis serves again");
 }
+
+#[tokio::test]
+async fn a_miss_answers_before_its_fill_lands_and_the_next_read_takes_its_value_without_sql() {
+    // Arrange: Redis takes reads but holds every write (the fill script) until unpaused.
+    let chaos = Chaos::acquire().await;
+    let app = TestApp::spawn_on(chaos.stack.clone(), |config| {
+        on_chaos(config);
+        config.cache.command_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let user = app.register("early@example.com", "Early").await;
+    app.wait_for_replicas().await;
+    let redis = redis::Client::open(chaos.stack.redis.as_str()).expect("redis url");
+    let mut admin = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .expect("pause");
+
+    // Act: a miss, then a second read while its fill still waits in Redis.
+    let miss = app.users().get(user.id).await;
+    let next = app.users().get(user.id).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin)
+        .await
+        .expect("unpause");
+
+    // Assert: the miss answered without waiting for its fill; the next read took the
+    // loaded value from the flight, with no SQL; and the fill lands once Redis takes writes.
+    assert_eq!(miss.cache(), "miss");
+    assert_eq!(miss.json_body().await["name"], "Early");
+    assert_eq!(
+        (next.cache(), next.route()),
+        ("hit".to_owned(), String::new()),
+        "the loaded value, waiting for its fill, served the next read"
+    );
+    assert_eq!(next.json_body().await["name"], "Early");
+    let tier = RedisTier::new(&app.state.config.cache).expect("redis tier");
+    let key = Key::user(&app.state.config.cache.key_prefix, user.id, 0);
+    eventually("the fill lands", Duration::from_secs(10), || async {
+        matches!(
+            tier.lookup(&ServerTiming::default(), &[&key])
+                .await
+                .as_deref(),
+            Ok([Lookup::Hit(_)])
+        )
+    })
+    .await;
+}

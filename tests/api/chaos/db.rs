@@ -316,3 +316,67 @@ async fn a_dead_primary_fails_its_shards_writes_fast_while_its_reads_and_the_oth
     println!("time for writes to recover after the primary started: {recovered:?}");
     assert_eq!(readyz(&app).await["status"], "ready");
 }
+
+#[tokio::test]
+async fn connections_a_restart_broke_in_the_pools_fail_no_request_and_evict_no_replica() {
+    // Arrange: a user with a post on shard 1, and both of its request pools holding idle
+    // connections (concurrent reads and writes open several).
+    let chaos = Chaos::acquire().await;
+    let app = TestApp::spawn_on(chaos.stack.clone(), fast_checks).await;
+    app.register("zero@example.com", "Zero").await;
+    let on1 = app.register("one@example.com", "One").await;
+    let post = app.create_post(&on1, "on shard 1").await;
+    app.wait_for_replicas().await;
+    let burst = |round: usize| {
+        let reads = (0..6).map(|_| app.posts().get(&post["id"]).into_future());
+        let writes = (0..4).map(|i| {
+            app.posts()
+                .create(
+                    &on1,
+                    json!({ "title": format!("r{round}w{i}"), "body": "b" }),
+                )
+                .into_future()
+        });
+        futures_util::future::join_all(reads.chain(writes))
+    };
+    for response in burst(0).await {
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    // Act: shard 1's servers restart, which breaks every idle pooled connection to them; the
+    // monitor sees them back.
+    Chaos::control(&["stop", "shard1-replica", "fast"]).await;
+    Chaos::control(&["stop", "shard1-primary", "fast"]).await;
+    Chaos::control(&["start", "shard1-primary"]).await;
+    Chaos::control(&["start", "shard1-replica"]).await;
+    eventually(
+        "shard 1 is whole again",
+        Duration::from_secs(10),
+        || async {
+            let ready = readyz(&app).await;
+            ready["shards"][1]["breaker"] == json!("closed") && replica_in_rotation(&app, 1).await
+        },
+    )
+    .await;
+
+    // Assert: reads meet the broken connections on the replica and writes on the primary;
+    // every one succeeds, the reads on the replica (retried there on a checked connection,
+    // not sent to the primary), and the replica stays in rotation.
+    let responses = burst(1).await;
+    let routes: Vec<String> = responses.iter().take(6).map(|r| r.route()).collect();
+    for response in responses {
+        assert!(
+            response.status().is_success(),
+            "no request fails for a connection the restart broke: {}",
+            response.status()
+        );
+    }
+    assert!(
+        routes.iter().all(|route| route == "shard=1;role=replica"),
+        "reads stay on the replica: {routes:?}"
+    );
+    assert!(
+        replica_in_rotation(&app, 1).await,
+        "a broken pooled connection does not evict a replica that is back"
+    );
+}
