@@ -29,9 +29,9 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::{
+    Loaded,
     keys::Key,
     l1::L1,
-    read::Loaded,
     redis_tier::{Fill, RedisTier},
     single_flight::Leader,
 };

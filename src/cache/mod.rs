@@ -54,7 +54,6 @@ use crate::{
 use filler::Filler;
 use keys::Key;
 use l1::L1;
-use read::Loaded;
 use redis_tier::{Invalidation, RedisTier};
 use single_flight::SingleFlight;
 
@@ -63,6 +62,10 @@ use single_flight::SingleFlight;
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(transparent)]
 pub struct Error(pub Arc<db::Error>);
+
+/// What a flight shares with its followers: the JSON of the value (`null` for "none"), or
+/// the load's error.
+type Loaded = Result<Arc<[u8]>, Arc<db::Error>>;
 
 impl From<db::Error> for Error {
     fn from(err: db::Error) -> Self {

@@ -47,7 +47,7 @@ use futures_util::future::join_all;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    Cache, Error,
+    Cache, Error, Loaded,
     filler::FillJob,
     keys::Key,
     redis_tier::Lookup,
@@ -57,10 +57,6 @@ use crate::{
     db::{self, Lsn, Session},
     telemetry::names,
 };
-
-/// What a flight shares with its followers: the JSON of the value (`null` for "none"), or
-/// the load's error.
-pub(super) type Loaded = Result<Arc<[u8]>, Arc<db::Error>>;
 
 /// A key this request loads, and what its lookup saw.
 struct Lead<K> {

@@ -70,10 +70,13 @@ impl Cluster {
             let monitor_replicas = shard
                 .replicas
                 .iter()
-                .map(|url| pool::monitor(config, url.expose()))
+                .map(|url| pool::monitor(url.expose(), monitor::check_timeout(&config.replicas)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             monitor_pools.push((
-                pool::monitor(config, shard.primary.expose())?,
+                pool::monitor(
+                    shard.primary.expose(),
+                    monitor::check_timeout(&config.replicas),
+                )?,
                 monitor_replicas,
             ));
         }

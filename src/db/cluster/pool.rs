@@ -29,7 +29,6 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-use super::monitor;
 use crate::{config::DbConfig, telemetry::names};
 
 tokio::task_local! {
@@ -89,15 +88,15 @@ enum Ping {
 }
 
 /// The health monitor's own connection to a server (see `monitor.rs`): one connection,
-/// waited for no longer than a check may take.
-pub(crate) fn monitor(config: &DbConfig, url: &str) -> anyhow::Result<PgPool> {
+/// waited for no longer than a check may take (`check_timeout`).
+pub(crate) fn monitor(url: &str, check_timeout: Duration) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .context("Failed to parse a database URL")?
         .application_name("scalable-api/monitor");
     Ok(PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
-        .acquire_timeout(monitor::check_timeout(&config.replicas))
+        .acquire_timeout(check_timeout)
         .connect_lazy_with(options))
 }
 
