@@ -302,7 +302,11 @@ fn integer(value: &Value) -> Option<i64> {
 }
 
 /// The value of variable `name`: as given, else its declared default.
-fn variable(name: &Name, doc: &ExecutableDocument, variables: &Variables) -> Option<Value> {
+pub(super) fn variable(
+    name: &Name,
+    doc: &ExecutableDocument,
+    variables: &Variables,
+) -> Option<Value> {
     variables.get(name).cloned().or_else(|| {
         doc.operations.iter().find_map(|(_, op)| {
             op.node

@@ -87,7 +87,7 @@ pub(super) async fn load(plan: &Plan, rq: &RequestData) -> Option<Loaded> {
                     .transpose()
                     .ok()?;
                 let from_cursor = after.is_some();
-                let mut users = user_ops::after(
+                let users = user_ops::after(
                     &rq.app,
                     &rq.session,
                     after.map(|cursor| cursor.id),
@@ -95,8 +95,7 @@ pub(super) async fn load(plan: &Plan, rq: &RequestData) -> Option<Loaded> {
                 )
                 .await
                 .ok()?;
-                let has_next = users.len() as i64 > first;
-                users.truncate(usize::try_from(first).ok()?);
+                let (users, has_next) = first_page(users, first)?;
                 let ids: Vec<i64> = users.iter().map(|user| user.id).collect();
                 loaded
                     .users
@@ -121,11 +120,10 @@ pub(super) async fn load(plan: &Plan, rq: &RequestData) -> Option<Loaded> {
                     .ok()?;
                 let from_cursor = after.is_some();
                 let cursor = after.map(|cursor| (cursor.at, cursor.id));
-                let mut rows = post_ops::before(&rq.app, &rq.session, cursor, first + 1)
+                let rows = post_ops::before(&rq.app, &rq.session, cursor, first + 1)
                     .await
                     .ok()?;
-                let has_next = rows.len() as i64 > first;
-                rows.truncate(usize::try_from(first).ok()?);
+                let (rows, has_next) = first_page(rows, first)?;
                 let authors: Vec<i64> = rows.iter().map(|post| post.user_id).collect();
                 for sel in node_sels(&page.fields) {
                     level.posts.push((authors.clone(), sel));
@@ -251,6 +249,14 @@ impl<'a> Level<'a> {
         }
         Some(below)
     }
+}
+
+/// A page of `first` rows from `first + 1` read, and whether there is a next page (the extra
+/// row), as the resolvers' connections do.
+fn first_page<T>(mut rows: Vec<T>, first: i64) -> Option<(Vec<T>, bool)> {
+    let has_next = rows.len() as i64 > first;
+    rows.truncate(usize::try_from(first).ok()?);
+    Some((rows, has_next))
 }
 
 /// `first` as the resolvers take it (between 1 and the page-size limit); the limits have

@@ -9,11 +9,12 @@
 
 use std::collections::HashSet;
 
+use crate::graphql::limits::variable;
+
 use async_graphql::{
     Name, Value, Variables,
     parser::types::{
-        DocumentOperations, ExecutableDocument, Field, OperationDefinition, OperationType,
-        Selection, SelectionSet,
+        DocumentOperations, ExecutableDocument, Field, OperationType, Selection, SelectionSet,
     },
 };
 
@@ -141,10 +142,7 @@ impl Plan {
         if operation.ty != OperationType::Query || !operation.directives.is_empty() {
             return None;
         }
-        let args = Args {
-            operation,
-            variables,
-        };
+        let args = Args { doc, variables };
         let roots = fields(&operation.selection_set.node)?
             .map(|(key, field)| {
                 let sel = &field.selection_set.node;
@@ -303,7 +301,7 @@ fn connection<S>(
 /// Validation has checked the types by the time the plan runs; a value of another shape here
 /// means "not covered", never an error.
 struct Args<'a> {
-    operation: &'a OperationDefinition,
+    doc: &'a ExecutableDocument,
     variables: &'a Variables,
 }
 
@@ -315,22 +313,11 @@ impl Args<'_> {
         let value = arg
             .node
             .clone()
-            .into_const_with(|var: Name| self.variable(&var).ok_or(()))
+            .into_const_with(|var: Name| variable(&var, self.doc, self.variables).ok_or(()))
             .ok()?;
         Some(match value {
             Value::Null => None,
             value => Some(value),
-        })
-    }
-
-    fn variable(&self, name: &Name) -> Option<Value> {
-        self.variables.get(name).cloned().or_else(|| {
-            self.operation
-                .variable_definitions
-                .iter()
-                .find(|def| def.node.name.node == *name)
-                .and_then(|def| def.node.default_value.as_ref())
-                .map(|default| default.node.clone())
         })
     }
 
