@@ -74,11 +74,14 @@ async fn reads_are_served_by_the_replica_and_writes_by_the_primary() {
 
 #[tokio::test]
 async fn the_cross_shard_feed_reads_every_shard_from_its_replica() {
-    // The replica checkout bound out of the way: under other tests' load a replica
-    // connection can take longer than the default 250 ms to open, and the read then goes to
-    // the primary, correctly (the fallback is tested in chaos/db.rs).
+    // The replica checkout bound and the lag bounds out of the way: under other tests' load a
+    // replica connection can take longer than the default 250 ms to open, or a replica fall
+    // behind the lag bound for a check, and the read then goes to the primary, correctly (the
+    // fallbacks are tested in chaos/db.rs). This test is about where a healthy feed read goes.
     let app = TestApp::spawn_with(|config| {
         config.db.replicas.acquire_timeout = Duration::from_secs(2);
+        config.db.replicas.max_lag = Duration::from_secs(600);
+        config.db.replicas.max_lag_bytes = u64::MAX;
     })
     .await;
 
