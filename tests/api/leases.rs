@@ -12,6 +12,7 @@ use scalable_api::{
     traffic::{Decision, Policy, RateLimiter},
 };
 
+use crate::helpers::SilentServer;
 use crate::ratelimit::{ALL, config, hammer_from_two_instances, sleep_until_offset};
 
 fn leased(
@@ -180,18 +181,9 @@ async fn a_key_over_its_limit_is_refused_from_memory_until_its_retry() {
 #[tokio::test]
 async fn checks_waiting_for_a_failing_refill_share_its_failure() {
     // A server that accepts connections and never answers: every call times out.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
-    let port = silent.local_addr().expect("bound").port();
-    let _accepting = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent = SilentServer::start().await;
     let limiter = Arc::new(leased(LimiterAlgorithm::Gcra, "silent", |c| {
-        c.redis_url = format!("redis://127.0.0.1:{port}").into();
+        c.redis_url = silent.redis_url().into();
         c.command_timeout = Duration::from_millis(300);
         // The breaker stays closed: only the single flight can spare the waiters.
         c.breaker.failure_threshold = 1000;

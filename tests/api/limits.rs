@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use scalable_api::{Config, config::ClassLimit, domain::Tier};
 use serde_json::{Value, json};
 
-use crate::helpers::{Request, ResponseExt, TestApp, assert_problem};
+use crate::helpers::{Request, ResponseExt, SilentServer, TestApp, assert_problem};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -407,19 +407,10 @@ async fn once_the_breaker_opens_no_request_waits_for_a_silent_redis() {
     // Arrange: the limiter's Redis accepts connections and never answers (a hung server, the
     // worst case: a stopped one at least refuses at once). Each decision would wait for the
     // 2 s timeout; the breaker opens after the first failure.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
-    let port = silent.local_addr().expect("bound").port();
-    let _accepting = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent = SilentServer::start().await;
     let timeout = Duration::from_secs(2);
     let app = TestApp::spawn_with(|config| {
-        config.ratelimit.redis_url = format!("redis://127.0.0.1:{port}").into();
+        config.ratelimit.redis_url = silent.redis_url().into();
         config.ratelimit.command_timeout = timeout;
         config.ratelimit.breaker.failure_threshold = 1;
         config.ratelimit.breaker.open = Duration::from_secs(60);

@@ -14,7 +14,7 @@ use scalable_api::{
     traffic::{Decision, LimiterUnavailable, Policy, RateLimiter, render_headers},
 };
 
-use crate::helpers::Stack;
+use crate::helpers::{SilentServer, Stack};
 
 pub(crate) const ALL: [LimiterAlgorithm; 5] = [
     LimiterAlgorithm::TokenBucket,
@@ -522,18 +522,9 @@ async fn a_closed_port_answers_unavailable_at_once() {
 #[tokio::test]
 async fn once_the_breaker_opens_a_silent_redis_costs_no_timeout() {
     // A server that accepts connections and never answers: every command times out.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
-    let port = silent.local_addr().expect("bound").port();
-    let _accepting = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent = SilentServer::start().await;
     let mut config = config(LimiterAlgorithm::FixedWindow, "silent");
-    config.redis_url = format!("redis://127.0.0.1:{port}").into();
+    config.redis_url = silent.redis_url().into();
     config.command_timeout = Duration::from_millis(100);
     let limiter = RateLimiter::new(&config).expect("builds");
     let policy = Policy::new(10, Duration::from_secs(1));

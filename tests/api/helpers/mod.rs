@@ -17,8 +17,10 @@ mod app;
 mod client;
 mod db;
 mod problem;
+mod silent;
 
 pub use app::{Instance, PASSWORD, Stack, TestApp, TestUser};
 pub use client::{Anonymous, Request, ResponseExt};
 pub use db::{all_statement_calls, connect, statement_calls};
 pub use problem::{assert_problem, assert_problem_mentioning, detail_of, pretty};
+pub use silent::SilentServer;
