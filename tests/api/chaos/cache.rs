@@ -243,20 +243,9 @@ async fn an_invalidation_that_missed_a_paused_redis_is_replayed_before_stale_dat
     assert_eq!(read(app.users().get(user.id)).await.0, "hit");
 
     // Act: Redis stops answering (but keeps its data) while the user is renamed.
-    let redis = redis::Client::open(chaos.stack.redis.as_str()).expect("redis url");
-    let mut admin = redis
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
     // Writes (the invalidation script) wait; reads and this connection's UNPAUSE do not, so
     // the test ends the pause itself instead of racing a fixed one on a loaded machine.
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(10_000)
-        .arg("WRITE")
-        .query_async(&mut admin)
-        .await
-        .expect("pause");
+    let mut admin = pause_writes(&chaos, 10_000).await;
     let renamed = app.rename(&user, "After").await;
     let token = renamed.headers()["x-consistency-token"]
         .to_str()
@@ -308,18 +297,7 @@ async fn a_miss_answers_before_its_fill_lands_and_the_next_read_takes_its_value_
     .await;
     let user = app.register("early@example.com", "Early").await;
     app.wait_for_replicas().await;
-    let redis = redis::Client::open(chaos.stack.redis.as_str()).expect("redis url");
-    let mut admin = redis
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(20_000)
-        .arg("WRITE")
-        .query_async(&mut admin)
-        .await
-        .expect("pause");
+    let mut admin = pause_writes(&chaos, 20_000).await;
 
     // Act: a miss, then a second read while its fill still waits in Redis.
     let miss = app.users().get(user.id).await;
@@ -351,4 +329,22 @@ async fn a_miss_answers_before_its_fill_lands_and_the_next_read_takes_its_value_
         )
     })
     .await;
+}
+
+/// `CLIENT PAUSE ms WRITE` on the chaos stack's Redis: writes wait, reads go on. Returns the
+/// connection that sent it, whose own `CLIENT UNPAUSE` is never held up.
+async fn pause_writes(chaos: &Chaos, ms: u64) -> redis::aio::MultiplexedConnection {
+    let redis = redis::Client::open(chaos.stack.redis.as_str()).expect("redis url");
+    let mut admin = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .expect("pause");
+    admin
 }
