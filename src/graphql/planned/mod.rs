@@ -72,13 +72,16 @@ impl Extension for PlannedRequest {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
         let mut request = next.run(ctx, request).await?;
-        let operation_name = request.operation_name.clone();
-        let variables = request.variables.clone();
+        // Taken out while the document is borrowed, and put back: no copy of the variables.
+        let operation_name = request.operation_name.take();
+        let variables = std::mem::take(&mut request.variables);
         // A parse error is the parser's to report, on the normal path.
         if let Ok(doc) = request.parsed_query() {
             let plan = Plan::build(doc, operation_name.as_deref(), &variables);
             *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan;
         }
+        request.operation_name = operation_name;
+        request.variables = variables;
         Ok(request)
     }
 
