@@ -36,7 +36,7 @@
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 /// What a recorded span of time was spent on.
@@ -53,9 +53,8 @@ pub enum Phase {
 }
 
 /// One request's accumulated time per [`Phase`]; see the module doc.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ServerTiming {
-    start: Instant,
     phases: [Tally; 4],
 }
 
@@ -73,15 +72,6 @@ const ENTRIES: [(&str, Option<(&str, &str)>); 4] = [
     ("ser", None),
 ];
 
-impl Default for ServerTiming {
-    fn default() -> Self {
-        Self {
-            start: Instant::now(),
-            phases: Default::default(),
-        }
-    }
-}
-
 impl ServerTiming {
     /// Adds one occurrence of `phase` that took `elapsed`.
     pub fn record(&self, phase: Phase, elapsed: Duration) {
@@ -89,11 +79,6 @@ impl ServerTiming {
         tally.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         tally.nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// Time since this accumulator was made (with its request's session).
-    pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
     }
 
     /// How many occurrences of `phase` were recorded, and their total time.
