@@ -28,7 +28,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-pub use cluster::{Cluster, ReplicaSet, ReplicaStatus, Role, Shard};
+pub use cluster::{Cluster, ReplicaSet, ReplicaStatus, Role, Shard, pool::Conn};
 pub use consistency::{ConsistencyToken, Lsn};
 pub use error::Error;
 pub use repo::{
@@ -117,7 +117,11 @@ impl Db {
     /// Sets the data layer's gauges (`db_pool_connections`); `/metrics` calls it at scrape.
     pub fn report_gauges(&self) {
         self.cluster.report_pool_gauges();
-        cluster::pool::report("directory", "primary", std::iter::once(&self.directory));
+        cluster::pool::report(
+            "directory",
+            "primary",
+            std::iter::once(cluster::pool::sqlx_usage(&self.directory)),
+        );
     }
 
     /// Closes every pool; called on shutdown so Postgres sees clean disconnects.

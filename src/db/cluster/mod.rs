@@ -64,6 +64,7 @@ impl Cluster {
             shards.push(Shard::new(
                 shard,
                 pool::primary(config, shard.primary.expose())?,
+                pool::admin(config, shard.primary.expose())?,
                 ReplicaSet::new(replicas),
                 &config.primary_breaker,
             ));
@@ -179,8 +180,16 @@ impl Cluster {
     pub(crate) fn report_pool_gauges(&self) {
         for shard in &self.shards {
             let id = shard.id().to_string();
-            pool::report(&id, "primary", std::iter::once(shard.primary_pool()));
-            pool::report(&id, "replica", shard.replicas().iter().map(|r| &r.pool));
+            pool::report(
+                &id,
+                "primary",
+                std::iter::once(shard.request_pool().usage()),
+            );
+            pool::report(
+                &id,
+                "replica",
+                shard.replicas().iter().map(|r| r.pool.usage()),
+            );
         }
     }
 

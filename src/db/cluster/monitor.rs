@@ -25,7 +25,7 @@ use std::{
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use super::{Shard, replicas::ReplicaHealth};
+use super::{Shard, pool::ConnPool, replicas::ReplicaHealth};
 use crate::{
     config::ReplicaHealthConfig,
     db::Lsn,
@@ -48,6 +48,8 @@ struct ShardProbe {
     breaker: Arc<CircuitBreaker>,
     primary_lsn: Arc<std::sync::atomic::AtomicU64>,
     replicas: Vec<(usize, PgPool, Arc<ReplicaHealth>)>,
+    /// The shard's request pools, whose idle connections each tick closes.
+    request_pools: Vec<ConnPool>,
     /// (primary position, when it was seen), oldest first.
     samples: VecDeque<(Lsn, Instant)>,
 }
@@ -76,6 +78,10 @@ pub(crate) fn spawn(
                     .map(|(r, pool)| (r.index, pool.clone(), r.health.clone()))
                     .collect(),
                 samples: VecDeque::with_capacity(SAMPLES),
+                request_pools: std::iter::once(shard.request_pool())
+                    .chain(shard.replicas().iter().map(|r| &r.pool))
+                    .cloned()
+                    .collect(),
             };
             tokio::spawn(run(probe, config.clone()))
         })
@@ -87,6 +93,9 @@ async fn run(mut probe: ShardProbe, config: ReplicaHealthConfig) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
+        for pool in &probe.request_pools {
+            pool.close_idle();
+        }
         let primary = check_primary(&mut probe, check_timeout(&config)).await;
         for (index, pool, health) in &probe.replicas {
             check_replica(

@@ -5,17 +5,16 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
 };
 
-use serde::Serialize;
-use sqlx::PgPool;
-
+use super::pool::ConnPool;
 use crate::db::Lsn;
+use serde::Serialize;
 
 /// One replica and what the health monitor last saw of it. Atomics, so the read path
 /// checks rotation and replay position without a lock.
 #[derive(Debug)]
 pub struct Replica {
     pub(crate) index: usize,
-    pub(crate) pool: PgPool,
+    pub(crate) pool: ConnPool,
     pub health: Arc<ReplicaHealth>,
 }
 
@@ -127,7 +126,7 @@ pub struct ReplicaSet {
 }
 
 impl ReplicaSet {
-    pub fn new(pools: Vec<PgPool>) -> Self {
+    pub(crate) fn new(pools: Vec<ConnPool>) -> Self {
         Self {
             replicas: pools
                 .into_iter()

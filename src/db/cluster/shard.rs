@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use super::{
     Role,
     instrument::{Op, QueryMetrics},
-    pool,
+    pool::{self, Conn, ConnPool},
     replicas::{Replica, ReplicaSet},
 };
 use crate::{
@@ -49,7 +49,9 @@ pub struct Shard {
     id: u16,
     range: RangeInclusive<i64>,
     accepts_new_users: bool,
-    primary: PgPool,
+    primary: ConnPool,
+    /// The primary for administration (see `pool::admin`).
+    admin: PgPool,
     pub(crate) breaker: Arc<CircuitBreaker>,
     /// The primary's WAL insert position at the monitor's last check.
     pub(crate) primary_lsn: Arc<AtomicU64>,
@@ -58,9 +60,10 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(
+    pub(crate) fn new(
         config: &ShardConfig,
-        primary: PgPool,
+        primary: ConnPool,
+        admin: PgPool,
         replicas: ReplicaSet,
         breaker: &BreakerConfig,
     ) -> Self {
@@ -69,6 +72,7 @@ impl Shard {
             range: config.first_id..=config.last_id,
             accepts_new_users: config.accepts_new_users,
             primary,
+            admin,
             breaker: Arc::new(
                 CircuitBreaker::new(breaker.clone()).named(format!("shard{}-primary", config.id)),
             ),
@@ -94,7 +98,7 @@ impl Shard {
     /// twice (replica, then primary), so it is `Fn`.
     pub async fn read<T, F, Fut>(&self, session: &Session, query: F) -> Result<T, Error>
     where
-        F: Fn(PgPool) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         if !session.wrote(self.id) && !self.replicas.is_empty() {
@@ -129,7 +133,7 @@ impl Shard {
         query: &F,
     ) -> Option<Result<T, Error>>
     where
-        F: Fn(PgPool) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         self.record(session, Role::Replica);
@@ -158,8 +162,12 @@ impl Shard {
     /// Costs one round trip, only for reads whose requirement the monitor cannot vouch for.
     async fn caught_up_replica(&self, session: &Session, lsn: Lsn) -> Option<&Replica> {
         let replica = self.replicas.pick(None)?;
-        let probe =
-            sqlx::query_scalar!("SELECT pg_last_wal_replay_lsn()::text").fetch_one(&replica.pool);
+        let probe = async {
+            let mut conn = replica.pool.get().await?;
+            sqlx::query_scalar!("SELECT pg_last_wal_replay_lsn()::text")
+                .fetch_one(&mut *conn)
+                .await
+        };
         let replayed = self
             .metrics
             .observe(session.timing(), Role::Replica, Op::ReplayLsn, probe)
@@ -174,7 +182,7 @@ impl Shard {
     /// before changing it, a login right after registering).
     pub async fn read_primary<T, F, Fut>(&self, session: &Session, query: F) -> Result<T, Error>
     where
-        F: Fn(PgPool) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         let read = self.read_on(session, Role::Primary, Op::Read, &self.primary, &query);
@@ -184,7 +192,7 @@ impl Shard {
     /// Runs a write on the primary and marks the shard written in `session`.
     pub async fn write<T, F, Fut>(&self, session: &Session, query: F) -> Result<T, Error>
     where
-        F: FnOnce(PgPool) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         // Marked before running: a write whose outcome is unknown (the connection dropped
@@ -213,9 +221,9 @@ impl Shard {
         if let Some(lsn) = session.known_commit_lsn(self.id) {
             return Ok(lsn);
         }
-        let query = |db: PgPool| async move {
+        let query = |mut db: Conn| async move {
             sqlx::query_scalar!("SELECT pg_current_wal_insert_lsn()::text AS \"lsn!\"")
-                .fetch_one(&db)
+                .fetch_one(&mut *db)
                 .await
         };
         let read = self.read_on(session, Role::Primary, Op::CommitLsn, &self.primary, &query);
@@ -267,11 +275,11 @@ impl Shard {
         session: &Session,
         role: Role,
         op: Op,
-        pool: &PgPool,
+        pool: &ConnPool,
         query: &F,
     ) -> Result<T, Error>
     where
-        F: Fn(PgPool) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         match self.run(session, role, op, pool, false, query).await {
@@ -290,17 +298,20 @@ impl Shard {
         session: &Session,
         role: Role,
         op: Op,
-        pool: &PgPool,
+        pool: &ConnPool,
         checked: bool,
         query: F,
     ) -> Result<T, Error>
     where
-        F: FnOnce(PgPool) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        let statement = self
-            .metrics
-            .observe(session.timing(), role, op, query(pool.clone()));
+        // The checkout is inside the timed statement: waiting for a connection is part of
+        // what the statement cost the request.
+        let statement = self.metrics.observe(session.timing(), role, op, async {
+            let conn = pool.get().await?;
+            query(conn).await
+        });
         let result = if checked {
             pool::checked(statement).await
         } else {
@@ -323,6 +334,11 @@ impl Shard {
     /// The primary pool without routing, breaker or session: for administration (migrations,
     /// seeding, health checks), never for request traffic.
     pub fn primary_pool(&self) -> &PgPool {
+        &self.admin
+    }
+
+    /// The primary's request pool (gauges, idle reaping).
+    pub(crate) fn request_pool(&self) -> &ConnPool {
         &self.primary
     }
 
@@ -334,8 +350,16 @@ impl Shard {
         Lsn(self.primary_lsn.load(Ordering::Acquire))
     }
 
+    /// A request connection to the primary, held until dropped: for tests that exhaust the
+    /// pool.
+    #[doc(hidden)]
+    pub async fn checkout_primary(&self) -> Result<Conn, sqlx::Error> {
+        self.primary.get().await
+    }
+
     pub(crate) async fn close(&self) {
         self.primary.close().await;
+        self.admin.close().await;
         for replica in self.replicas.iter() {
             replica.pool.close().await;
         }

@@ -46,6 +46,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use sqlx::Connection;
 use tokio::task::JoinHandle;
 
 use super::users::{UserUpdate, select_user, update_user_row};
@@ -96,9 +97,9 @@ impl Directory<'_> {
         for shard in self.db.placement.candidates(&self.db.cluster) {
             // Sequences are not transactional: an id taken here and not used is a harmless gap.
             let id = match shard
-                .write(session, |db| async move {
+                .write(session, |mut db| async move {
                     sqlx::query_scalar!("SELECT nextval('users_id_seq') AS \"id!\"")
-                        .fetch_one(&db)
+                        .fetch_one(&mut *db)
                         .await
                 })
                 .await
@@ -117,7 +118,7 @@ impl Directory<'_> {
             self.reserve_email(session, email, id).await?;
             fail_point!(self.db, "register:reserved");
             let inserted = shard
-                .write(session, |db| async move {
+                .write(session, |mut db| async move {
                     sqlx::query_as!(
                         User,
                         "INSERT INTO users (id, email, name, password_hash) \
@@ -128,7 +129,7 @@ impl Directory<'_> {
                         user.name.as_str(),
                         password_hash
                     )
-                    .fetch_one(&db)
+                    .fetch_one(&mut *db)
                     .await
                 })
                 .await;
@@ -144,9 +145,9 @@ impl Directory<'_> {
                 // The repair pass judged this reservation abandoned (this saga outlived the
                 // grace period) and may already have given the email to someone else: undo.
                 shard
-                    .write(session, |db| async move {
+                    .write(session, |mut db| async move {
                         sqlx::query!("DELETE FROM users WHERE id = $1", id)
-                            .execute(&db)
+                            .execute(&mut *db)
                             .await
                     })
                     .await?;
@@ -180,14 +181,14 @@ impl Directory<'_> {
         };
         let id = entry.user_id;
         let credentials: Option<Credentials> = shard
-            .read_primary(session, |db| async move {
+            .read_primary(session, |mut db| async move {
                 sqlx::query_as!(
                     Credentials,
                     "SELECT id, email, password_hash, tier AS \"tier: Tier\" \
                      FROM users WHERE id = $1",
                     id
                 )
-                .fetch_optional(&db)
+                .fetch_optional(&mut *db)
                 .await
             })
             .await?;
@@ -226,7 +227,10 @@ impl Directory<'_> {
             return Ok(None);
         };
         let Some(current) = shard
-            .read_primary(session, |db| async move { select_user(&db, id).await })
+            .read_primary(
+                session,
+                |mut db| async move { select_user(&mut *db, id).await },
+            )
             .await?
         else {
             return Ok(None);
@@ -246,7 +250,7 @@ impl Directory<'_> {
             return Ok(None);
         };
         let deleted: Option<(String, Vec<i64>)> = shard
-            .write(session, |db| async move {
+            .write(session, |mut db| async move {
                 let mut tx = db.begin().await?;
                 // Explicit rather than left to ON DELETE CASCADE: the cache needs the ids.
                 let posts =
@@ -283,8 +287,8 @@ impl Directory<'_> {
         self.reserve_email(session, email.as_str(), id).await?;
         fail_point!(self.db, "email:reserved");
         let updated = shard
-            .write(session, |db| async move {
-                update_user_row(&db, id, update).await
+            .write(session, |mut db| async move {
+                update_user_row(&mut *db, id, update).await
             })
             .await;
         let updated = match updated {
@@ -386,9 +390,9 @@ impl Directory<'_> {
         let row_email: Option<String> = match self.db.cluster.owner(id) {
             Some(shard) => {
                 shard
-                    .read_primary(session, |db| async move {
+                    .read_primary(session, |mut db| async move {
                         sqlx::query_scalar!("SELECT email FROM users WHERE id = $1", id)
-                            .fetch_optional(&db)
+                            .fetch_optional(&mut *db)
                             .await
                     })
                     .await?

@@ -35,13 +35,13 @@ impl Feed<'_> {
     pub async fn page_ids(&self, session: &Session, page: Page) -> Result<Vec<i64>, Error> {
         let depth = page.offset + page.limit;
         let per_shard = try_join_all(self.cluster.iter().map(|shard| {
-            shard.read(session, move |db| async move {
+            shard.read(session, move |mut db| async move {
                 sqlx::query!(
                     "SELECT created_at, id FROM posts ORDER BY created_at DESC, id DESC LIMIT $1",
                     depth
                 )
                 .map(|key| (key.created_at, key.id))
-                .fetch_all(&db)
+                .fetch_all(&mut *db)
                 .await
             })
         }))
@@ -67,8 +67,8 @@ impl Feed<'_> {
         limit: i64,
     ) -> Result<Vec<Post>, Error> {
         let per_shard = try_join_all(self.cluster.iter().map(|shard| {
-            shard.read(session, move |replica| async move {
-                let replica = &replica;
+            shard.read(session, move |mut replica| async move {
+                let replica = &mut *replica;
                 match before {
                     // Two statements rather than one with `$1 IS NULL OR ...`: each gets a plan
                     // that seeks the index, instead of a generic plan that must serve both cases.

@@ -14,15 +14,13 @@ pub(crate) mod users;
 
 use std::collections::HashMap;
 
-use sqlx::PgPool;
-
-use super::{Cluster, Error, Session};
+use super::{Cluster, Conn, Error, Session};
 
 /// Runs `query` on a replica of each shard that owns some of `ids`, concurrently, with that
 /// shard's ids; returns every shard's rows: a batch read costs one statement per shard
 /// involved, whatever the number of ids.
 ///
-/// The statement is the caller's closure (`|db, ids| async move { sqlx::query_as!(..) }`)
+/// The statement is the caller's closure (`|mut db, ids| async move { sqlx::query_as!(..) }`)
 /// rather than SQL text handed in, so that it is a checked macro at its call site: the
 /// compiler, not a test, finds a column the struct lacks. `query` may run twice (replica,
 /// then primary, see [`Shard::read`](super::cluster::Shard::read)).
@@ -33,7 +31,7 @@ async fn read_by_ids<T, Q, Fut>(
     query: Q,
 ) -> Result<Vec<T>, Error>
 where
-    Q: Fn(PgPool, Vec<i64>) -> Fut,
+    Q: Fn(Conn, Vec<i64>) -> Fut,
     Fut: Future<Output = Result<Vec<T>, sqlx::Error>>,
 {
     let query = &query;
@@ -57,9 +55,9 @@ async fn rows_by_id<T, O, OFut, M, MFut>(
     many: M,
 ) -> Result<HashMap<i64, T>, Error>
 where
-    O: Fn(PgPool, i64) -> OFut,
+    O: Fn(Conn, i64) -> OFut,
     OFut: Future<Output = Result<Option<T>, sqlx::Error>>,
-    M: Fn(PgPool, Vec<i64>) -> MFut,
+    M: Fn(Conn, Vec<i64>) -> MFut,
     MFut: Future<Output = Result<Vec<T>, sqlx::Error>>,
 {
     let rows: Vec<T> = match ids {

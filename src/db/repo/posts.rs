@@ -36,7 +36,7 @@ impl Posts<'_> {
     ) -> Result<Post, Error> {
         let shard = self.cluster.owner(author).ok_or(Error::AuthorMissing)?;
         shard
-            .write(session, |db| async move {
+            .write(session, |mut db| async move {
                 sqlx::query_as!(
                     Post,
                     "INSERT INTO posts (user_id, title, body) VALUES ($1, $2, $3) \
@@ -45,7 +45,7 @@ impl Posts<'_> {
                     post.title.as_str(),
                     post.body.as_str()
                 )
-                .fetch_one(&db)
+                .fetch_one(&mut *db)
                 .await
             })
             .await
@@ -62,24 +62,24 @@ impl Posts<'_> {
             session,
             ids,
             |post: &Post| post.id,
-            |db, id| async move {
+            |mut db, id| async move {
                 sqlx::query_as!(
                     Post,
                     "SELECT id, user_id, title, body, created_at, updated_at \
                      FROM posts WHERE id = $1",
                     id
                 )
-                .fetch_optional(&db)
+                .fetch_optional(&mut *db)
                 .await
             },
-            |db, ids| async move {
+            |mut db, ids| async move {
                 sqlx::query_as!(
                     Post,
                     "SELECT id, user_id, title, body, created_at, updated_at \
                      FROM posts WHERE id = ANY($1)",
                     &ids[..]
                 )
-                .fetch_all(&db)
+                .fetch_all(&mut *db)
                 .await
             },
         )
@@ -99,7 +99,7 @@ impl Posts<'_> {
             return Ok(AuthorWrite::NotFound);
         };
         shard
-            .write(session, |db| async move {
+            .write(session, |mut db| async move {
                 let updated = sqlx::query_as!(
                     Post,
                     "UPDATE posts SET title = COALESCE($3, title), body = COALESCE($4, body), \
@@ -110,11 +110,11 @@ impl Posts<'_> {
                     update.title.as_ref().map(PostTitle::as_str),
                     update.body.as_ref().map(PostBody::as_str)
                 )
-                .fetch_optional(&db)
+                .fetch_optional(&mut *db)
                 .await?;
                 match updated {
                     Some(post) => Ok(AuthorWrite::Done(post)),
-                    None => why_not_author(&db, id).await,
+                    None => why_not_author(&mut *db, id).await,
                 }
             })
             .await
@@ -130,18 +130,18 @@ impl Posts<'_> {
             return Ok(AuthorWrite::NotFound);
         };
         shard
-            .write(session, |db| async move {
+            .write(session, |mut db| async move {
                 let deleted = sqlx::query!(
                     "DELETE FROM posts WHERE id = $1 AND user_id = $2",
                     id,
                     author
                 )
-                .execute(&db)
+                .execute(&mut *db)
                 .await?;
                 if deleted.rows_affected() == 1 {
                     return Ok(AuthorWrite::Done(()));
                 }
-                why_not_author(&db, id).await
+                why_not_author(&mut *db, id).await
             })
             .await
     }
@@ -159,7 +159,7 @@ impl Posts<'_> {
             return Ok(None);
         };
         shard
-            .read(session, |db| async move {
+            .read(session, |mut db| async move {
                 // Within a shard ids grow with time, so `id DESC` is newest first and is
                 // served by the `(user_id, id DESC)` index without a sort.
                 let posts = sqlx::query_as!(
@@ -170,7 +170,7 @@ impl Posts<'_> {
                     page.limit,
                     page.offset
                 )
-                .fetch_all(&db)
+                .fetch_all(&mut *db)
                 .await?;
                 // An empty page is the only case that needs to know whether the user exists
                 // (a non-empty one proves it through the foreign key), so 404s cost a second
@@ -180,7 +180,7 @@ impl Posts<'_> {
                         "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS \"exists!\"",
                         user_id
                     )
-                    .fetch_one(&db)
+                    .fetch_one(&mut *db)
                     .await?;
                     if !exists {
                         return Ok(None);
@@ -208,7 +208,7 @@ impl Posts<'_> {
     ) -> Result<HashMap<i64, Vec<Post>>, Error> {
         // `?` on every post column: the macro cannot tell that the LEFT JOIN makes them
         // nullable (a user without posts), and would decode a NULL as an error.
-        let rows = read_by_ids(self.cluster, session, user_ids, |db, ids| async move {
+        let rows = read_by_ids(self.cluster, session, user_ids, |mut db, ids| async move {
             sqlx::query_as!(
                 PageRow,
                 "SELECT u.id AS owner, p.id AS \"id?\", p.user_id AS \"user_id?\", \
@@ -220,7 +220,7 @@ impl Posts<'_> {
                 &ids[..],
                 per_user
             )
-            .fetch_all(&db)
+            .fetch_all(&mut *db)
             .await
         })
         .await?;

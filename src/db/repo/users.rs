@@ -6,12 +6,12 @@
 
 use std::collections::HashMap;
 
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 
 use super::rows_by_id;
 
 use crate::{
-    db::{Cluster, Error, Session},
+    db::{Cluster, Conn, Error, Session},
     domain::{Email, Tier, User, UserName},
 };
 
@@ -56,15 +56,15 @@ impl Users<'_> {
             session,
             ids,
             |user: &User| user.id,
-            |db, id| async move { select_user(&db, id).await },
-            |db, ids| async move {
+            |mut db, id| async move { select_user(&mut *db, id).await },
+            |mut db, ids| async move {
                 sqlx::query_as!(
                     User,
                     "SELECT id, email, name, tier AS \"tier: Tier\", created_at, updated_at \
                      FROM users WHERE id = ANY($1)",
                     &ids[..]
                 )
-                .fetch_all(&db)
+                .fetch_all(&mut *db)
                 .await
             },
         )
@@ -73,7 +73,7 @@ impl Users<'_> {
 
     /// A page of whole user rows in id order (what a list costs with no cache).
     pub async fn list(&self, session: &Session, list: UserList) -> Result<Vec<User>, Error> {
-        self.walk(session, list, |db, step| async move {
+        self.walk(session, list, |mut db, step| async move {
             match step {
                 Step::Offset { limit, offset } => {
                     sqlx::query_as!(
@@ -83,7 +83,7 @@ impl Users<'_> {
                         limit,
                         offset
                     )
-                    .fetch_all(&db)
+                    .fetch_all(&mut *db)
                     .await
                 }
                 Step::After { after, limit } => {
@@ -94,7 +94,7 @@ impl Users<'_> {
                         after,
                         limit
                     )
-                    .fetch_all(&db)
+                    .fetch_all(&mut *db)
                     .await
                 }
             }
@@ -105,7 +105,7 @@ impl Users<'_> {
     /// The ids of a page of users in id order: what the cache keeps of a list (each user's
     /// row is its own entry). An index-only scan on each shard visited.
     pub async fn list_ids(&self, session: &Session, list: UserList) -> Result<Vec<i64>, Error> {
-        self.walk(session, list, |db, step| async move {
+        self.walk(session, list, |mut db, step| async move {
             match step {
                 Step::Offset { limit, offset } => {
                     sqlx::query_scalar!(
@@ -113,7 +113,7 @@ impl Users<'_> {
                         limit,
                         offset
                     )
-                    .fetch_all(&db)
+                    .fetch_all(&mut *db)
                     .await
                 }
                 Step::After { after, limit } => {
@@ -122,7 +122,7 @@ impl Users<'_> {
                         after,
                         limit
                     )
-                    .fetch_all(&db)
+                    .fetch_all(&mut *db)
                     .await
                 }
             }
@@ -148,7 +148,7 @@ impl Users<'_> {
         query: Q,
     ) -> Result<Vec<T>, Error>
     where
-        Q: Fn(PgPool, Step) -> Fut,
+        Q: Fn(Conn, Step) -> Fut,
         Fut: Future<Output = Result<Vec<T>, sqlx::Error>>,
     {
         let query = &query;
@@ -172,20 +172,16 @@ impl Users<'_> {
                     limit: wanted,
                 },
             };
-            let (found, count) = shard
-                .read(session, |db| async move {
-                    let found = query(db.clone(), step).await?;
-                    if !found.is_empty() || offset == 0 {
-                        return Ok((found, 0));
-                    }
-                    // The offset reaches past this shard: count it to carry the rest over.
-                    let count = sqlx::query_scalar!("SELECT count(*) AS \"count!\" FROM users")
-                        .fetch_one(&db)
-                        .await?;
-                    Ok((found, count))
-                })
-                .await?;
+            let found = shard.read(session, |db| query(db, step)).await?;
             if found.is_empty() && offset > 0 {
+                // The offset reaches past this shard: count it to carry the rest over.
+                let count = shard
+                    .read(session, |mut db| async move {
+                        sqlx::query_scalar!("SELECT count(*) AS \"count!\" FROM users")
+                            .fetch_one(&mut *db)
+                            .await
+                    })
+                    .await?;
                 offset = (offset - count).max(0);
             } else {
                 offset = 0;
@@ -207,8 +203,8 @@ impl Users<'_> {
             return Ok(None);
         };
         shard
-            .write(session, |db| async move {
-                update_user_row(&db, id, update).await
+            .write(session, |mut db| async move {
+                update_user_row(&mut *db, id, update).await
             })
             .await
     }
