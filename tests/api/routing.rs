@@ -132,3 +132,38 @@ async fn a_primary_whose_request_pool_is_exhausted_keeps_its_breaker_closed() {
     );
     drop(held);
 }
+
+#[tokio::test]
+async fn a_transaction_dropped_midway_releases_its_locks_without_waiting_for_the_next_checkout() {
+    // Arrange: a request connection of shard 0's primary, in a transaction holding a lock.
+    let app = TestApp::spawn().await;
+    let shard = app.state.db.cluster().iter().next().expect("shard 0");
+    {
+        let mut conn = shard.checkout_primary().await.expect("a connection");
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("begin");
+        sqlx::query("SELECT pg_advisory_xact_lock(4242)")
+            .execute(&mut *tx)
+            .await
+            .expect("take the lock");
+        // Act: the transaction and its connection are dropped with neither a commit nor a
+        // rollback, as when the request that ran them is cancelled. sqlx only queues the
+        // ROLLBACK; the pool must send it, though nothing checks that connection out again.
+    }
+
+    // Assert: the lock is free within moments, seen from another connection.
+    let mut free = false;
+    for _ in 0..50 {
+        free = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(4242)")
+            .fetch_one(shard.primary_pool())
+            .await
+            .expect("try the lock");
+        if free {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        free,
+        "the dropped transaction was rolled back and its lock released"
+    );
+}
