@@ -42,6 +42,8 @@ pub struct App {
     pub hasher: Hasher,
     /// Checks presented API keys against the directory, through a short in-process cache.
     pub api_keys: ApiKeyVerifier,
+    /// Signs and checks the v2 lists' cursors.
+    pub cursors: http::cursor::Cursors,
     /// The distributed rate limiter (Redis): one atomic decision per check.
     pub limiter: traffic::RateLimiter,
     /// The limits routes apply through `limiter`: per tier and route class, with the
@@ -73,6 +75,7 @@ impl App {
         let metrics = config.telemetry.metrics.then(telemetry::metrics::install);
         let db = Arc::new(Db::connect_lazy(&config.db)?);
         let jwt = JwtKeys::new(&config.auth);
+        let cursors = http::cursor::Cursors::new(&config.auth);
         let hasher = Hasher::new(&config.auth);
         let cache = Cache::new(&config.cache, db.clone())?;
         let api_keys = ApiKeyVerifier::new(
@@ -92,6 +95,7 @@ impl App {
             jwt,
             hasher,
             api_keys,
+            cursors,
             limiter,
             limits,
             shedder,

@@ -3,17 +3,18 @@
 
 pub mod client;
 mod conditional;
+pub mod cursor;
 pub mod extract;
 mod graphql;
 mod health;
 pub mod limits;
 pub mod metrics;
+mod rest;
 mod security;
 pub mod server;
 pub mod session;
 mod shed;
 pub mod shield;
-mod v1;
 
 use axum::{
     Router,
@@ -30,13 +31,14 @@ use crate::{
     telemetry,
 };
 
-/// The whole HTTP surface. Versions are mounted side by side under their prefix; v2 and
-/// GraphQL join here without touching v1.
+/// The whole HTTP surface. REST versions are mounted side by side under their prefix, from
+/// one set of handlers (see [`rest`]); GraphQL beside them.
 pub fn router(app: AppState) -> Router {
     let http = &app.config.http;
     let method_not_allowed = || async { Error::MethodNotAllowed };
     let api = Router::new()
-        .nest("/v1", v1::router())
+        .nest("/v1", rest::router::<rest::v1::V1>())
+        .nest("/v2", rest::router::<rest::v2::V2>())
         .merge(graphql::router(&app))
         .fallback(|| async { Error::NotFound("no route matches this path") })
         .method_not_allowed_fallback(method_not_allowed);

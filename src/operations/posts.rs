@@ -38,6 +38,23 @@ pub async fn of_user(app: &App, session: &Session, user_id: i64, page: Page) -> 
         .ok_or(NO_USER)
 }
 
+/// Up to `limit` of user `user_id`'s posts older than post `before`, newest first (cursor
+/// pagination past the first page, which [`of_user`] serves from the cache). Not cached:
+/// deep pages are read once per walk.
+pub async fn of_user_before(
+    app: &App,
+    session: &Session,
+    user_id: i64,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<Post>> {
+    Ok(app
+        .db
+        .posts()
+        .of_user_before(session, user_id, before, limit)
+        .await?)
+}
+
 /// The newest `first` posts of each of `user_ids` (what a DataLoader asks for). Users
 /// without posts map to an empty list.
 pub async fn newest_of_users(

@@ -31,4 +31,5 @@ mod server_timing;
 mod sharding;
 mod shedding;
 mod shutdown;
+mod v2;
 mod validation;

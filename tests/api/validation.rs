@@ -935,7 +935,7 @@ async fn unknown_routes_are_a_404_and_wrong_methods_a_405() {
             StatusCode::NOT_FOUND,
         ),
         (Method::GET, format!("{post}/author"), StatusCode::NOT_FOUND),
-        (Method::GET, "/v2/users".into(), StatusCode::NOT_FOUND),
+        (Method::GET, "/v3/users".into(), StatusCode::NOT_FOUND),
         (
             Method::PUT,
             "/v1/posts".into(),

@@ -191,6 +191,36 @@ impl Posts<'_> {
             .await
     }
 
+    /// Up to `limit` of user `user_id`'s posts with an id below `before`, newest first: the
+    /// pages of a cursor walk after the first. One index seek on `(user_id, id DESC)`, so a
+    /// page deep in the list costs what the first does. Empty, not `None`, for a user that no
+    /// longer exists: the walk began while they did.
+    pub async fn of_user_before(
+        &self,
+        session: &Session,
+        user_id: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<Post>, Error> {
+        let Some(shard) = self.cluster.owner(user_id) else {
+            return Ok(Vec::new());
+        };
+        shard
+            .read(session, |mut db| async move {
+                sqlx::query_as!(
+                    Post,
+                    "SELECT id, user_id, title, body, created_at, updated_at \
+                     FROM posts WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                    user_id,
+                    before,
+                    limit
+                )
+                .fetch_all(&mut *db)
+                .await
+            })
+            .await
+    }
+
     /// The first `per_user` posts (newest first) of each user that exists: one statement per
     /// shard involved. A user without posts maps to an empty list; a user that does not exist
     /// is absent, so the cache can tell "no posts yet" from "no such user" (a 404).

@@ -1,16 +1,14 @@
 //! Registration and login.
 
 use axum::{
-    Router,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::post,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::views::UserView;
+use super::{Version, views::UserView};
 use crate::{
     AppState,
     auth::IssuedToken,
@@ -20,23 +18,17 @@ use crate::{
     operations::accounts,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RegisterBody {
+pub(super) struct RegisterBody {
     email: String,
     name: String,
     password: String,
 }
 
-/// `POST /v1/auth/register` -> 201 with the user (and its `Location`); 409 if the email is
+/// `POST /v{1,2}/auth/register` -> 201 with the user (and its `Location`); 409 if the email is
 /// taken on any shard; 422 with every invalid field; 429 past the login limits.
-async fn register(
+pub(super) async fn register<V: Version>(
     State(app): State<AppState>,
     session: Session,
     ClientAddr(client): ClientAddr,
@@ -51,26 +43,26 @@ async fn register(
         &body.password,
     )
     .await?;
-    let location = format!("/v1/users/{}", user.id);
+    let location = format!("{}/users/{}", V::PREFIX, user.id);
     let id = user.id;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(UserView::new(user, Some(id))),
+        Json(UserView::<V::Id>::new(user, Some(id))),
     ))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub(super) struct LoginBody {
     email: String,
     password: String,
 }
 
-/// `POST /v1/auth/login` -> an access token. Unknown email and wrong password get the same
+/// `POST /v{1,2}/auth/login` -> an access token. Unknown email and wrong password get the same
 /// 401, in about the same time; too many tries for the account or from the address a 429
 /// (see [`accounts::login`]).
-async fn login(
+pub(super) async fn login(
     State(app): State<AppState>,
     session: Session,
     ClientAddr(client): ClientAddr,
