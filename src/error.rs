@@ -70,7 +70,7 @@ pub enum Error {
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: &'static str,
     pub message: String,
@@ -86,7 +86,7 @@ impl FieldError {
 }
 
 /// The RFC 9457 body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Problem {
     #[serde(rename = "type")]
     kind: String,
@@ -95,6 +95,16 @@ struct Problem {
     detail: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<FieldError>,
+}
+
+/// A field error's schema (the problem body refers to it by name).
+pub(crate) fn field_error_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    <FieldError as utoipa::PartialSchema>::schema()
+}
+
+/// The problem body's schema, for the OpenAPI description.
+pub(crate) fn problem_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    <Problem as utoipa::PartialSchema>::schema()
 }
 
 impl Error {

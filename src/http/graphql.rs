@@ -20,7 +20,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use async_graphql::{Request, ServerError, http::GraphiQLSource};
+use async_graphql::{Request, ServerError};
 use async_graphql_axum::GraphQLResponse;
 use axum::{
     Extension, Router,
@@ -189,7 +189,7 @@ pub(super) fn transport_error(err: Error) -> Response {
     response
 }
 
-/// The GraphiQL IDE, to try queries in a browser (it loads its scripts from a CDN).
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+/// The GraphiQL IDE, to try queries in a browser, on assets served by this service (no CDN).
+async fn graphiql() -> Html<&'static str> {
+    Html(super::assets::GRAPHIQL_PAGE)
 }

@@ -1,6 +1,7 @@
 //! HTTP: routes per API version, the extractors that turn requests into domain values, and
 //! the layers every request passes through.
 
+mod assets;
 pub mod client;
 mod conditional;
 pub mod cursor;
@@ -9,6 +10,7 @@ mod graphql;
 mod health;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 mod rest;
 mod security;
 pub mod server;
@@ -45,6 +47,8 @@ pub fn router(app: AppState) -> Router {
     let router = Router::new()
         .merge(health::router())
         .merge(metrics::router(&app))
+        .merge(openapi::router())
+        .merge(assets::router())
         .merge(traffic_control(api, &app))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))

@@ -7,6 +7,7 @@ use axum::{
 };
 use secrecy::ExposeSecret;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::{
     Version,
@@ -20,7 +21,7 @@ use crate::{
     operations::api_keys as ops,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
     name: String,

@@ -7,6 +7,7 @@ use axum::{
 };
 use secrecy::SecretString;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::{Version, views::UserView};
 use crate::{
@@ -18,7 +19,7 @@ use crate::{
     operations::accounts,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RegisterBody {
     email: String,
@@ -52,7 +53,7 @@ pub(super) async fn register<V: Version>(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginBody {
     email: String,

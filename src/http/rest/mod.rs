@@ -14,6 +14,7 @@
 mod api_keys;
 mod auth;
 mod posts;
+pub(crate) mod spec;
 mod users;
 pub(crate) mod v1;
 pub(crate) mod v2;
@@ -25,6 +26,8 @@ use axum::{
 };
 use serde::Serialize;
 
+use utoipa::openapi::{RefOr, Schema, path::Parameter};
+
 use crate::AppState;
 use views::{ApiKeyView, IdRepr};
 
@@ -32,6 +35,8 @@ use views::{ApiKeyView, IdRepr};
 pub(crate) trait Version: Send + Sync + 'static {
     /// The path prefix (`/v1`): `Location` headers point into the same version.
     const PREFIX: &'static str;
+    /// The suffix of its schemas' names in the OpenAPI description (`UserV1`).
+    const NAME: &'static str;
 
     /// How ids are written.
     type Id: IdRepr;
@@ -42,6 +47,15 @@ pub(crate) trait Version: Send + Sync + 'static {
 
     /// The version's reads: the lists and single reads (`GET`s) of users and posts.
     fn reads() -> Reads;
+
+    /// OpenAPI: a list of `item` as this version answers it.
+    fn list_schema(item: RefOr<Schema>) -> RefOr<Schema>;
+    /// OpenAPI: a user's or a post's schema as this version may shape it.
+    fn shape(schema: RefOr<Schema>) -> RefOr<Schema>;
+    /// OpenAPI: the query parameters of a list of users (`users`) or posts.
+    fn list_params(users: bool) -> Vec<Parameter>;
+    /// OpenAPI: the query parameters of a single user (`users`) or post.
+    fn show_params(users: bool) -> Vec<Parameter>;
 }
 
 /// The `GET` handlers of a version, by route (each a `get(handler)`).

@@ -6,6 +6,7 @@ use axum::{
     response::IntoResponse,
 };
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::{Version, views::PostView};
 use crate::{
@@ -17,7 +18,7 @@ use crate::{
     operations::posts as ops,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
     title: String,
@@ -40,7 +41,7 @@ pub(super) async fn create<V: Version>(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateBody {
     title: Option<String>,

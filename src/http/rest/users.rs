@@ -2,6 +2,7 @@
 
 use axum::{extract::State, http::StatusCode};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::{Version, views::UserView};
 use crate::{
@@ -13,7 +14,7 @@ use crate::{
     operations::accounts,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateBody {
     email: Option<String>,

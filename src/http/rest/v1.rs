@@ -1,7 +1,13 @@
 //! REST v1: JSON integer ids, offset pagination (`?limit&offset`, the offset bounded by
 //! `api.max_offset`), lists as bare arrays.
 
-use super::{Reads, Version, views};
+use utoipa::openapi::{
+    RefOr, Schema,
+    path::Parameter,
+    schema::{ObjectBuilder, Type},
+};
+
+use super::{Reads, Version, spec, views};
 use crate::{
     AppState,
     auth::MaybeAuthUser,
@@ -23,6 +29,7 @@ type ApiKeyView = views::ApiKeyView<i64>;
 
 impl Version for V1 {
     const PREFIX: &'static str = "/v1";
+    const NAME: &'static str = "V1";
 
     type Id = i64;
 
@@ -39,6 +46,32 @@ impl Version for V1 {
             feed: get(feed),
             post: get(show_post),
         }
+    }
+
+    fn list_schema(item: RefOr<Schema>) -> RefOr<Schema> {
+        spec::array_of(item)
+    }
+
+    fn shape(schema: RefOr<Schema>) -> RefOr<Schema> {
+        schema
+    }
+
+    fn list_params(_users: bool) -> Vec<Parameter> {
+        vec![
+            spec::limit(),
+            spec::query(
+                "offset",
+                "Rows to skip, 0 to 10,000 (v2's cursors have no such bound)",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(10_000)),
+            ),
+        ]
+    }
+
+    fn show_params(_users: bool) -> Vec<Parameter> {
+        Vec::new()
     }
 }
 

@@ -20,8 +20,14 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use utoipa::openapi::{
+    RefOr, Schema,
+    path::Parameter,
+    schema::{ObjectBuilder, SchemaType, Type},
+};
+
 use super::{
-    Reads, Version,
+    Reads, Version, spec,
     views::{self, ApiKeyView, StringId},
 };
 use crate::{
@@ -48,6 +54,7 @@ type PostView = views::PostView<StringId>;
 
 impl Version for V2 {
     const PREFIX: &'static str = "/v2";
+    const NAME: &'static str = "V2";
 
     type Id = StringId;
 
@@ -68,6 +75,51 @@ impl Version for V2 {
             post: get(show_post),
         }
     }
+
+    fn list_schema(item: RefOr<Schema>) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .property("data", spec::array_of(item))
+            .property(
+                "next_cursor",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                    .description(Some("Where the next page starts; null on the last page")),
+            )
+            .required("data")
+            .required("next_cursor")
+            .into()
+    }
+
+    /// `fields=` may leave out anything but `id`.
+    fn shape(mut schema: RefOr<Schema>) -> RefOr<Schema> {
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.required = vec!["id".to_owned()];
+        }
+        schema
+    }
+
+    fn list_params(users: bool) -> Vec<Parameter> {
+        let mut params = vec![
+            spec::limit(),
+            spec::text(
+                "cursor",
+                "The `next_cursor` of the previous page, as it came",
+            ),
+            fields_param(users),
+        ];
+        if users {
+            params.push(include_param());
+        }
+        params
+    }
+
+    fn show_params(users: bool) -> Vec<Parameter> {
+        let mut params = vec![fields_param(users)];
+        if users {
+            params.push(include_param());
+        }
+        params
+    }
 }
 
 /// Every v2 list: a page and where the next one starts (`null` on the last page).
@@ -79,6 +131,27 @@ pub struct List<D> {
 
 const USER_FIELDS: &[&str] = &["id", "name", "email", "created_at", "posts"];
 const POST_FIELDS: &[&str] = &["id", "user_id", "title", "body", "created_at", "updated_at"];
+
+fn fields_param(users: bool) -> Parameter {
+    let offered = if users { USER_FIELDS } else { POST_FIELDS };
+    spec::text(
+        "fields",
+        &format!(
+            "Comma-separated fields to keep (and `id`), of: {}",
+            offered.join(", ")
+        ),
+    )
+}
+
+fn include_param() -> Parameter {
+    spec::query(
+        "include",
+        "`posts`: each user's newest 5 posts, batched per shard",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["posts"])),
+    )
+}
 
 /// `?fields=`: the fields of each item to keep, checked against those on offer.
 #[derive(Debug, Default)]

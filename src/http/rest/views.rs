@@ -3,11 +3,18 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{
+        RefOr, Schema,
+        schema::{ObjectBuilder, Type},
+    },
+};
 
 use crate::domain::{ApiKey, Post, User};
 
 /// How a version writes an id.
-pub(crate) trait IdRepr: Serialize + Send + Sync + Copy + 'static {
+pub(crate) trait IdRepr: Serialize + ToSchema + Send + Sync + Copy + 'static {
     fn new(id: i64) -> Self;
 }
 
@@ -29,14 +36,28 @@ impl IdRepr for StringId {
     }
 }
 
+/// In the OpenAPI description: a decimal string.
+impl PartialSchema for StringId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[1-9][0-9]*$"))
+            .examples(["42"])
+            .into()
+    }
+}
+
+impl ToSchema for StringId {}
+
 impl Serialize for StringId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&self.0)
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct UserView<I> {
+    #[schema(inline)]
     pub id: I,
     pub name: String,
     /// Only for the user themself: an email is personal data, not a public profile field.
@@ -45,6 +66,7 @@ pub(crate) struct UserView<I> {
     pub created_at: DateTime<Utc>,
     /// v2's `include=posts`: the user's newest posts.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(inline)]
     pub posts: Option<Vec<PostView<I>>>,
 }
 
@@ -61,9 +83,11 @@ impl<I: IdRepr> UserView<I> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PostView<I> {
+    #[schema(inline)]
     pub id: I,
+    #[schema(inline)]
     pub user_id: I,
     pub title: String,
     pub body: String,
@@ -85,8 +109,9 @@ impl<I: IdRepr> From<Post> for PostView<I> {
 }
 
 /// An API key as its owner lists it: never its secret or the secret's hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ApiKeyView<I> {
+    #[schema(inline)]
     pub id: I,
     pub name: String,
     pub scope: &'static str,
@@ -108,9 +133,10 @@ impl<I: IdRepr> From<ApiKey> for ApiKeyView<I> {
 }
 
 /// The answer to creating a key: its description and, this once, the key itself.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedApiKeyView<I> {
     #[serde(flatten)]
+    #[schema(inline)]
     pub api_key: ApiKeyView<I>,
     /// `sk_<id>_<secret>`: send it as `X-Api-Key` or `Authorization: ApiKey <key>`.
     pub key: String,
