@@ -108,6 +108,10 @@ pub struct Plan {
     /// would for real users who do not wait for each other (wrk2's correction for
     /// coordinated omission). `None`: closed loop.
     pub rate: Option<f64>,
+    /// Sent as `Accept-Encoding` on every request (`gzip, br, zstd`), to measure compressed
+    /// answers; `None`: not sent, so answers come uncompressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_encoding: Option<String>,
 }
 
 impl Default for Plan {
@@ -120,6 +124,7 @@ impl Default for Plan {
             timeout: Duration::from_secs(5),
             seed: 42,
             rate: None,
+            accept_encoding: None,
         }
     }
 }
@@ -147,6 +152,8 @@ pub struct Outcome {
     pub classes: BTreeMap<String, ClassOutcome>,
     /// The service's `Server-Timing` of every answer in the window, summed per metric.
     pub server_timing: TimingSums,
+    /// Bytes of the answers' bodies in the window, as sent (compressed, if they were).
+    pub body_bytes: u64,
 }
 
 /// One route class's figures in a measured window.
@@ -289,6 +296,12 @@ where
         timeout: plan.timeout,
         tickets: AtomicU64::new(0),
         progress,
+        accept_encoding: plan
+            .accept_encoding
+            .as_deref()
+            .map(hyper::header::HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("--accept-encoding is not a header value"))?,
     });
     let clients: Vec<_> = (0..plan.connections)
         .map(|i| {
@@ -311,6 +324,7 @@ where
         stopped_by: StopReason::Duration,
         classes: BTreeMap::new(),
         server_timing: TimingSums::default(),
+        body_bytes: 0,
     };
     let mut last_answer = shared.measure_from;
     for handle in clients {
@@ -330,6 +344,7 @@ where
         }
         outcome.latency_us.add(&tally.latency_us)?;
         outcome.server_timing.merge(&tally.server_timing);
+        outcome.body_bytes += tally.body_bytes;
         for (class, figures) in &tally.classes {
             match outcome.classes.get_mut(*class) {
                 Some(all) => all.add(figures)?,
@@ -370,6 +385,7 @@ struct Shared {
     timeout: Duration,
     tickets: AtomicU64,
     progress: Arc<Progress>,
+    accept_encoding: Option<hyper::header::HeaderValue>,
 }
 
 struct Tally {
@@ -382,6 +398,7 @@ struct Tally {
     last_answer: Instant,
     classes: BTreeMap<&'static str, ClassOutcome>,
     server_timing: TimingSums,
+    body_bytes: u64,
 }
 
 impl Tally {
@@ -409,6 +426,8 @@ enum Exchange {
         graphql_errors: bool,
         /// The answer's `Server-Timing`: a handle on the received bytes, not a copy.
         server_timing: Option<hyper::header::HeaderValue>,
+        /// The body's length as received.
+        bytes: u64,
     },
     Failed(anyhow::Error),
     TimedOut,
@@ -430,6 +449,7 @@ async fn client(
         last_answer: shared.measure_from,
         classes: BTreeMap::new(),
         server_timing: TimingSums::default(),
+        body_bytes: 0,
     };
     let deadline = shared.deadline;
     let mut connection = None;
@@ -490,7 +510,14 @@ async fn client(
                 .target
                 .request(call.method, &call.path, call.body, call.token.as_deref())
             {
-                Ok(request) => request,
+                Ok(mut request) => {
+                    if let Some(encodings) = &shared.accept_encoding {
+                        request
+                            .headers_mut()
+                            .insert(hyper::header::ACCEPT_ENCODING, encodings.clone());
+                    }
+                    request
+                }
                 Err(err) => {
                     tally.error("request", format!("{err:#}"));
                     break;
@@ -513,6 +540,7 @@ async fn client(
                         status,
                         graphql_errors: call.graphql && contains(&body, b"\"errors\":"),
                         server_timing,
+                        bytes: body.len() as u64,
                     }
                 }
                 Err(err) => Exchange::Failed(err.into()),
@@ -549,10 +577,12 @@ async fn client(
                 status,
                 graphql_errors,
                 server_timing,
+                bytes,
             } => {
                 if !measured {
                     continue;
                 }
+                tally.body_bytes += bytes;
                 if let Some(header) = &server_timing {
                     tally.server_timing.add_header(header.as_bytes());
                 }
@@ -723,6 +753,7 @@ mod tests {
             stopped_by: StopReason::Duration,
             classes: BTreeMap::new(),
             server_timing: TimingSums::default(),
+            body_bytes: 0,
         };
         let near = |got: f64, want: f64| (got - want).abs() <= want * 0.001 + 0.001;
         assert!(

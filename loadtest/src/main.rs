@@ -131,6 +131,10 @@ struct LoadArgs {
     /// The overload workload's classes by weight.
     #[arg(long, default_value_t = Mix::default())]
     mix: Mix,
+    /// Sent as `Accept-Encoding` on every request (e.g. `gzip, br, zstd`), to measure
+    /// compressed answers; the report's `bytes/answer` is what came over the wire.
+    #[arg(long)]
+    accept_encoding: Option<String>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -146,6 +150,7 @@ impl LoadArgs {
             timeout: self.timeout,
             seed: self.seed,
             rate: self.rate,
+            accept_encoding: self.accept_encoding.clone(),
         }
     }
 

@@ -54,6 +54,9 @@ pub struct RunReport {
     /// and window), in MiB; `None` for a service this tool did not start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_mib: Option<f64>,
+    /// Mean bytes of an answer's body as received (compressed, when the run asked for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_answer: Option<f64>,
 }
 
 /// One route class of a run.
@@ -126,6 +129,7 @@ impl RunReport {
             shed_expected: false,
             server_timing: outcome.server_timing.means(outcome.responses),
             peak_rss_mib: None,
+            bytes_per_answer: (responses > 0.0).then(|| outcome.body_bytes as f64 / responses),
         }
     }
 
@@ -248,8 +252,8 @@ impl Report {
     pub fn table(&self) -> String {
         let knob = self.knob.as_deref().unwrap_or("setting");
         let mut out = format!(
-            "| workload | {knob} | req/s | × baseline | p50 ms | p95 ms | p99 ms | max ms | errors | non-2xx | SQL/req | SQL/s | cache hits | peak RSS MiB |\n\
-             |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+            "| workload | {knob} | req/s | × baseline | p50 ms | p95 ms | p99 ms | max ms | errors | non-2xx | SQL/req | SQL/s | cache hits | peak RSS MiB | bytes/answer |\n\
+             |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
         );
         for run in self.baseline.iter().chain(&self.runs) {
             let opt = |v: Option<f64>, digits: usize| {
@@ -257,7 +261,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
                 run.workload,
                 run.setting,
                 thousands(run.requests_per_sec),
@@ -273,6 +277,8 @@ impl Report {
                 run.cache_hit_ratio
                     .map_or_else(|| "–".to_owned(), |r| format!("{:.1} %", r * 100.0)),
                 opt(run.peak_rss_mib, 1),
+                run.bytes_per_answer
+                    .map_or_else(|| "–".to_owned(), thousands),
             );
         }
         if self.runs.iter().any(|run| !run.classes.is_empty()) {
@@ -632,6 +638,7 @@ mod tests {
             stopped_by: StopReason::Duration,
             classes: BTreeMap::new(),
             server_timing,
+            body_bytes: responses * 120,
         };
         let counters = Counters {
             sql: rps * 10.0 * 0.5,

@@ -42,9 +42,22 @@ pub enum Workload {
     /// lists (the feed, the user list), free-tier users reading their own pages, writes and
     /// logins, in the proportions of `--mix`; figures per class.
     Overload,
+    /// GET /v2/users/{id}, id from the hot set: `user_hot` through REST v2, for what v2's
+    /// rendering costs next to v1's.
+    UserHotV2,
+    /// GET /v2/users?limit=100: a page of 100 users (about 10 KB of JSON), for what
+    /// compression saves and costs on a list (`--accept-encoding`).
+    UsersPageV2,
     /// GET / on the hello-world server: the machine's ceiling.
     Hello,
 }
+
+/// Workloads run only when named (`--workloads user_hot_v2,...`).
+pub const EXTRA: [Workload; 3] = [
+    Workload::Overload,
+    Workload::UserHotV2,
+    Workload::UsersPageV2,
+];
 
 pub const STANDARD: [Workload; 6] = [
     Workload::UserHot,
@@ -65,6 +78,8 @@ impl Workload {
             Self::GraphqlNoAuthors => "graphql_no_authors",
             Self::WriteMix => "write_mix",
             Self::Overload => "overload",
+            Self::UserHotV2 => "user_hot_v2",
+            Self::UsersPageV2 => "users_page_v2",
             Self::Hello => "hello",
         }
     }
@@ -81,7 +96,7 @@ impl Workload {
     fn needs_ids(self) -> bool {
         matches!(
             self,
-            Self::UserHot | Self::UserUniform | Self::UserPosts | Self::WriteMix
+            Self::UserHot | Self::UserUniform | Self::UserPosts | Self::WriteMix | Self::UserHotV2
         )
     }
 }
@@ -98,12 +113,14 @@ impl FromStr for Workload {
     fn from_str(s: &str) -> anyhow::Result<Self> {
         STANDARD
             .into_iter()
-            .chain([Self::Overload, Self::Hello])
+            .chain(EXTRA)
+            .chain([Self::Hello])
             .find(|w| w.name() == s)
             .with_context(|| {
                 format!(
-                    "unknown workload `{s}`: one of {}, overload, hello",
-                    STANDARD.map(Workload::name).join(", ")
+                    "unknown workload `{s}`: one of {}, {}, hello",
+                    STANDARD.map(Workload::name).join(", "),
+                    EXTRA.map(Workload::name).join(", ")
                 )
             })
     }
@@ -492,6 +509,10 @@ impl Source for Generator {
                 }
             }
             Workload::Overload => self.overload(client, rng),
+            Workload::UserHotV2 => {
+                Call::get(format!("/v2/users/{}", Self::pick(&self.data.hot, rng)))
+            }
+            Workload::UsersPageV2 => Call::get("/v2/users?limit=100"),
             Workload::Hello => Call::get("/"),
         }
     }

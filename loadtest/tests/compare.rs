@@ -30,6 +30,7 @@ async fn a_failed_run_keeps_the_baseline_measured_before_it_in_an_incomplete_rep
             timeout: Duration::from_secs(5),
             seed: 1,
             rate: None,
+            accept_encoding: None,
         },
         data: DataOptions::default(),
         out: out.clone(),

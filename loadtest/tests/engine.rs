@@ -111,6 +111,7 @@ fn plan(connections: usize, duration_ms: u64, requests: Option<u64>) -> Plan {
         timeout: Duration::from_secs(10),
         seed: 1,
         rate: None,
+        accept_encoding: None,
     }
 }
 
@@ -125,6 +126,7 @@ async fn a_request_count_is_sent_and_counted_exactly() {
     assert_eq!(server.hits.load(Ordering::SeqCst), 2_000);
     assert_eq!(outcome.latency_us.len(), 2_000, "one latency per answer");
     assert_eq!(outcome.error_count() + outcome.non_2xx_count(), 0);
+    assert_eq!(outcome.body_bytes, 2_000 * 2, "every answer's body, \"ok\"");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

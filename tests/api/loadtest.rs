@@ -66,6 +66,7 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
             timeout: Duration::from_secs(5),
             seed: 7,
             rate: None,
+            accept_encoding: None,
         },
         data: DataOptions {
             writers: 2,
@@ -227,6 +228,7 @@ async fn compare_runs_the_rate_limits_off_and_on_out_of_reach_in_one_command() {
             timeout: Duration::from_secs(5),
             seed: 7,
             rate: None,
+            accept_encoding: None,
         },
         data: DataOptions::default(),
         out: dir.join("report"),
@@ -296,6 +298,7 @@ async fn the_overload_workload_reports_each_class_and_shows_shedding_on_against_
             timeout: Duration::from_secs(5),
             seed: 7,
             rate: None,
+            accept_encoding: None,
         },
         data: DataOptions {
             writers: 4,
