@@ -181,8 +181,8 @@ impl Fields {
         Ok(Self(Some(fields)))
     }
 
-    /// `item` as JSON with only the chosen fields (and `id`). Without `fields=` the whole
-    /// item; the conversion to a JSON tree is paid only by requests that ask for a subset.
+    /// `item` as a JSON tree with only the chosen fields (and `id`); the whole item without
+    /// `fields=` (callers skip the tree then: see [`Fields::answer`], [`list_answer`]).
     fn apply<T: Serialize>(&self, item: &T) -> Result<Value> {
         let value = serde_json::to_value(item).map_err(|err| Error::Internal(err.into()))?;
         Ok(match (&self.0, value) {
@@ -198,6 +198,21 @@ impl Fields {
 
     fn is_all(&self) -> bool {
         self.0.is_none()
+    }
+
+    /// A single resource's answer (ETag and all, see `conditional_json`), shaped: straight
+    /// from the view when every field is wanted, so the common case pays no JSON tree.
+    fn answer<T: Serialize>(
+        &self,
+        headers: &HeaderMap,
+        item: &T,
+        audience: Audience,
+    ) -> Result<Response> {
+        if self.is_all() {
+            conditional_json(headers, item, audience)
+        } else {
+            conditional_json(headers, &self.apply(item)?, audience)
+        }
     }
 }
 
@@ -354,7 +369,7 @@ async fn show_user(
             "a user went missing while rendering"
         )));
     };
-    conditional_json(&headers, &fields.apply(&user)?, Audience::PerViewer)
+    fields.answer(&headers, &user, Audience::PerViewer)
 }
 
 #[derive(Debug, Deserialize)]
@@ -435,9 +450,5 @@ async fn show_post(
 ) -> Result<Response> {
     let fields = Fields::parse(query.fields.as_deref(), POST_FIELDS)?;
     let post = post_ops::get(&app, &session, id).await?;
-    conditional_json(
-        &headers,
-        &fields.apply(&PostView::from(post))?,
-        Audience::Public,
-    )
+    fields.answer(&headers, &PostView::from(post), Audience::Public)
 }
