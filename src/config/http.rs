@@ -19,6 +19,14 @@ pub struct HttpConfig {
     /// On SIGTERM/Ctrl-C, in-flight requests get this long to finish before the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// On shutdown, how long open connections keep being served (each answer then closes
+    /// its connection) before idle ones are closed; part of `shutdown_grace`, and cut short
+    /// once every connection is closed. A load balancer's pooled connection closed by the
+    /// service at the moment it sends a request on it fails that request, and a write is
+    /// never resent (a 502): this gives the balancer time to use and drop its connections,
+    /// or to stop sending here, first. `0s`: idle connections close at once.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_linger: Duration,
     /// Connections served at once per instance; more wait in the kernel's backlog. Sized
     /// above what the load balancer opens, so that only a flood meets it.
     pub max_connections: usize,
@@ -45,6 +53,7 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
+            shutdown_linger: Duration::from_secs(1),
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             cors_origins: Vec::new(),
@@ -65,6 +74,10 @@ impl HttpConfig {
         ensure!(
             !self.header_read_timeout.is_zero(),
             "http.header_read_timeout must be more than 0s"
+        );
+        ensure!(
+            self.shutdown_linger <= self.shutdown_grace,
+            "http.shutdown_linger must not exceed http.shutdown_grace, which bounds the whole drain"
         );
         for origin in self.cors_origins.iter().filter(|o| o.as_str() != "*") {
             let parsed = url::Url::parse(origin).ok();

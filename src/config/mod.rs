@@ -30,6 +30,8 @@
 //! - `SCALABLE_API_HTTP__BODY_LIMIT_BYTES`
 //! - `SCALABLE_API_HTTP__REQUEST_TIMEOUT` (default `10s`): then 503
 //! - `SCALABLE_API_HTTP__SHUTDOWN_GRACE` (default `20s`): drain time on SIGTERM
+//! - `SCALABLE_API_HTTP__SHUTDOWN_LINGER` (default `1s`): open connections still served
+//!   (and closed after their next answer) before idle ones are closed
 //! - `SCALABLE_API_HTTP__MAX_CONNECTIONS`: connections served at once
 //! - `SCALABLE_API_HTTP__HEADER_READ_TIMEOUT` (default `10s`)
 //! - `SCALABLE_API_HTTP__CORS_ORIGINS`: origins allowed to call from a browser, TOML array

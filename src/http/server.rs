@@ -14,14 +14,38 @@
 //! - `http.header_read_timeout`: a request whose headers have not all arrived in time gets
 //!   `408` and the connection is closed.
 //!
-//! Shutdown: stop accepting, ask every connection to finish (idle keep-alive connections
-//! close at once, busy ones after their response), and resolve once all have; `serve` in
-//! `lib.rs` bounds that by `http.shutdown_grace`.
+//! Shutdown: stop accepting, then linger (`http.shutdown_linger`): open connections are
+//! still served, but every answer says `Connection: close`, so each closes after it. Then ask
+//! every connection left to finish (idle keep-alive connections close at once, busy ones
+//! after their response), and resolve once all have; `serve` in `lib.rs` bounds the whole by
+//! `http.shutdown_grace`.
+//!
+//! Why linger: a load balancer keeps idle connections to each instance and sends requests
+//! on them. Closing one at the moment the balancer sends on it fails that request: nginx
+//! resends a GET to another instance, but never a write that reached this one (it may have
+//! committed), so the client gets a 502. Closed by an answer, a connection ends when the
+//! balancer knows it does, and with no new connection accepted it sends elsewhere; the
+//! idle ones left when the linger ends are the balancer's spares, which it no longer uses.
+//! `tests/api/rolling_restart.rs` saw such 502s for writes without the linger.
 
-use std::{future::Future, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use axum::{Router, body::Body, extract::ConnectInfo};
-use hyper::{Request, body::Incoming, server::conn::http1};
+use axum::{Router, body::Body, extract::ConnectInfo, response::Response};
+use hyper::{
+    Request,
+    body::Incoming,
+    header::{CONNECTION, HeaderValue},
+    server::conn::http1,
+};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
@@ -46,6 +70,8 @@ pub async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
     let connections = GracefulShutdown::new();
+    // Set when shutdown begins: from then on every answer closes its connection.
+    let closing = Arc::new(AtomicBool::new(false));
     let mut shutdown = pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -54,12 +80,21 @@ pub async fn run(
         };
         let (slot, stream, peer) = accepted;
         // Each request learns its peer (`ConnectInfo`, as axum's extractor expects it).
+        let closing = closing.clone();
         let service = router
             .clone()
             .map_request(move |request: Request<Incoming>| {
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
+            })
+            .map_response(move |mut response: Response| {
+                if closing.load(Ordering::Relaxed) {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             });
         let connection =
             builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
@@ -72,6 +107,10 @@ pub async fn run(
         });
     }
     drop(listener);
+    closing.store(true, Ordering::Relaxed);
+    // The linger ends early once every connection is closed: all slots are free again.
+    let all_slots = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(config.shutdown_linger, slots.acquire_many(all_slots)).await;
     connections.shutdown().await;
 }
 

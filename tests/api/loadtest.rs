@@ -10,35 +10,8 @@ use loadtest::{
     process::count_keys,
     workload::{DataOptions, Workload},
 };
-use scalable_api::config::SecretUrl;
 
 use crate::helpers::TestApp;
-
-/// The service's config file for the test's own databases (the child process cannot take
-/// the in-memory config `TestApp` built). The load-shedding limit is out of reach, as in
-/// `TestApp` (other tests' load makes latency swing here); a test about shedding sets its own
-/// through the environment, which wins over the file.
-fn config_file(app: &TestApp) -> String {
-    let config = &app.state.config;
-    let mut toml = format!(
-        "[shedding]\ninitial_limit = 100000\nmin_limit = 100000\nmax_limit = 100000\n\n\
-         [db]\ndirectory_url = \"{}\"\npool_max_connections = 5\n\n\
-         [db.replicas]\nmax_lag_bytes = {max}\nmax_lag = \"1000years\"\n",
-        config.db.directory_url.expose(),
-        max = i64::MAX
-    );
-    for shard in &config.db.shards {
-        toml.push_str(&format!(
-            "\n[[db.shards]]\nid = {}\nfirst_id = {}\nlast_id = {}\nprimary = \"{}\"\nreplicas = {:?}\naccepts_new_users = true\n",
-            shard.id,
-            shard.first_id,
-            shard.last_id,
-            shard.primary.expose(),
-            shard.replicas.iter().map(SecretUrl::expose).collect::<Vec<_>>()
-        ));
-    }
-    toml
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cache_figures() {
@@ -46,7 +19,7 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
     let dir = std::env::temp_dir().join(format!("loadtest-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("service.toml");
-    std::fs::write(&config, config_file(&app)).expect("config written");
+    std::fs::write(&config, app.config_file()).expect("config written");
     let options = CompareOptions {
         workloads: vec![Workload::UserHot, Workload::WriteMix],
         knob: "cache.strategy".to_owned(),
@@ -193,7 +166,7 @@ async fn compare_runs_the_rate_limits_off_and_on_out_of_reach_in_one_command() {
     let dir = std::env::temp_dir().join(format!("loadtest-ratelimit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("service.toml");
-    std::fs::write(&config, config_file(&app)).expect("config written");
+    std::fs::write(&config, app.config_file()).expect("config written");
     let options = CompareOptions {
         workloads: vec![Workload::UserHot],
         knob: "ratelimit".to_owned(),
@@ -270,7 +243,7 @@ async fn the_overload_workload_reports_each_class_and_shows_shedding_on_against_
     let dir = std::env::temp_dir().join(format!("loadtest-overload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("service.toml");
-    std::fs::write(&config, config_file(&app)).expect("config written");
+    std::fs::write(&config, app.config_file()).expect("config written");
     // A limit of 2 with 3 places in the queue, against 8 clients: four times its capacity.
     let service_env = [
         ("SCALABLE_API_CONFIG", config.display().to_string()),

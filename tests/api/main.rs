@@ -25,6 +25,7 @@ mod observability;
 mod openapi;
 mod pagination;
 mod ratelimit;
+mod rolling_restart;
 mod routing;
 mod schemathesis;
 mod security;

@@ -12,15 +12,19 @@
 //!   and [`pretty`] for insta inline snapshots of exact bodies.
 //! - Direct database access (`db.rs`): `app.primary(i)`, `app.replica(i)`,
 //!   `app.directory()`, `app.wait_for_replicas()`, and statement counts per server.
+//! - The service as a process (`process.rs`): `app.launch(dir).start(name, addr)` runs the
+//!   built `scalable-api serve` over the test's databases, to be signalled and restarted.
 
 mod app;
 mod client;
 mod db;
 mod problem;
+mod process;
 mod silent;
 
 pub use app::{Instance, PASSWORD, Stack, TestApp, TestUser};
 pub use client::{Anonymous, Request, ResponseExt};
 pub use db::{all_statement_calls, connect, statement_calls};
 pub use problem::{assert_problem, assert_problem_mentioning, detail_of, pretty};
+pub use process::free_addr;
 pub use silent::SilentServer;
