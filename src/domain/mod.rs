@@ -41,12 +41,21 @@ pub use user::{Credentials, Email, NewUser, Password, Tier, User, UserName, User
 use crate::error::{Error, FieldError};
 
 /// A resource id from a client (a REST path segment, a GraphQL `ID`): a positive 64-bit
-/// integer, else a 400 / `BAD_USER_INPUT`. Whether any shard's range holds it is the data
-/// layer's question (no shard means "not found", without a query).
+/// integer written canonically (decimal digits, no sign, no leading zero), else a 400 /
+/// `BAD_USER_INPUT`. Canonical, because `+5`, `05` and `5` would otherwise be three URLs,
+/// three cache keys and three ETag scopes for one resource. Whether any shard's range holds
+/// it is the data layer's question (no shard means "not found", without a query).
 pub fn parse_id(raw: &str) -> Result<i64, Error> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        Error::BadRequest(format!("`{raw}` is not an id: ids are positive integers"))
-    })
+    let canonical = raw.starts_with(|c: char| matches!(c, '1'..='9'))
+        && raw.bytes().all(|b| b.is_ascii_digit());
+    canonical
+        .then(|| raw.parse::<i64>().ok())
+        .flatten()
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "`{raw}` is not an id: ids are positive integers, written without sign or leading zeros"
+            ))
+        })
 }
 
 /// Collects field errors so a client learns about every bad field in one round trip.

@@ -69,20 +69,29 @@ pub fn conditional_json<T: Serialize>(
     if let Ok(etag) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, etag);
     }
-    match audience {
-        Audience::Public => {
-            headers.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, no-cache"),
-            );
-        }
-        Audience::PerViewer => {
-            headers.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("private, no-cache"),
-            );
-            headers.insert(header::VARY, HeaderValue::from_static("Authorization"));
+    audience.mark(headers);
+    Ok(response)
+}
+
+impl Audience {
+    /// Says who may reuse an answer: `Cache-Control`, and for a per-viewer body `Vary:
+    /// Authorization`. Lists say it too: a page of users holds the viewer's own email when
+    /// the viewer is on it, and a shared cache must not hand that page to the next client.
+    pub fn mark(self, headers: &mut HeaderMap) {
+        match self {
+            Audience::Public => {
+                headers.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, no-cache"),
+                );
+            }
+            Audience::PerViewer => {
+                headers.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, no-cache"),
+                );
+                headers.append(header::VARY, HeaderValue::from_static("Authorization"));
+            }
         }
     }
-    Ok(response)
 }

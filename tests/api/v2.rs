@@ -280,3 +280,34 @@ async fn forged_foreign_and_malformed_cursors_and_unknown_shapes_are_a_400() {
         assert_problem_mentioning(response, StatusCode::BAD_REQUEST, what, &path).await;
     }
 }
+
+#[tokio::test]
+async fn user_lists_in_both_versions_are_private_since_they_carry_the_viewers_email() {
+    // Arrange: the viewer is on the first page of users.
+    let app = TestApp::spawn().await;
+    let user = app.register("listed@example.com", "Listed").await;
+
+    for path in ["/v1/users?limit=100", "/v2/users?limit=100"] {
+        // Act
+        let response = app.get(path).bearer(&user).await;
+
+        // Assert
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        assert!(header("cache-control").contains("private"), "{path}");
+        assert!(header("vary").contains("Authorization"), "{path}");
+        let body = response.text().await.expect("a body");
+        assert!(
+            body.contains("listed@example.com"),
+            "{path}: the viewer's own email"
+        );
+    }
+}

@@ -673,6 +673,9 @@ async fn malformed_ids_are_a_400_on_every_id_route() {
         "%20",
         "%FF",
         "1%00",
+        "+5",
+        "05",
+        "%2B5",
     ];
 
     let mut first = None;
@@ -693,7 +696,7 @@ async fn malformed_ids_are_a_400_on_every_id_route() {
     let first = first.expect("the routes ran");
     assert_snapshot!(pretty(&first), @r#"
     {
-      "detail": "`abc` is not an id: ids are positive integers",
+      "detail": "`abc` is not an id: ids are positive integers, written without sign or leading zeros",
       "status": 400,
       "title": "Bad request",
       "type": "https://scalable-api.dev/problems/bad-request"

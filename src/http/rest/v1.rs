@@ -19,7 +19,12 @@ use crate::{
     },
     operations::{posts as post_ops, users as user_ops},
 };
-use axum::{extract::State, http::HeaderMap, response::Response, routing::get};
+use axum::{
+    extract::State,
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 
 pub(crate) struct V1;
 
@@ -75,20 +80,22 @@ impl Version for V1 {
     }
 }
 
-/// `GET /v1/users?limit&offset`, ordered by id across shards.
+/// `GET /v1/users?limit&offset`, ordered by id across shards; private, since the viewer's
+/// own entry carries their email.
 async fn list_users(
     State(app): State<AppState>,
     session: Session,
     viewer: MaybeAuthUser,
     page: Page,
-) -> Result<Json<Vec<UserView>>> {
+) -> Result<Response> {
     let users = user_ops::list(&app, &session, page).await?;
-    Ok(Json(
-        users
-            .into_iter()
-            .map(|u| UserView::new(u, viewer.id()))
-            .collect(),
-    ))
+    let users: Vec<UserView> = users
+        .into_iter()
+        .map(|u| UserView::new(u, viewer.id()))
+        .collect();
+    let mut response = Json(users).into_response();
+    Audience::PerViewer.mark(response.headers_mut());
+    Ok(response)
 }
 
 async fn show_user(

@@ -339,7 +339,10 @@ async fn list_users(
     let users = user_ops::after(&app, &session, after, limit + 1).await?;
     let (users, next) = page(users, limit, |last| Cursor::Users { after: last.id });
     let users = with_posts(&app, &session, users, viewer.id(), include).await?;
-    list_answer(&app, &users, next, &fields)
+    // Private: the viewer's own entry carries their email.
+    let mut response = list_answer(&app, &users, next, &fields)?;
+    Audience::PerViewer.mark(response.headers_mut());
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]
