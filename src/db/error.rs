@@ -34,9 +34,17 @@ pub enum Error {
     AuthorMissing,
     #[error("the shard has used up its id range")]
     ShardFull,
-    /// The server could not be reached or gave up: connection refused, pool timeout, shutdown.
+    /// The server could not be reached or gave up: connection refused, a connect that timed
+    /// out, shutdown.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// Every pooled connection to the server stayed in use for the whole checkout bound: the
+    /// server is busy, not down. Not counted by a breaker or a replica's health: a spike that
+    /// fills a healthy primary's pool must not open its breaker (then every request fails
+    /// until it half-opens) or take a healthy replica out of rotation (moving its reads onto
+    /// the primary, the opposite of relief).
+    #[error("every connection to the database is busy")]
+    Busy(#[source] sqlx::Error),
     /// The shard's primary is known to be down (its circuit breaker is open): failed fast,
     /// without touching the network.
     #[error("the shard's primary is unavailable")]
@@ -62,8 +70,19 @@ impl Error {
     /// Whether the statement failed on a connection that was (or went) dead, rather than
     /// for want of one: the server restarted or killed the session. A pool timeout is not:
     /// no connection was had, and another checkout would wait just as long.
+    /// A connect that timed out is not either: the server did not answer, and asking again at
+    /// once would only double the wait.
     pub(crate) fn is_broken_connection(&self) -> bool {
-        matches!(self, Error::Unavailable(err) if !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
+        match self {
+            Error::Unavailable(sqlx::Error::Io(io)) => io.kind() != std::io::ErrorKind::TimedOut,
+            Error::Unavailable(err) => !matches!(err, sqlx::Error::PoolClosed),
+            _ => false,
+        }
+    }
+
+    /// Whether the pool had no free connection in time (see [`Error::Busy`]).
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(self, Error::Busy(_))
     }
 
     /// A replica cancelled the read to keep replaying WAL: the read is fine, the replica
@@ -75,8 +94,10 @@ impl Error {
     /// Sorts a driver error into what it means for the request.
     pub(crate) fn classify(err: sqlx::Error) -> Self {
         match &err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
+            // The shard pools report a slow connect as I/O (`pool.rs`), so a checkout that
+            // timed out here waited for a connection that others held.
+            sqlx::Error::PoolTimedOut => Error::Busy(err),
+            sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => Error::Unavailable(err),
@@ -127,6 +148,10 @@ impl From<&Error> for crate::error::Error {
             // here: a conversion has no side effects.
             Error::Unavailable(_) => Api::Unavailable {
                 detail: "a database this request needs is unavailable; try again shortly",
+                retry_after: Duration::from_secs(1),
+            },
+            Error::Busy(_) => Api::Unavailable {
+                detail: "every connection to a database this request needs is busy; try again shortly",
                 retry_after: Duration::from_secs(1),
             },
             Error::PrimaryDown { retry_after } => Api::Unavailable {

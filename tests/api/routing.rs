@@ -167,3 +167,51 @@ async fn a_transaction_dropped_midway_releases_its_locks_without_waiting_for_the
         "the dropped transaction was rolled back and its lock released"
     );
 }
+
+#[tokio::test]
+async fn a_full_request_pool_is_busy_not_down_and_never_opens_the_primarys_breaker() {
+    // Arrange: one request connection per pool, waited for 200 ms; a user and their shard.
+    let app = TestApp::spawn_with(|config| {
+        config.db.pool_max_connections = 1;
+        config.db.acquire_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let user = app.register("busy@example.com", "Busy").await;
+    let shard = app
+        .state
+        .db
+        .cluster()
+        .owner(user.id)
+        .expect("the user's shard");
+    let held = shard.checkout_primary().await.expect("a connection");
+
+    // Act: twice the breaker's threshold of writes, each waiting for the held connection.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let response = app
+            .posts()
+            .create(
+                &user,
+                json!({ "title": format!("busy {i}"), "body": "waits" }),
+            )
+            .await;
+        statuses.push(response.status());
+    }
+    let state = shard.breaker_state();
+    drop(held);
+    let after = app
+        .posts()
+        .create(&user, json!({ "title": "free", "body": "again" }))
+        .await;
+
+    // Assert: 503s while the pool was full, the breaker closed throughout (a busy primary is
+    // not a dead one), and the next write goes through at once.
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert_eq!(state, scalable_api::traffic::BreakerState::Closed);
+    assert_eq!(after.status(), StatusCode::CREATED);
+}

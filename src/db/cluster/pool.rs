@@ -44,7 +44,7 @@ use std::{
 use anyhow::Context;
 use deadpool::{
     Runtime,
-    managed::{self, Object, PoolError, RecycleError, RecycleResult, Timeouts},
+    managed::{self, Object, PoolError, RecycleError, RecycleResult, TimeoutType, Timeouts},
 };
 use sqlx::{
     Connection, PgConnection, PgPool,
@@ -114,7 +114,16 @@ impl ConnPool {
         match self.pool.timeout_get(&self.timeouts).await {
             Ok(conn) => Ok(Conn(Some(conn))),
             Err(PoolError::Backend(err)) => Err(err),
-            Err(PoolError::Timeout(_)) => Err(sqlx::Error::PoolTimedOut),
+            // Waiting for a slot: every connection is in use (busy). Opening or checking a
+            // connection: the server did not answer in time (unavailable). The routing and
+            // the breaker treat the two differently (`Error::Busy`).
+            Err(PoolError::Timeout(TimeoutType::Wait)) => Err(sqlx::Error::PoolTimedOut),
+            Err(PoolError::Timeout(TimeoutType::Create | TimeoutType::Recycle)) => {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the database did not accept a connection in time",
+                )))
+            }
             Err(PoolError::Closed) => Err(sqlx::Error::PoolClosed),
             Err(err @ (PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_))) => {
                 Err(sqlx::Error::Configuration(format!("{err:?}").into()))

@@ -147,6 +147,11 @@ impl Shard {
                 fallback(self.id, "replica_failed");
                 None
             }
+            // Busy, not down: it stays in rotation; this read goes to the primary.
+            Err(err) if err.is_busy() => {
+                fallback(self.id, "replica_busy");
+                None
+            }
             // Without this a recovery conflict on a busy replica would be a 500.
             Err(err) if err.is_replay_conflict() => {
                 fallback(self.id, "replay_conflict");
@@ -257,6 +262,11 @@ impl Shard {
             Err(err @ Error::Timeout(_)) => {
                 tracing::warn!(shard = self.id, error = %err, "statement timed out on the primary");
                 self.breaker.record_success();
+            }
+            // Busy, not down, and not proven up either (no statement reached it): the breaker
+            // hears nothing (see `Error::Busy`).
+            Err(err) if err.is_busy() => {
+                tracing::warn!(shard = self.id, error = %err, "primary's request pool exhausted");
             }
             _ => self.breaker.record_success(),
         }

@@ -107,7 +107,10 @@ impl Directory<'_> {
                 Ok(id) => id,
                 // This shard cannot take the user now; the next candidate may.
                 Err(
-                    err @ (Error::ShardFull | Error::Unavailable(_) | Error::PrimaryDown { .. }),
+                    err @ (Error::ShardFull
+                    | Error::Unavailable(_)
+                    | Error::Busy(_)
+                    | Error::PrimaryDown { .. }),
                 ) => {
                     tracing::warn!(shard = shard.id(), error = %err, "placement skipped a shard");
                     last_err = err;
