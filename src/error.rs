@@ -50,6 +50,10 @@ pub enum Error {
     NotFound(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// `Accept` names only representations this API does not serve (a REST version it does
+    /// not offer); the detail names the ones on offer.
+    #[error("not acceptable: {0}")]
+    NotAcceptable(String),
     #[error("conflict: {0}")]
     Conflict(&'static str),
     /// A limit on this kind of request was reached; the same request passes after
@@ -118,6 +122,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -137,6 +142,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not-found",
             Error::MethodNotAllowed => "method-not-allowed",
+            Error::NotAcceptable(_) => "not-acceptable",
             Error::Conflict(_) => "conflict",
             Error::TooManyRequests { .. } => "too-many-requests",
             Error::Unavailable { .. } => "unavailable",
@@ -150,9 +156,10 @@ impl Error {
         match self {
             Error::BadRequest(_) | Error::InvalidBody(_) | Error::Validation(_) => "BAD_USER_INPUT",
             // Transport-level: the HTTP request itself is unusable.
-            Error::UnsupportedMediaType(_) | Error::PayloadTooLarge | Error::MethodNotAllowed => {
-                "BAD_REQUEST"
-            }
+            Error::UnsupportedMediaType(_)
+            | Error::PayloadTooLarge
+            | Error::MethodNotAllowed
+            | Error::NotAcceptable(_) => "BAD_REQUEST",
             Error::Unauthorized(_) => "UNAUTHENTICATED",
             Error::Forbidden(_) => "FORBIDDEN",
             Error::NotFound(_) => "NOT_FOUND",
@@ -174,6 +181,7 @@ impl Error {
             Error::Forbidden(_) => "Not allowed",
             Error::NotFound(_) => "Not found",
             Error::MethodNotAllowed => "Method not allowed",
+            Error::NotAcceptable(_) => "Not acceptable",
             Error::Conflict(_) => "Conflict",
             Error::TooManyRequests { .. } => "Too many requests",
             Error::Unavailable { .. } => "Temporarily unavailable",
@@ -183,9 +191,10 @@ impl Error {
 
     fn detail(&self) -> String {
         match self {
-            Error::BadRequest(d) | Error::InvalidBody(d) | Error::UnsupportedMediaType(d) => {
-                d.clone()
-            }
+            Error::BadRequest(d)
+            | Error::InvalidBody(d)
+            | Error::UnsupportedMediaType(d)
+            | Error::NotAcceptable(d) => d.clone(),
             Error::Validation(_) => "see `errors` for each invalid field".into(),
             Error::PayloadTooLarge => "the body exceeds the configured limit".into(),
             Error::Unauthorized(d)

@@ -1,7 +1,8 @@
 //! scalable-api: a users/posts API that shows, in running code, how an API is scaled.
 //!
 //! [`App::build`] turns a [`Config`] into the shared state, [`router`] into the axum
-//! `Router`, and [`serve`] runs it with graceful shutdown. The binary (`main.rs`) and the
+//! `Router`, [`service`] into what is served (the router behind header versioning), and
+//! [`serve`] runs it with graceful shutdown. The binary (`main.rs`) and the
 //! integration tests both go through these, so the tests exercise the real wiring.
 
 pub mod admin;
@@ -24,7 +25,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use http::router;
+pub use http::{router, service};
 
 use auth::{ApiKeyVerifier, JwtKeys, password::Hasher};
 use cache::Cache;
@@ -121,7 +122,7 @@ pub async fn serve(
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = http::server::run(
         listener,
-        router(app.clone()),
+        service(app.clone()),
         &app.config.http,
         async move {
             shutdown.await;

@@ -6,6 +6,8 @@ use anyhow::ensure;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::versioning::VersioningConfig;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -44,6 +46,8 @@ pub struct HttpConfig {
     /// socket peer is in one is `X-Forwarded-For` read, right to left, for the client address
     /// that rate limits and logs use. Empty (the default): the peer is the client.
     pub trusted_proxies: Vec<IpNet>,
+    /// Which REST version an unversioned path serves, and v1's deprecation dates.
+    pub versioning: VersioningConfig,
 }
 
 impl Default for HttpConfig {
@@ -59,6 +63,7 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             hsts: false,
             trusted_proxies: Vec::new(),
+            versioning: VersioningConfig::default(),
         }
     }
 }
@@ -93,6 +98,6 @@ impl HttpConfig {
                 "http.cors_origins: `{origin}` is not an origin like `https://app.example.com` (scheme, host, optional port, nothing else)"
             );
         }
-        Ok(())
+        self.versioning.validate()
     }
 }

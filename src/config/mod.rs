@@ -39,6 +39,11 @@
 //! - `SCALABLE_API_HTTP__HSTS`: `true` only behind TLS
 //! - `SCALABLE_API_HTTP__TRUSTED_PROXIES`: networks of the proxies in front, TOML array
 //!   (`'["10.0.0.0/8"]'`); none by default
+//! - `SCALABLE_API_HTTP__VERSIONING__DEFAULT`: `v1` or `v2`, what an unversioned path serves
+//!   when `Accept` names no version
+//! - `SCALABLE_API_HTTP__VERSIONING__V1_DEPRECATED_AT`: RFC 3339 (`2026-01-01T00:00:00Z`);
+//!   unset by default: no deprecation headers
+//! - `SCALABLE_API_HTTP__VERSIONING__V1_SUNSET_AT`: RFC 3339; unset by default
 //! - `SCALABLE_API_AUTH__JWT_SECRET`: at least 32 bytes, from a secret store
 //! - `SCALABLE_API_AUTH__ISSUER`
 //! - `SCALABLE_API_AUTH__AUDIENCE`
@@ -143,6 +148,7 @@ mod ratelimit;
 mod secret;
 mod shedding;
 mod telemetry;
+mod versioning;
 
 use std::path::Path;
 
@@ -168,6 +174,7 @@ pub use self::{
     secret::SecretUrl,
     shedding::SheddingConfig,
     telemetry::{LogFormat, TelemetryConfig},
+    versioning::{ApiVersion, VersioningConfig},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

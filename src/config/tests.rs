@@ -62,6 +62,8 @@ fn settings() -> BTreeMap<String, Value> {
     let mut config = Config::default();
     config.telemetry.metrics_addr = Some(([127, 0, 0, 1], 9100).into());
     config.telemetry.otlp_endpoint = Some("http://127.0.0.1:4318/v1/traces".into());
+    config.http.versioning.v1_deprecated_at = Some(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
+    config.http.versioning.v1_sunset_at = Some(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
     let mut out = BTreeMap::new();
     walk(
         "",
@@ -303,4 +305,55 @@ fn production_refuses_the_development_secret() {
     };
     let err = config.validate().expect_err("dev secret must be refused");
     assert!(err.to_string().contains("production"), "{err}");
+}
+
+#[test]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail's closure must return figment's own (large) error type"
+)]
+fn v1_dates_are_rfc_3339_strings_in_files_and_the_environment() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "service.toml",
+            "[http.versioning]\ndefault = \"v1\"\nv1_deprecated_at = \"2026-01-01T00:00:00Z\"\n",
+        )?;
+        jail.set_env(
+            "SCALABLE_API_HTTP__VERSIONING__V1_SUNSET_AT",
+            "2026-07-01T12:00:00+02:00",
+        );
+        let config =
+            Config::load(Some(Path::new("service.toml"))).map_err(|err| err.to_string())?;
+        let versioning = &config.http.versioning;
+        assert_eq!(versioning.default, ApiVersion::V1);
+        assert_eq!(
+            versioning.v1_deprecated_at.map(|d| d.timestamp()),
+            Some(1_767_225_600)
+        );
+        assert_eq!(
+            versioning.v1_sunset_at.map(|d| d.to_rfc3339()),
+            Some("2026-07-01T10:00:00+00:00".to_owned())
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_v1_sunset_needs_a_deprecation_before_it() {
+    let date = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|d| d.to_utc())
+            .expect("a valid RFC 3339 date")
+    };
+    let mut config = Config::default();
+    config.http.versioning.v1_sunset_at = Some(date("2026-07-01T00:00:00Z"));
+    let err = config.validate().expect_err("a sunset alone is refused");
+    assert!(format!("{err:#}").contains("v1_deprecated_at"), "{err:#}");
+    config.http.versioning.v1_deprecated_at = Some(date("2026-08-01T00:00:00Z"));
+    let err = config
+        .validate()
+        .expect_err("a sunset before the deprecation is refused");
+    assert!(format!("{err:#}").contains("before"), "{err:#}");
+    config.http.versioning.v1_deprecated_at = Some(date("2026-01-01T00:00:00Z"));
+    assert!(config.validate().is_ok());
 }

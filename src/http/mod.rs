@@ -17,10 +17,11 @@ pub mod server;
 pub mod session;
 mod shed;
 pub mod shield;
+pub mod versioning;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -33,8 +34,17 @@ use crate::{
     telemetry,
 };
 
+/// What the server serves: [`router`] behind header versioning, which sends an unversioned
+/// path (`/users/4`) to the version its `Accept` names before the router matches it
+/// ([`versioning`]).
+pub fn service(app: AppState) -> versioning::HeaderVersioning {
+    let config = app.config.http.versioning.clone();
+    versioning::HeaderVersioning::new(router(app), &config)
+}
+
 /// The whole HTTP surface. REST versions are mounted side by side under their prefix, from
-/// one set of handlers (see [`rest`]); GraphQL beside them.
+/// one set of handlers (see [`rest`]); GraphQL beside them. Unversioned paths reach it
+/// already rewritten to their version by [`service`].
 pub fn router(app: AppState) -> Router {
     let http = &app.config.http;
     let method_not_allowed = || async { Error::MethodNotAllowed };
@@ -42,7 +52,7 @@ pub fn router(app: AppState) -> Router {
         .nest("/v1", rest::router::<rest::v1::V1>())
         .nest("/v2", rest::router::<rest::v2::V2>())
         .merge(graphql::router(&app))
-        .fallback(|| async { Error::NotFound("no route matches this path") })
+        .fallback(unmatched)
         .method_not_allowed_fallback(method_not_allowed);
     let router = Router::new()
         .merge(health::router())
@@ -92,6 +102,20 @@ fn traffic_control(api: Router<AppState>, app: &AppState) -> Router<AppState> {
     match shield::layer(&config.shield) {
         Some(shield) => api.layer(shield),
         None => api,
+    }
+}
+
+/// No route matched: 404, or 406 for an unversioned path whose `Accept` named only versions
+/// not on offer (left unrewritten, see [`versioning::VersionNotOffered`]).
+async fn unmatched(State(app): State<AppState>, request: Request) -> Error {
+    if request
+        .extensions()
+        .get::<versioning::VersionNotOffered>()
+        .is_some()
+    {
+        versioning::not_acceptable(app.config.http.versioning.default)
+    } else {
+        Error::NotFound("no route matches this path")
     }
 }
 

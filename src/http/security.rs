@@ -26,6 +26,7 @@ use tower_http::{
 use super::{
     limits::{RATELIMIT_HEADER, RATELIMIT_POLICY_HEADER},
     session::{CACHE_HEADER, CONSISTENCY_HEADER, DB_ROUTE_HEADER},
+    versioning::{DEPRECATION_HEADER, SUNSET_HEADER},
 };
 use crate::{AppState, config::HttpConfig};
 
@@ -64,7 +65,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    let exposed: [HeaderName; 8] = [
+    let exposed: [HeaderName; 11] = [
         CONSISTENCY_HEADER,
         CACHE_HEADER,
         DB_ROUTE_HEADER,
@@ -73,6 +74,10 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         header::RETRY_AFTER,
         RATELIMIT_POLICY_HEADER,
         RATELIMIT_HEADER,
+        // v1's deprecation notices, so that a page can warn its developers too.
+        DEPRECATION_HEADER,
+        SUNSET_HEADER,
+        header::LINK,
     ];
     Some(
         CorsLayer::new()

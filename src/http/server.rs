@@ -29,6 +29,7 @@
 //! `tests/api/rolling_restart.rs` saw such 502s for writes without the linger.
 
 use std::{
+    convert::Infallible,
     future::Future,
     net::SocketAddr,
     pin::pin,
@@ -39,7 +40,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, body::Body, extract::ConnectInfo, response::Response};
+use axum::{body::Body, extract::ConnectInfo, response::Response};
 use hyper::{
     Request,
     body::Incoming,
@@ -52,17 +53,21 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::config::HttpConfig;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains (module doc).
-pub async fn run(
+/// Serves `service` (the router behind header versioning: `super::service`) on `listener`
+/// until `shutdown` resolves, then drains (module doc).
+pub async fn run<S>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     config: &HttpConfig,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(config.max_connections));
     // HTTP/1.1 only, as before: the load balancer in front speaks HTTP/1.1 to instances.
     let mut builder = http1::Builder::new();
@@ -81,7 +86,7 @@ pub async fn run(
         let (slot, stream, peer) = accepted;
         // Each request learns its peer (`ConnectInfo`, as axum's extractor expects it).
         let closing = closing.clone();
-        let service = router
+        let connection_service = service
             .clone()
             .map_request(move |request: Request<Incoming>| {
                 let mut request = request.map(Body::new);
@@ -96,8 +101,10 @@ pub async fn run(
                 }
                 response
             });
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(connection_service),
+        );
         let connection = connections.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {

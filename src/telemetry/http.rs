@@ -40,8 +40,8 @@ const MAX_REQUEST_ID: usize = 128;
 /// measured and logged with the request's ids.
 ///
 /// Cost per request: a span (a slab slot and its fields), a request id (a UUID v4 when the
-/// client sent none), one histogram update, one access log line, and, with an exporter, one
-/// OpenTelemetry span queued for export.
+/// client sent none), one histogram update (and a counter on REST routes), one access log
+/// line, and, with an exporter, one OpenTelemetry span queued for export.
 pub async fn observe(mut request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(request.method());
@@ -90,6 +90,14 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
+    if let Some(version) = api_version(&route) {
+        metrics::counter!(
+            names::HTTP_API_VERSION_REQUESTS,
+            "version" => version.to_owned(),
+            "route" => route.clone(),
+        )
+        .increment(1);
+    }
     metrics::histogram!(
         names::HTTP_SERVER_REQUEST_DURATION,
         "method" => method,
@@ -121,6 +129,17 @@ fn accepted_request_id(request: &Request) -> Option<HeaderValue> {
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     usable.then(|| value.clone())
+}
+
+/// The REST version of a route template: its first segment when that is `v<digits>`
+/// (`/v1/users/{id}` -> `v1`). Read off the template, never the raw path: an unmatched path
+/// (`/v1/nope`, `unmatched`) is not a version's route and adds no series. Unversioned paths
+/// were rewritten to their version before routing (`src/http/versioning.rs`), so a v1 request
+/// chosen by `Accept` counts here as v1 too.
+fn api_version(route: &str) -> Option<&str> {
+    let segment = route.strip_prefix('/')?.split('/').next()?;
+    let digits = segment.strip_prefix('v')?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(segment)
 }
 
 /// Methods are client-chosen tokens: anything non-standard is one label, `_OTHER` (as
@@ -157,6 +176,23 @@ mod tests {
         assert!(accepted_request_id(&request_with_id("has space")).is_none());
         assert!(accepted_request_id(&request_with_id("k=v\"")).is_none());
         assert!(accepted_request_id(&request_with_id(&"a".repeat(129))).is_none());
+    }
+
+    #[test]
+    fn only_versioned_route_templates_have_an_api_version() {
+        assert_eq!(api_version("/v1/users/{id}"), Some("v1"));
+        assert_eq!(api_version("/v2/posts"), Some("v2"));
+        assert_eq!(api_version("/v12/posts"), Some("v12"));
+        for route in [
+            "/graphql",
+            "/healthz",
+            UNMATCHED_ROUTE,
+            "/v/x",
+            "/vx/users",
+            "/users",
+        ] {
+            assert_eq!(api_version(route), None, "{route}");
+        }
     }
 
     #[test]

@@ -91,6 +91,10 @@ fn describe() {
         "HTTP requests by method, matched route template and status, from the first byte in to the response head out"
     );
     metrics::describe_counter!(
+        HTTP_API_VERSION_REQUESTS,
+        "REST requests by API version and matched route template (path- or Accept-versioned alike)"
+    );
+    metrics::describe_counter!(
         DB_QUERIES,
         "Data-layer calls (one SQL statement each) by shard, role and op"
     );

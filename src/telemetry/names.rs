@@ -4,6 +4,10 @@
 
 /// Histogram; `method`, `route` (the matched template, or `unmatched`), `status`.
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// Counter; `version` (`v1`, `v2`), `route` (the matched template, `/v1/users/{id}`): REST
+/// requests per API version, whichever way the version was chosen (path or `Accept`). Who
+/// still calls v1, and where, before its sunset.
+pub const HTTP_API_VERSION_REQUESTS: &str = "http_api_version_requests_total";
 /// Counter; `shard`, `role` (`primary` | `replica`), `op` (`read` | `write` |
 /// `commit_lsn` | `replay_lsn`; see `src/db/cluster/instrument.rs`).
 pub const DB_QUERIES: &str = "db_queries_total";

@@ -36,3 +36,4 @@ mod shedding;
 mod shutdown;
 mod v2;
 mod validation;
+mod versioning;

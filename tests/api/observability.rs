@@ -475,6 +475,7 @@ fn the_dashboard_and_the_alert_rules_use_only_series_the_service_exports() {
     use scalable_api::telemetry::names::*;
     let exported = [
         HTTP_SERVER_REQUEST_DURATION,
+        HTTP_API_VERSION_REQUESTS,
         DB_QUERIES,
         DB_QUERY_DURATION,
         DB_POOL_CONNECTIONS,
