@@ -6,7 +6,7 @@
 //!   an API key (by key id, `service`), or an anonymous client (by address, `anonymous`). A
 //!   request with credentials that do not verify is limited as anonymous by its address, and
 //!   its handler answers the 401.
-//! - **Which budget**: the route class ([`RouteClass`]): `auth` for `/v1/auth/*`, `graphql`
+//! - **Which budget**: the route class ([`RouteClass`]): `auth` for `/v{1,2}/auth/*`, `graphql`
 //!   for `POST /graphql`, `reads` for `GET`/`HEAD`, `writes` for the rest.
 //! - **How much**: 1 unit per REST request. A GraphQL request costs its computed query cost,
 //!   known only once it is parsed and validated: its charge rides with the request
@@ -39,9 +39,21 @@ use crate::{
 pub const RATELIMIT_POLICY_HEADER: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub const RATELIMIT_HEADER: HeaderName = HeaderName::from_static("ratelimit");
 
+/// Login and registration, in any REST version (`/v1/auth/login`, `/v2/auth/register`):
+/// unversioned paths are rewritten to a version before the limits see them.
+pub(crate) fn is_auth(path: &str) -> bool {
+    path.strip_prefix("/v")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(version, rest)| {
+            !version.is_empty()
+                && version.bytes().all(|b| b.is_ascii_digit())
+                && rest.starts_with("auth/")
+        })
+}
+
 /// The route class of a request.
 pub fn route_class(method: &Method, path: &str) -> RouteClass {
-    if path.starts_with("/v1/auth/") {
+    if is_auth(path) {
         RouteClass::Auth
     } else if path == "/graphql" && method == Method::POST {
         RouteClass::Graphql
@@ -132,6 +144,8 @@ mod tests {
         let class = |method: Method, path: &str| route_class(&method, path);
         assert_eq!(class(Method::POST, "/v1/auth/login"), RouteClass::Auth);
         assert_eq!(class(Method::POST, "/v1/auth/register"), RouteClass::Auth);
+        assert_eq!(class(Method::POST, "/v2/auth/login"), RouteClass::Auth);
+        assert_eq!(class(Method::POST, "/v2/authors"), RouteClass::Writes);
         assert_eq!(class(Method::POST, "/graphql"), RouteClass::Graphql);
         assert_eq!(class(Method::GET, "/graphql"), RouteClass::Reads);
         assert_eq!(class(Method::GET, "/v1/users/7"), RouteClass::Reads);

@@ -10,7 +10,7 @@
 //! | `GET` one resource (a route ending in `{id}`), the GraphiQL page | reads | reads | paid reads |
 //! | `POST /graphql` | anonymous lists | reads | paid reads |
 //! | a write (`POST`, `PATCH`, `DELETE`, `PUT`) | anonymous lists | critical | critical |
-//! | `/v1/auth/*` (login, registration) | critical | critical | critical |
+//! | `/v{1,2}/auth/*` (login, registration) | critical | critical | critical |
 //!
 //! - Collection reads cost more than single reads (a feed merges every shard, a page reads
 //!   many rows) and are easier to serve stale elsewhere.
@@ -110,7 +110,7 @@ async fn principal(app: &AppState, request: &mut Request) -> Principal {
 /// What a request asks for, as far as its priority goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RequestKind {
-    /// `/v1/auth/*`: login, registration.
+    /// `/v{1,2}/auth/*`: login, registration.
     Auth,
     Write,
     /// A read of a collection.
@@ -126,7 +126,7 @@ enum RequestKind {
 /// counts as a single read (or a write).
 fn kind(method: &Method, route: Option<&str>) -> RequestKind {
     let route = route.unwrap_or("/{unmatched}");
-    if route.starts_with("/v1/auth/") {
+    if super::limits::is_auth(route) {
         return RequestKind::Auth;
     }
     let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -181,6 +181,7 @@ mod tests {
             (Method::POST, "/graphql", Anonymous, AnonymousLists),
             (Method::POST, "/v1/posts", Anonymous, AnonymousLists),
             (Method::GET, "/v1/users/{id}", Anonymous, Reads),
+            (Method::POST, "/v2/auth/login", Anonymous, Critical),
             (Method::GET, "/graphql", Anonymous, Reads),
             (Method::GET, "/v1/posts", Free, Reads),
             (Method::GET, "/v1/posts/{id}", Free, Reads),
