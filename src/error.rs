@@ -56,6 +56,13 @@ pub enum Error {
     NotAcceptable(String),
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// An `Idempotency-Key` sent again with another request (method, path or body): the key
+    /// names one request, and this is not it.
+    #[error("idempotency key reused for another request")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still running; retry after it ends.
+    #[error("idempotency key in use")]
+    IdempotencyKeyInUse,
     /// A limit on this kind of request was reached; the same request passes after
     /// `retry_after`.
     #[error("too many requests: {detail}")]
@@ -123,7 +130,8 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            Error::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,6 +152,8 @@ impl Error {
             Error::MethodNotAllowed => "method-not-allowed",
             Error::NotAcceptable(_) => "not-acceptable",
             Error::Conflict(_) => "conflict",
+            Error::IdempotencyKeyReused => "idempotency-key-reused",
+            Error::IdempotencyKeyInUse => "idempotency-key-in-use",
             Error::TooManyRequests { .. } => "too-many-requests",
             Error::Unavailable { .. } => "unavailable",
             Error::Internal(_) => "internal",
@@ -163,7 +173,8 @@ impl Error {
             Error::Unauthorized(_) => "UNAUTHENTICATED",
             Error::Forbidden(_) => "FORBIDDEN",
             Error::NotFound(_) => "NOT_FOUND",
-            Error::Conflict(_) => "CONFLICT",
+            Error::Conflict(_) | Error::IdempotencyKeyInUse => "CONFLICT",
+            Error::IdempotencyKeyReused => "BAD_USER_INPUT",
             Error::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             Error::Unavailable { .. } => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
@@ -183,6 +194,8 @@ impl Error {
             Error::MethodNotAllowed => "Method not allowed",
             Error::NotAcceptable(_) => "Not acceptable",
             Error::Conflict(_) => "Conflict",
+            Error::IdempotencyKeyReused => "The idempotency key was used for another request",
+            Error::IdempotencyKeyInUse => "A request with this idempotency key is in progress",
             Error::TooManyRequests { .. } => "Too many requests",
             Error::Unavailable { .. } => "Temporarily unavailable",
             Error::Internal(_) => "Internal server error",
@@ -202,6 +215,12 @@ impl Error {
             | Error::NotFound(d)
             | Error::Conflict(d) => (*d).into(),
             Error::MethodNotAllowed => "this route does not accept that method".into(),
+            Error::IdempotencyKeyReused => {
+                "this Idempotency-Key was first sent with another method, path or body; a key names one request: send a new key for a new request".into()
+            }
+            Error::IdempotencyKeyInUse => {
+                "the first request with this Idempotency-Key has not finished; retry after Retry-After to get its answer".into()
+            }
             Error::Unavailable { detail, .. } | Error::TooManyRequests { detail, .. } => {
                 (*detail).into()
             }
@@ -244,7 +263,7 @@ impl IntoResponse for Error {
 
 impl Error {
     /// The headers that go with this error whatever the body's format: `WWW-Authenticate` on
-    /// 401, `Retry-After` on 429 and 503.
+    /// 401, `Retry-After` on 429, 503 and an idempotency key in use.
     pub fn add_headers(&self, headers: &mut HeaderMap) {
         match self {
             Error::Unauthorized(_) => {
@@ -255,6 +274,9 @@ impl Error {
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),
                 );
+            }
+            Error::IdempotencyKeyInUse => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             _ => {}
         }

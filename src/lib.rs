@@ -54,6 +54,9 @@ pub struct App {
     pub shedder: Option<traffic::LoadShedder>,
     /// Renders `/metrics`; `None` when `telemetry.metrics` is off.
     pub metrics: Option<PrometheusHandle>,
+    /// Claims and answers of POSTs with an `Idempotency-Key` (Redis); `None` when
+    /// `http.idempotency.enabled` is off.
+    pub idempotency: Option<http::idempotency::Store>,
 }
 
 /// Cheap-to-clone handle to the [`App`]; handlers take `State<AppState>`.
@@ -89,6 +92,14 @@ impl App {
             .shedding
             .enabled
             .then(|| traffic::LoadShedder::new(&config.shedding));
+        let idempotency = config
+            .http
+            .idempotency
+            .enabled
+            .then(|| {
+                http::idempotency::Store::new(&config.http.idempotency, config.http.request_timeout)
+            })
+            .transpose()?;
         Ok(AppState(Arc::new(App {
             config,
             db,
@@ -101,6 +112,7 @@ impl App {
             limits,
             shedder,
             metrics,
+            idempotency,
         })))
     }
 }

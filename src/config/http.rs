@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::versioning::VersioningConfig;
+use super::idempotency::IdempotencyConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +49,30 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Which REST version an unversioned path serves, and v1's deprecation dates.
     pub versioning: VersioningConfig,
+    /// `Idempotency-Key` on POST: a retried request runs once (see `src/http/idempotency/`).
+    pub idempotency: IdempotencyConfig,
+    /// Answers compressed by `Accept-Encoding` (see `src/http/compression.rs`).
+    pub compression: CompressionConfig,
+}
+
+/// `[http.compression]`: gzip, br or zstd, as the client accepts, on answers worth it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// `false`: every answer goes out as it is (`identity`).
+    pub enabled: bool,
+    /// Answers smaller than this many bytes go out as they are: below about a kilobyte the
+    /// encoder's CPU buys a few hundred bytes at most, less than one packet. At most 65535.
+    pub min_bytes: u16,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_bytes: 1024,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -64,11 +89,21 @@ impl Default for HttpConfig {
             hsts: false,
             trusted_proxies: Vec::new(),
             versioning: VersioningConfig::default(),
+            idempotency: IdempotencyConfig::default(),
+            compression: CompressionConfig::default(),
         }
     }
 }
 
 impl HttpConfig {
+    /// This section with the idempotency Redis's password masked.
+    pub(super) fn redacted(&self) -> Self {
+        Self {
+            idempotency: self.idempotency.redacted(),
+            ..self.clone()
+        }
+    }
+
     /// Each CORS origin is `*` or a bare `http(s)://host[:port]` (an origin has no path: a
     /// trailing slash or a path would never match what a browser sends).
     pub(super) fn validate(&self) -> anyhow::Result<()> {
@@ -84,6 +119,7 @@ impl HttpConfig {
             self.shutdown_linger <= self.shutdown_grace,
             "http.shutdown_linger must not exceed http.shutdown_grace, which bounds the whole drain"
         );
+        self.idempotency.validate()?;
         for origin in self.cors_origins.iter().filter(|o| o.as_str() != "*") {
             let parsed = url::Url::parse(origin).ok();
             let bare = parsed.as_ref().is_some_and(|url| {

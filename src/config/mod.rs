@@ -44,6 +44,17 @@
 //! - `SCALABLE_API_HTTP__VERSIONING__V1_DEPRECATED_AT`: RFC 3339 (`2026-01-01T00:00:00Z`);
 //!   unset by default: no deprecation headers
 //! - `SCALABLE_API_HTTP__VERSIONING__V1_SUNSET_AT`: RFC 3339; unset by default
+//! - `SCALABLE_API_HTTP__IDEMPOTENCY__ENABLED`: `Idempotency-Key` honoured on POST
+//! - `SCALABLE_API_HTTP__IDEMPOTENCY__TTL` (default `1day`): how long an answer is replayed
+//! - `SCALABLE_API_HTTP__IDEMPOTENCY__LEASE` (default `10s`): a running request's hold on its
+//!   key; unset, `http.request_timeout`
+//! - `SCALABLE_API_HTTP__IDEMPOTENCY__REDIS_URL`: may carry a password
+//! - `SCALABLE_API_HTTP__IDEMPOTENCY__KEY_PREFIX`
+//! - `SCALABLE_API_HTTP__IDEMPOTENCY__COMMAND_TIMEOUT` (default `200ms`)
+//! - `SCALABLE_API_HTTP__IDEMPOTENCY__BREAKER__FAILURE_THRESHOLD`
+//! - `SCALABLE_API_HTTP__IDEMPOTENCY__BREAKER__OPEN` (default `2s`)
+//! - `SCALABLE_API_HTTP__COMPRESSION__ENABLED`: gzip, br or zstd by `Accept-Encoding`
+//! - `SCALABLE_API_HTTP__COMPRESSION__MIN_BYTES`: smaller answers go out uncompressed
 //! - `SCALABLE_API_AUTH__JWT_SECRET`: at least 32 bytes, from a secret store
 //! - `SCALABLE_API_AUTH__ISSUER`
 //! - `SCALABLE_API_AUTH__AUDIENCE`
@@ -144,6 +155,7 @@ mod cache;
 mod db;
 mod graphql;
 mod http;
+mod idempotency;
 mod ratelimit;
 mod secret;
 mod shedding;
@@ -166,7 +178,8 @@ pub use self::{
     cache::{CacheConfig, CacheStrategy},
     db::{DbConfig, DirectoryRepairConfig, MAX_ID, ReplicaHealthConfig, ShardConfig},
     graphql::{Executor, GraphqlConfig},
-    http::HttpConfig,
+    http::{CompressionConfig, HttpConfig},
+    idempotency::IdempotencyConfig,
     ratelimit::{
         ClassLimit, LimitTier, LimiterAlgorithm, RateLimitConfig, RouteClass, ShieldConfig,
         TierBudgets, TierTable,
@@ -273,6 +286,7 @@ impl Config {
     /// they are what one checks when a connection fails). `scalable-api config` prints it.
     pub fn redacted(&self) -> serde_json::Value {
         let shown = Self {
+            http: self.http.redacted(),
             auth: self.auth.redacted(),
             db: self.db.redacted(),
             cache: self.cache.redacted(),

@@ -64,6 +64,7 @@ fn settings() -> BTreeMap<String, Value> {
     config.telemetry.otlp_endpoint = Some("http://127.0.0.1:4318/v1/traces".into());
     config.http.versioning.v1_deprecated_at = Some(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
     config.http.versioning.v1_sunset_at = Some(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
+    config.http.idempotency.lease = Some(config.http.request_timeout);
     let mut out = BTreeMap::new();
     walk(
         "",
@@ -209,6 +210,7 @@ fn the_redacted_config_shows_hosts_but_no_secret() {
     config.db.shards[1].replicas = vec!["postgres://u:hunter3@replica1.internal/app".into()];
     config.cache.redis_url = "redis://:hunter4@cache.internal:6379".into();
     config.ratelimit.redis_url = "redis://:hunter5@limits.internal:6379".into();
+    config.http.idempotency.redis_url = "redis://:hunter6@keys.internal:6379".into();
 
     let shown = config.redacted();
 
@@ -220,6 +222,7 @@ fn the_redacted_config_shows_hosts_but_no_secret() {
         "hunter3",
         "hunter4",
         "hunter5",
+        "hunter6",
     ] {
         assert!(!text.contains(secret), "{secret} shown in {text}");
     }
@@ -234,6 +237,10 @@ fn the_redacted_config_shows_hosts_but_no_secret() {
     assert_eq!(
         shown["ratelimit"]["redis_url"],
         "redis://:***@limits.internal:6379"
+    );
+    assert_eq!(
+        shown["http"]["idempotency"]["redis_url"],
+        "redis://:***@keys.internal:6379"
     );
     assert_eq!(shown["db"]["shards"][1]["first_id"], 1_000_000_001);
     assert_eq!(shown["db"]["replicas"]["check_interval"], "250ms");

@@ -45,15 +45,28 @@ pub fn conditional_json<T: Serialize>(
     let body = body.map_err(|err| Error::Internal(err.into()))?;
     let mut hasher = DefaultHasher::new();
     body.hash(&mut hasher);
-    let etag = format!("\"{:016x}\"", hasher.finish());
-    let matches = request
+    let mut etag = format!("\"{:016x}\"", hasher.finish());
+    // Weak comparison (RFC 9110 13.1.2): a compressed answer's ETag went out weak
+    // (`src/http/compression.rs`) and comes back as `W/"..."`.
+    let matched = request
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*");
-    let mut response = if matches {
+        .map(str::trim)
+        .find_map(|tag| {
+            let (weak, opaque) = match tag.strip_prefix("W/") {
+                Some(opaque) => (true, opaque),
+                None => (false, tag),
+            };
+            (opaque == etag || opaque == "*").then_some(weak)
+        });
+    let mut response = if let Some(weak) = matched {
+        // The 304 names the ETag as the client holds it, so that its cache, which matches
+        // stored answers by validator, freshens the one it has.
+        if weak {
+            etag.insert_str(0, "W/");
+        }
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (

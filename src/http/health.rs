@@ -42,6 +42,16 @@ struct Readiness {
     cache: CacheReadiness,
     /// Nor does the rate limiter: with its Redis down, limits fall back per route class.
     ratelimit: RateLimitReadiness,
+    /// Nor the idempotency store: with its Redis down, only POSTs with a key get 503.
+    idempotency: IdempotencyReadiness,
+}
+
+#[derive(Debug, Serialize)]
+struct IdempotencyReadiness {
+    enabled: bool,
+    /// The breaker in front of its Redis (`null` when disabled): `open` means every POST
+    /// with an `Idempotency-Key` gets 503.
+    breaker: Option<BreakerState>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +122,10 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
             ratelimit: RateLimitReadiness {
                 enabled: app.config.ratelimit.enabled,
                 breaker: app.limiter.breaker_state(),
+            },
+            idempotency: IdempotencyReadiness {
+                enabled: app.idempotency.is_some(),
+                breaker: app.idempotency.as_ref().map(|store| store.breaker_state()),
             },
         }),
     )

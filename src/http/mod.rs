@@ -3,11 +3,13 @@
 
 mod assets;
 pub mod client;
+mod compression;
 mod conditional;
 pub mod cursor;
 pub mod extract;
 mod graphql;
 mod health;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -48,9 +50,12 @@ pub fn service(app: AppState) -> versioning::HeaderVersioning {
 pub fn router(app: AppState) -> Router {
     let http = &app.config.http;
     let method_not_allowed = || async { Error::MethodNotAllowed };
+    // Each REST version gets `Idempotency-Key` on its POSTs; GraphQL and the probes do not.
+    let v1 = idempotency::apply(rest::router::<rest::v1::V1>(), &app);
+    let v2 = idempotency::apply(rest::router::<rest::v2::V2>(), &app);
     let api = Router::new()
-        .nest("/v1", rest::router::<rest::v1::V1>())
-        .nest("/v2", rest::router::<rest::v2::V2>())
+        .nest("/v1", v1)
+        .nest("/v2", v2)
         .merge(graphql::router(&app))
         .fallback(unmatched)
         .method_not_allowed_fallback(method_not_allowed);
@@ -77,6 +82,9 @@ pub fn router(app: AppState) -> Router {
             tracing::error!("a request handler panicked");
             Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }));
+    // Outside everything that renders or keeps a body (the idempotency store keeps it as
+    // rendered, and a replay is compressed for the retry's own `Accept-Encoding`).
+    let router = compression::apply(router, &http.compression);
     security::apply(router, http)
         // Before anything that keys on the client address; inside the request span, whose
         // `client.address` it fills.

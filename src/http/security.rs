@@ -24,6 +24,7 @@ use tower_http::{
 };
 
 use super::{
+    idempotency::{IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER},
     limits::{RATELIMIT_HEADER, RATELIMIT_POLICY_HEADER},
     session::{CACHE_HEADER, CONSISTENCY_HEADER, DB_ROUTE_HEADER},
     versioning::{DEPRECATION_HEADER, SUNSET_HEADER},
@@ -65,7 +66,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    let exposed: [HeaderName; 11] = [
+    let exposed: [HeaderName; 12] = [
         CONSISTENCY_HEADER,
         CACHE_HEADER,
         DB_ROUTE_HEADER,
@@ -78,6 +79,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         DEPRECATION_HEADER,
         SUNSET_HEADER,
         header::LINK,
+        REPLAYED_HEADER,
     ];
     Some(
         CorsLayer::new()
@@ -88,6 +90,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 header::IF_NONE_MATCH,
                 CONSISTENCY_HEADER,
+                IDEMPOTENCY_KEY_HEADER,
             ])
             .expose_headers(exposed)
             .max_age(std::time::Duration::from_secs(600)),

@@ -64,3 +64,10 @@ pub const LOAD_SHED_BASELINE_LATENCY: &str = "load_shed_baseline_latency_seconds
 /// (its place went to a higher priority), `shed_at_once` (anonymous lists over their share,
 /// which do not queue unless `shedding.lowest_priority_waits`).
 pub const LOAD_SHED_REQUESTS: &str = "load_shed_requests_total";
+/// Counter, one per POST that carried an `Idempotency-Key` and reached the store
+/// (`src/http/idempotency/`); `outcome`: `stored` (ran, answer kept), `replayed` (a retry got
+/// the kept answer), `conflict` (the key's first request still runs: 409), `mismatch` (the
+/// key came with another request: 422), `released` (ran, answer not kept: a 5xx, a 429 or a
+/// `no-store` answer), `unavailable` (the store's Redis was unusable: a 503 before anything
+/// ran, or, rarer, an answer that ran but could not be kept).
+pub const HTTP_IDEMPOTENCY: &str = "http_idempotency_total";

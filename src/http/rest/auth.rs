@@ -62,13 +62,14 @@ pub(super) struct LoginBody {
 
 /// `POST /v{1,2}/auth/login` -> an access token. Unknown email and wrong password get the same
 /// 401, in about the same time; too many tries for the account or from the address a 429
-/// (see [`accounts::login`]).
+/// (see [`accounts::login`]). `Cache-Control: no-store` (RFC 6749 5.1): no cache on the way,
+/// and not the idempotency store either, keeps a copy of the token.
 pub(super) async fn login(
     State(app): State<AppState>,
     session: Session,
     ClientAddr(client): ClientAddr,
     Json(body): Json<LoginBody>,
-) -> Result<Json<IssuedToken>> {
+) -> Result<impl IntoResponse> {
     let token = accounts::login(
         &app,
         &session,
@@ -77,5 +78,8 @@ pub(super) async fn login(
         SecretString::from(body.password),
     )
     .await?;
-    Ok(Json(token))
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json::<IssuedToken>(token),
+    ))
 }

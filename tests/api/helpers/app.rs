@@ -165,6 +165,9 @@ impl TestApp {
         // cache's prefix, so that the same clean-up drops both.
         config.ratelimit.redis_url = stack.redis.as_str().into();
         config.ratelimit.key_prefix = format!("{name}:ratelimit");
+        // And the idempotency keys: two tests may well send the same key.
+        config.http.idempotency.redis_url = stack.redis.as_str().into();
+        config.http.idempotency.key_prefix = format!("{name}:idempotency");
         // Parallel tests load the shared stack hard (one seeds a million rows), so its
         // replicas can lag past the production bounds and leave rotation, which would send
         // reads that tests expect on replicas to primaries. Lag bounds are tested on the
