@@ -6,8 +6,8 @@ use anyhow::ensure;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::versioning::VersioningConfig;
 use super::idempotency::IdempotencyConfig;
+use super::versioning::VersioningConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

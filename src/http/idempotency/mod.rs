@@ -14,7 +14,8 @@
 //! - A request while the key's first one still runs: 409 `idempotency-key-in-use` with
 //!   `Retry-After: 1` (they would otherwise both run).
 //! - An answer the retry should not get is not kept, and the key is released so that a retry
-//!   runs again: a 5xx or a 429 (the request did not happen, or may go through later), and an
+//!   runs again: a 5xx or a 429 (the request did not happen, or may go through later), a 401
+//!   or a 403 (about the credentials, not the operation: the client may retry with others), and an
 //!   answer marked `Cache-Control: no-store` (a new API key, shown once: it is not copied into
 //!   Redis for a day; a retry makes another key, and the first, whose secret the client never
 //!   saw, can be revoked from the list).
@@ -22,9 +23,10 @@
 //!   cannot be promised without the store); POSTs without a key are untouched.
 //!
 //! Keys are scoped by principal: a user (`user:<id>`), an API key (`key:<id>`: two services
-//! of one owner do not share keys), or `anonymous` (registration). Anonymous clients share one
-//! scope; what keeps one from replaying another's answer is the fingerprint, which covers the
-//! body (a registration's password included), so random keys matter there most.
+//! of one owner do not share keys), or `anonymous` and the path (registration). Anonymous
+//! clients share a scope; what keeps one from replaying another's answer is the fingerprint,
+//! which covers the body (a registration's password included), so random keys matter there
+//! most.
 //!
 //! Layered on the REST routers only ([`apply`]), inside the session and the rate limits: a
 //! replay is charged like any request, and the principal is the one the limits resolved.
@@ -183,7 +185,7 @@ where
             _ => Error::BadRequest(rejection.body_text()),
         })?;
     let fingerprint = Fingerprint::of(&parts, &body);
-    let record_key = store.key(&scope(&principal), &key);
+    let record_key = store.key(&scope(&principal, parts.uri.path()), &key);
     let claim = Claim::new(fingerprint);
 
     match store
@@ -271,9 +273,12 @@ fn parse_key(headers: &HeaderMap) -> Result<&str, Error> {
 }
 
 /// Whose keys these are: see the module doc.
-fn scope(principal: &Principal) -> String {
+fn scope(principal: &Principal, path: &str) -> String {
     match principal {
-        Principal::Anonymous => "anonymous".to_owned(),
+        // Per path: every anonymous client shares this scope, and a key one of them used for
+        // a registration must not turn another's unauthenticated call elsewhere into a 422
+        // instead of the 401 it is.
+        Principal::Anonymous => format!("anonymous:{path}"),
         Principal::User(user) => format!("user:{}", user.id),
         Principal::ApiKey(key) => format!("key:{}", key.key_id),
     }
@@ -289,7 +294,11 @@ fn keeps(response: &Response) -> bool {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"));
-    !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || no_store)
+    let about_credentials = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+    !(status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || about_credentials
+        || no_store)
 }
 
 fn replay(answer: Answer) -> Response {
@@ -346,6 +355,8 @@ mod tests {
         assert!(!with(StatusCode::SERVICE_UNAVAILABLE, None));
         assert!(!with(StatusCode::INTERNAL_SERVER_ERROR, None));
         assert!(!with(StatusCode::TOO_MANY_REQUESTS, None));
+        assert!(!with(StatusCode::UNAUTHORIZED, None));
+        assert!(!with(StatusCode::FORBIDDEN, None));
         assert!(!with(StatusCode::CREATED, Some("private, No-Store")));
     }
 }

@@ -240,6 +240,26 @@ fn operation<V: Version>(op: Op) -> utoipa::openapi::path::Operation {
             ResponseBuilder::new().description("Not modified: the `If-None-Match` ETag is current"),
         );
     }
+    if op.method == HttpMethod::Post {
+        builder = builder.parameter(
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Run this POST once: a retry with the same key and body gets the first \
+                     answer back (`Idempotent-Replayed: true`) for 24 h; another body is a 422, \
+                     a retry while the first still runs a 409",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(255))
+                        .pattern(Some("^[!-~]+$")),
+                )),
+        );
+    }
     if let Some(body) = op.body {
         builder = builder.request_body(Some(
             RequestBodyBuilder::new()
