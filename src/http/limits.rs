@@ -39,21 +39,9 @@ use crate::{
 pub const RATELIMIT_POLICY_HEADER: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub const RATELIMIT_HEADER: HeaderName = HeaderName::from_static("ratelimit");
 
-/// Login and registration, in any REST version (`/v1/auth/login`, `/v2/auth/register`):
-/// unversioned paths are rewritten to a version before the limits see them.
-pub(crate) fn is_auth(path: &str) -> bool {
-    path.strip_prefix("/v")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(version, rest)| {
-            !version.is_empty()
-                && version.bytes().all(|b| b.is_ascii_digit())
-                && rest.starts_with("auth/")
-        })
-}
-
 /// The route class of a request.
 pub fn route_class(method: &Method, path: &str) -> RouteClass {
-    if is_auth(path) {
+    if super::versioning::is_auth(path) {
         RouteClass::Auth
     } else if path == "/graphql" && method == Method::POST {
         RouteClass::Graphql

@@ -126,7 +126,7 @@ enum RequestKind {
 /// counts as a single read (or a write).
 fn kind(method: &Method, route: Option<&str>) -> RequestKind {
     let route = route.unwrap_or("/{unmatched}");
-    if super::limits::is_auth(route) {
+    if super::versioning::is_auth(route) {
         return RequestKind::Auth;
     }
     let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);

@@ -335,6 +335,19 @@ fn qvalue(text: &str) -> Option<u16> {
     }
 }
 
+/// Login and registration, in any REST version (`/v1/auth/login`, `/v2/auth/register`):
+/// unversioned paths are rewritten to a version before the limits and the
+/// shedder, which ask this, see them.
+pub(crate) fn is_auth(path: &str) -> bool {
+    path.strip_prefix("/v")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(version, rest)| {
+            !version.is_empty()
+                && version.bytes().all(|b| b.is_ascii_digit())
+                && rest.starts_with("auth/")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

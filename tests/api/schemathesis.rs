@@ -30,7 +30,10 @@ async fn thousands_of_generated_requests_find_no_server_error_and_no_answer_off_
             .args(["run", &spec])
             .args(["--checks", "all"])
             .args(["--exclude-checks", "positive_data_acceptance"])
-            .args(["--max-examples", "40", "--seed", "42", "--workers", "2"])
+            // One worker: with two, hypothesis' source inspection (CPython's `ast`, not
+            // thread-safe in 3.11) sometimes fails inside schemathesis itself ("AST
+            // constructor recursion depth mismatch"), an error of the tool, not of the API.
+            .args(["--max-examples", "40", "--seed", "42", "--workers", "1"])
             .args(["--header", &format!("Authorization: Bearer {token}")])
             .args(["--request-timeout", "10", "--no-color"])
             // Nothing written into the checkout: every run starts from the same seed alone.
