@@ -380,36 +380,9 @@ impl RedisTier {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>> + 'a,
     {
-        let (generation, conn) = match lane.get().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                tracing::debug!(error = %err, "cannot connect to Redis");
-                self.breaker.record_failure();
-                return Err(Bypass);
-            }
-        };
-        match tokio::time::timeout(self.timeout, command(conn)).await {
-            Ok(Ok(value)) => {
-                self.breaker.record_success();
-                Ok(value)
-            }
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "redis command failed");
-                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
-                {
-                    lane.discard(generation);
-                }
-                self.breaker.record_failure();
-                Err(Bypass)
-            }
-            // The connection may be dead without knowing it (a silent peer): the next command
-            // opens a new one rather than queue behind this one.
-            Err(_) => {
-                lane.discard(generation);
-                self.breaker.record_failure();
-                Err(Bypass)
-            }
-        }
+        lane.run(&self.breaker, self.timeout, "cache Redis", command)
+            .await
+            .map_err(|_| Bypass)
     }
 
     /// Whether queued invalidations wait for Redis (tests and `/readyz`).

@@ -13,7 +13,12 @@ use std::{
 use deadpool_redis::{Pool, Runtime};
 use redis::{AsyncConnectionConfig, RedisResult, aio::MultiplexedConnection};
 
-use crate::config::SecretUrl;
+use crate::{config::SecretUrl, traffic::CircuitBreaker};
+
+/// A command on a [`SharedConnection`] failed, or its connection did; logged and counted by
+/// the breaker already.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandFailed;
 
 /// Shortest wait for a free pooled connection, and for opening one: opening a connection
 /// takes longer than a command, more so on a loaded machine (a Redis that is down still fails
@@ -99,6 +104,51 @@ impl SharedConnection {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         *self.lock() = Some((generation, conn.clone()));
         Ok((generation, conn))
+    }
+
+    /// Runs one command on this connection within `timeout`, and tells `breaker` how it went
+    /// (the caller has been admitted by it already). A connection that errored at the I/O
+    /// level or timed out is discarded, so the next command opens a new one rather than queue
+    /// behind a peer that went silent. `what` names the Redis in the debug log.
+    pub async fn run<'a, T, F, Fut>(
+        &'a self,
+        breaker: &CircuitBreaker,
+        timeout: Duration,
+        what: &str,
+        command: F,
+    ) -> Result<T, CommandFailed>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>> + 'a,
+    {
+        let (generation, conn) = match self.get().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot connect to the {what}");
+                breaker.record_failure();
+                return Err(CommandFailed);
+            }
+        };
+        match tokio::time::timeout(timeout, command(conn)).await {
+            Ok(Ok(value)) => {
+                breaker.record_success();
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "{what} command failed");
+                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
+                {
+                    self.discard(generation);
+                }
+                breaker.record_failure();
+                Err(CommandFailed)
+            }
+            Err(_) => {
+                self.discard(generation);
+                breaker.record_failure();
+                Err(CommandFailed)
+            }
+        }
     }
 
     /// Stops handing out the connection of `generation` (if it is still the current one):

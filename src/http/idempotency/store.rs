@@ -344,8 +344,7 @@ impl Store {
         Ok(settled == 1)
     }
 
-    /// Runs one command with the breaker and the timeout; a connection that failed or timed
-    /// out is discarded, so the next command opens a new one (as the cache's tier does).
+    /// Runs one command behind the breaker, with the timeout (`SharedConnection::run`).
     async fn call<'a, T, F, Fut>(&'a self, command: F) -> Result<T, Unavailable>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
@@ -356,37 +355,12 @@ impl Store {
                 retry_after: rejected.retry_after,
             });
         }
-        let unavailable = Unavailable {
-            retry_after: RETRY_AFTER,
-        };
-        let (generation, conn) = match self.conn.get().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                tracing::debug!(error = %err, "cannot connect to the idempotency Redis");
-                self.breaker.record_failure();
-                return Err(unavailable);
-            }
-        };
-        match tokio::time::timeout(self.timeout, command(conn)).await {
-            Ok(Ok(value)) => {
-                self.breaker.record_success();
-                Ok(value)
-            }
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "idempotency Redis command failed");
-                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
-                {
-                    self.conn.discard(generation);
-                }
-                self.breaker.record_failure();
-                Err(unavailable)
-            }
-            Err(_) => {
-                self.conn.discard(generation);
-                self.breaker.record_failure();
-                Err(unavailable)
-            }
-        }
+        self.conn
+            .run(&self.breaker, self.timeout, "idempotency Redis", command)
+            .await
+            .map_err(|_| Unavailable {
+                retry_after: RETRY_AFTER,
+            })
     }
 }
 

@@ -266,6 +266,21 @@ fn list_answer<T: Serialize>(
     Ok(Json(List { data, next_cursor }).into_response())
 }
 
+/// Where a list's page starts: `None` without `?cursor` (the first page), the position `of`
+/// takes from a cursor this API signed for this list, else a 400.
+fn position<T>(
+    app: &App,
+    cursor: Option<&str>,
+    of: impl FnOnce(Cursor) -> Option<T>,
+) -> Result<Option<T>> {
+    let Some(text) = cursor else {
+        return Ok(None);
+    };
+    of(app.cursors.decode(text)?)
+        .map(Some)
+        .ok_or_else(|| Error::BadRequest("cursor belongs to another list".into()))
+}
+
 /// `?include=`: only `posts` is on offer.
 fn include_posts(include: Option<&str>) -> Result<bool> {
     match include {
@@ -330,12 +345,10 @@ async fn list_users(
     let limit = limit(&app, query.limit)?;
     let fields = Fields::parse(query.fields.as_deref(), USER_FIELDS)?;
     let include = include_posts(query.include.as_deref())?;
-    let after = match query.cursor.as_deref().map(|c| app.cursors.decode(c)) {
-        None => None,
-        Some(Ok(Cursor::Users { after })) => Some(after),
-        Some(Ok(_)) => return Err(Error::BadRequest("cursor belongs to another list".into())),
-        Some(Err(err)) => return Err(err),
-    };
+    let after = position(&app, query.cursor.as_deref(), |cursor| match cursor {
+        Cursor::Users { after } => Some(after),
+        _ => None,
+    })?;
     let users = user_ops::after(&app, &session, after, limit + 1).await?;
     let (users, next) = page(users, limit, |last| Cursor::Users { after: last.id });
     let users = with_posts(&app, &session, users, viewer.id(), include).await?;
@@ -393,7 +406,11 @@ async fn user_posts(
 ) -> Result<Response> {
     let limit = limit(&app, query.limit)?;
     let fields = Fields::parse(query.fields.as_deref(), POST_FIELDS)?;
-    let posts = match query.cursor.as_deref().map(|c| app.cursors.decode(c)) {
+    let before = position(&app, query.cursor.as_deref(), |cursor| match cursor {
+        Cursor::UserPosts { user, before } if user == id => Some(before),
+        _ => None,
+    })?;
+    let posts = match before {
         None => {
             let first = Page {
                 limit: limit + 1,
@@ -401,11 +418,7 @@ async fn user_posts(
             };
             post_ops::of_user(&app, &session, id, first).await?
         }
-        Some(Ok(Cursor::UserPosts { user, before })) if user == id => {
-            post_ops::of_user_before(&app, &session, id, before, limit + 1).await?
-        }
-        Some(Ok(_)) => return Err(Error::BadRequest("cursor belongs to another list".into())),
-        Some(Err(err)) => return Err(err),
+        Some(before) => post_ops::of_user_before(&app, &session, id, before, limit + 1).await?,
     };
     let (posts, next) = page(posts, limit, |last| Cursor::UserPosts {
         user: id,
@@ -423,12 +436,10 @@ async fn feed(
 ) -> Result<Response> {
     let limit = limit(&app, query.limit)?;
     let fields = Fields::parse(query.fields.as_deref(), POST_FIELDS)?;
-    let before = match query.cursor.as_deref().map(|c| app.cursors.decode(c)) {
-        None => None,
-        Some(Ok(Cursor::Feed { before })) => Some(before),
-        Some(Ok(_)) => return Err(Error::BadRequest("cursor belongs to another list".into())),
-        Some(Err(err)) => return Err(err),
-    };
+    let before = position(&app, query.cursor.as_deref(), |cursor| match cursor {
+        Cursor::Feed { before } => Some(before),
+        _ => None,
+    })?;
     let posts = post_ops::before(&app, &session, before, limit + 1).await?;
     let (posts, next) = page(posts, limit, |last| Cursor::Feed {
         before: (last.created_at, last.id),
