@@ -10,10 +10,9 @@
 //! The docs page is Swagger UI, on assets compiled into the binary (`assets.rs`), so it
 //! works with no internet.
 
-use std::sync::Arc;
-
 use axum::{
     Router,
+    body::Bytes,
     http::{HeaderValue, header},
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -136,13 +135,14 @@ fn probes(paths: PathsBuilder) -> PathsBuilder {
 
 /// `/openapi.json` and `/docs`.
 pub fn router() -> Router<AppState> {
-    let json: Arc<[u8]> = match document().to_json() {
-        Ok(json) => json.into_bytes().into(),
+    // Shared bytes: each answer is a reference count, not a copy of the document.
+    let json: Bytes = match document().to_json() {
+        Ok(json) => json.into(),
         // Serialising a document built in code cannot fail on input; if it ever does, say
         // so at the route rather than stop the service.
         Err(err) => {
             tracing::error!(error = %err, "the OpenAPI document does not serialise");
-            Arc::from(&b"{}"[..])
+            Bytes::from_static(b"{}")
         }
     };
     Router::new()
@@ -150,13 +150,13 @@ pub fn router() -> Router<AppState> {
             "/openapi.json",
             get(move || {
                 let json = json.clone();
-                async move { asset("application/json", json.to_vec()) }
+                async move { asset("application/json", json) }
             }),
         )
         .route("/docs", get(docs_page))
 }
 
-fn asset(content_type: &'static str, body: Vec<u8>) -> Response {
+fn asset(content_type: &'static str, body: Bytes) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
