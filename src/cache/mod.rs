@@ -43,6 +43,7 @@ use std::{
 };
 
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::{
     config::{CacheConfig, CacheStrategy},
@@ -329,18 +330,50 @@ impl Cache {
     /// Runs after the write has committed: drops the entries here and in Redis, bumps their
     /// versions and fences them at the write's commit LSN (read from the shard that owns
     /// `owner_id`, which is the shard the write went to).
+    ///
+    /// The work runs in a task of its own, which the request only waits for: once the write
+    /// has committed, its invalidation must happen even if the request does not live to see
+    /// it (the client hung up, the request timed out). Inside the request's future, a drop at
+    /// that moment would leave the old row (a deleted account's profile, say) served until
+    /// its TTL. What is left is the commit's own round trip: a request dropped while its
+    /// COMMIT is in flight may commit without invalidating; the TTL bounds that window.
     async fn invalidate(&self, session: &Session, owner_id: i64, keys: Vec<Key>) {
         let Some(redis) = &self.redis else {
             return;
         };
+        let work = Invalidator {
+            db: self.db.clone(),
+            redis: redis.clone(),
+            l1: self.l1.clone(),
+            session: session.clone(),
+        };
+        let task = tokio::spawn(work.run(owner_id, keys).in_current_span());
+        if let Err(err) = task.await {
+            // Only a panic gets here (nothing aborts the task); the write itself is done.
+            tracing::error!(error = %err, "cache invalidation task failed");
+        }
+    }
+}
+
+/// What an invalidation needs, owned, so that it can outlive the request that started it.
+struct Invalidator {
+    db: Arc<Db>,
+    redis: Arc<RedisTier>,
+    l1: Option<L1>,
+    session: Session,
+}
+
+impl Invalidator {
+    async fn run(self, owner_id: i64, keys: Vec<Key>) {
+        crate::db::fail_point!(self.db, "cache:invalidate");
         let lines: Vec<String> = keys.iter().map(l1::line).collect();
-        self.apply_to_l1(&lines).await;
+        apply_to_l1(self.l1.as_ref(), &lines).await;
         let shard = self
             .db
             .cluster()
             .owner(owner_id)
             .map_or(u16::MAX, db::Shard::id);
-        let lsn = match self.db.cluster().commit_lsn(session, shard).await {
+        let lsn = match self.db.cluster().commit_lsn(&self.session, shard).await {
             Ok(lsn) => lsn.0,
             // Without the LSN the fence cannot be raised; the version bump and delete still
             // stop fills that raced the write. Fills that start later read replicas as usual.
@@ -350,9 +383,9 @@ impl Cache {
             }
         };
         metrics::counter!(names::CACHE_INVALIDATIONS).increment(keys.len() as u64);
-        redis
+        self.redis
             .invalidate(
-                session.timing(),
+                self.session.timing(),
                 Invalidation {
                     keys,
                     shard,
@@ -363,17 +396,19 @@ impl Cache {
             .await;
         // Once more: a read that looked Redis up after the first removal but before the
         // version bump may have put the old value back since (see `l1.rs`).
-        self.apply_to_l1(&lines).await;
+        apply_to_l1(self.l1.as_ref(), &lines).await;
     }
+}
 
-    async fn apply_to_l1(&self, lines: &[String]) {
-        if let Some(l1) = &self.l1 {
-            for line in lines {
-                l1.apply(line).await;
-            }
+async fn apply_to_l1(l1: Option<&L1>, lines: &[String]) {
+    if let Some(l1) = l1 {
+        for line in lines {
+            l1.apply(line).await;
         }
     }
+}
 
+impl Cache {
     /// The TTL of an entry: negative entries short, positive ones jittered by
     /// +-`ttl_jitter` so that entries filled together (after a deploy, a flush) do not expire
     /// together and stampede the database in lockstep.

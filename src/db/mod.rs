@@ -15,6 +15,17 @@
 //!
 //! Administration (migrations, demo data) lives in `src/admin/`, off the request path.
 
+/// Injects a crash (a panic, which skips every compensating step like a dying process
+/// would) or a pause at a named point when the `failpoints` feature is on and a test armed
+/// it (see `failpoints.rs`). Compiled out otherwise.
+macro_rules! fail_point {
+    ($db:expr, $name:literal) => {
+        #[cfg(feature = "failpoints")]
+        $db.failpoints.hit($name).await;
+    };
+}
+pub(crate) use fail_point;
+
 pub mod cluster;
 pub mod consistency;
 mod error;

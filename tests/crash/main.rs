@@ -14,7 +14,7 @@ mod helpers;
 
 use std::time::Duration;
 
-use helpers::{PASSWORD, TestApp, TestUser};
+use helpers::{PASSWORD, ResponseExt, TestApp, TestUser};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -215,4 +215,129 @@ async fn a_crash_after_deleting_the_row_leaves_no_user_and_frees_the_email() {
         StatusCode::CREATED
     );
     assert_eq!(login(&app, "gone@example.com").await, StatusCode::OK);
+}
+
+/// Runs `change_email` in a task of its own, so the test can act while it waits at a pause.
+fn change_email_in_background(
+    app: &TestApp,
+    user: &TestUser,
+    email: &'static str,
+) -> tokio::task::JoinHandle<StatusCode> {
+    let request = app.users().patch(user.id, user, json!({ "email": email }));
+    tokio::spawn(async move { request.await.status() })
+}
+
+#[tokio::test]
+async fn an_email_change_whose_reservation_was_repaired_away_claims_the_address_again() {
+    // Arrange: the saga stops after reserving; the repair pass judges the reservation by the
+    // row, which still holds the old address, and removes it.
+    let app = app().await;
+    let user = app.register("slow-old@example.com", "Slow").await;
+    let pause = app.state.db.failpoints.pause("email:reserved");
+    let change = change_email_in_background(&app, &user, "slow-new@example.com");
+    pause.reached().await;
+    app.state
+        .db
+        .directory()
+        .repair_pass()
+        .await
+        .expect("repair pass");
+    assert_eq!(entry_state(&app, "slow-new@example.com").await, None);
+
+    // Act
+    pause.release();
+
+    // Assert: the change completed and the user holds the new address, once.
+    assert_eq!(change.await.expect("join"), StatusCode::OK);
+    assert_eq!(
+        entry_state(&app, "slow-new@example.com").await.as_deref(),
+        Some("active")
+    );
+    assert_eq!(login(&app, "slow-new@example.com").await, StatusCode::OK);
+    assert_eq!(
+        login(&app, "slow-old@example.com").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(entry_state(&app, "slow-old@example.com").await, None);
+    assert_eq!(owners_of(&app, "slow-new@example.com").await, 1);
+}
+
+#[tokio::test]
+async fn an_email_change_that_lost_its_address_to_another_user_puts_the_row_back() {
+    // Arrange: as above, and while the saga waits another user registers the freed address.
+    let app = app().await;
+    let user = app.register("keep-old@example.com", "Keeper").await;
+    let pause = app.state.db.failpoints.pause("email:reserved");
+    let change = change_email_in_background(&app, &user, "contested@example.com");
+    pause.reached().await;
+    app.state
+        .db
+        .directory()
+        .repair_pass()
+        .await
+        .expect("repair pass");
+    assert_eq!(
+        register(&app, "contested@example.com").await,
+        StatusCode::CREATED
+    );
+
+    // Act
+    pause.release();
+
+    // Assert: the change fails as a taken email, and nothing of it is left.
+    assert_eq!(change.await.expect("join"), StatusCode::CONFLICT);
+    assert_eq!(owners_of(&app, "contested@example.com").await, 1);
+    assert_eq!(owners_of(&app, "keep-old@example.com").await, 1);
+    assert_eq!(login(&app, "keep-old@example.com").await, StatusCode::OK);
+    let me = app.users().get(user.id).bearer(&user).await;
+    let me = me.json::<serde_json::Value>().await.expect("a user");
+    assert_eq!(me["email"], "keep-old@example.com");
+}
+
+#[tokio::test]
+async fn an_account_deleted_by_a_request_that_timed_out_still_leaves_the_cache() {
+    // Arrange: the user's profile is cached; the deletion's invalidation will wait until the
+    // request has timed out (its future dropped).
+    let app = TestApp::spawn_with(|c| {
+        c.cache.strategy = scalable_api::config::CacheStrategy::CacheAside;
+        c.http.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let user = app.register("cached-leaver@example.com", "Leaver").await;
+    app.wait_for_replicas().await;
+    let mut cached = false;
+    for _ in 0..100 {
+        if app.users().get(user.id).await.cache() == "hit" {
+            cached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cached, "the profile never reached the cache");
+    let pause = app.state.db.failpoints.pause("cache:invalidate");
+
+    // Act: the deletion commits, then times out before its invalidation ran.
+    let request = app.users().delete(user.id, &user);
+    let deleted = tokio::spawn(async move { request.await.status() });
+    pause.reached().await;
+    assert_eq!(
+        deleted.await.expect("join"),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    pause.release();
+
+    // Assert: the invalidation still happens; the profile is not served from the cache.
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = app.users().get(user.id).await.status();
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a deleted account served from the cache"
+    );
 }

@@ -9,7 +9,9 @@
 //! - **Register**: take an id from the chosen shard; *reserve* the email (`pending`, from
 //!   this moment no other shard can take it); insert the user row; *confirm* (`active`).
 //! - **Change email**: reserve the new address (`pending`); update the row; in one directory
-//!   transaction drop the old entry and confirm the new one.
+//!   transaction confirm the new entry and drop the old one. If the reservation was repaired
+//!   away meanwhile, the address is claimed again, or, when another user took it, the row is
+//!   put back and the change fails.
 //! - **Delete**: delete the row (and, by cascade, the posts); drop the user's entries.
 //!
 //! A step that fails releases what the saga reserved (the compensating step). A process that
@@ -49,21 +51,11 @@ use std::{sync::Arc, time::Duration};
 use sqlx::Connection;
 use tokio::task::JoinHandle;
 
-use super::users::{UserUpdate, select_user, update_user_row};
+use super::users::{UserUpdate, select_user};
 use crate::{
     db::{Db, Error, Session, cluster::Shard},
     domain::{Credentials, Email, NewUser, Tier, User},
 };
-
-/// Injects a crash (a panic, which skips every compensating step like a dying process
-/// would) at a named point of a saga when the `failpoints` feature is on and a test armed it.
-/// Compiled out otherwise.
-macro_rules! fail_point {
-    ($db:expr, $name:literal) => {
-        #[cfg(feature = "failpoints")]
-        $db.failpoints.hit($name);
-    };
-}
 
 /// What the repair rule did with an entry.
 #[derive(Debug, PartialEq, Eq)]
@@ -277,7 +269,13 @@ impl Directory<'_> {
     }
 
     /// Re-emails a user: reserve the new address, update the row, then in one directory
-    /// transaction drop the old entry and confirm the new one.
+    /// transaction confirm the new entry and drop the old one.
+    ///
+    /// The confirmation can find the reservation gone: a repair that judged it while the
+    /// row still held the old address removed it (a saga slower than the grace period).
+    /// Dropping the old entry then would leave the user with no entry at all, and the new
+    /// address free for anyone: so the step claims the address again, and if somebody took
+    /// it meanwhile, the row goes back to what it was and the change fails as a taken email.
     async fn change_email(
         &self,
         session: &Session,
@@ -291,11 +289,11 @@ impl Directory<'_> {
         fail_point!(self.db, "email:reserved");
         let updated = shard
             .write(session, |mut db| async move {
-                update_user_row(&mut *db, id, update).await
+                update_user_row_keeping_old(&mut *db, id, update).await
             })
             .await;
-        let updated = match updated {
-            Ok(Some(user)) => user,
+        let (updated, before) = match updated {
+            Ok(Some(changed)) => changed,
             Ok(None) => {
                 self.release(email.as_str(), id).await;
                 return Ok(None);
@@ -307,6 +305,11 @@ impl Directory<'_> {
         };
         fail_point!(self.db, "email:updated");
         let mut tx = self.db.directory.begin().await?;
+        if !confirm(&mut *tx, email.as_str(), id).await? && !claim(&mut *tx, email, id).await? {
+            tx.rollback().await?;
+            self.restore_row(session, shard, &before, email).await;
+            return Err(Error::EmailTaken);
+        }
         sqlx::query!(
             "DELETE FROM directory_entries WHERE email = $1 AND user_id = $2",
             current.email,
@@ -314,9 +317,41 @@ impl Directory<'_> {
         )
         .execute(&mut *tx)
         .await?;
-        confirm(&mut *tx, email.as_str(), id).await?;
         tx.commit().await?;
         Ok(Some(updated))
+    }
+
+    /// The compensating step when the new address was lost after the row took it: puts the
+    /// row back as it was, unless it changed again since. If even this fails, the row keeps
+    /// an address whose entry is gone; login by it fails (no entry) and the old entry still
+    /// logs in nobody (its row's email differs), so the repair rule removes it at the next
+    /// login attempt, and the user re-emails. Logged loudly: it needs both databases to fail
+    /// in one request.
+    async fn restore_row(
+        &self,
+        session: &Session,
+        shard: &Shard,
+        before: &RowBefore,
+        email: &Email,
+    ) {
+        let restored = shard
+            .write(session, |mut db| async move {
+                sqlx::query!(
+                    "UPDATE users SET email = $2, name = $3, password_hash = $4, updated_at = now() \
+                     WHERE id = $1 AND email = $5",
+                    before.id,
+                    before.email,
+                    before.name,
+                    before.password_hash,
+                    email.as_str()
+                )
+                .execute(&mut *db)
+                .await
+            })
+            .await;
+        if let Err(err) = restored {
+            tracing::error!(user_id = before.id, error = %err, "could not restore a user row after losing its new email");
+        }
     }
 
     /// Removes a deleted user's entry.
@@ -458,6 +493,67 @@ struct Entry {
     user_id: i64,
     state: String,
     stale: bool,
+}
+
+/// The row as it was before an email change, to restore if the change cannot complete.
+struct RowBefore {
+    id: i64,
+    email: String,
+    name: String,
+    password_hash: String,
+}
+
+/// Updates the user row like `update_user_row`, and returns what it held before (locked
+/// for the statement, so no other change slips in between).
+async fn update_user_row_keeping_old(
+    db: impl sqlx::PgExecutor<'_>,
+    id: i64,
+    update: &UserUpdate,
+) -> Result<Option<(User, RowBefore)>, sqlx::Error> {
+    let row = sqlx::query!(
+        "UPDATE users u SET email = COALESCE($2, u.email), name = COALESCE($3, u.name), \
+         password_hash = COALESCE($4, u.password_hash), updated_at = now() \
+         FROM (SELECT id, email, name, password_hash FROM users WHERE id = $1 FOR UPDATE) AS old \
+         WHERE u.id = old.id \
+         RETURNING u.id, u.email, u.name, u.tier AS \"tier: Tier\", u.created_at, u.updated_at, \
+         old.email AS old_email, old.name AS old_name, old.password_hash AS old_password_hash",
+        id,
+        update.email.as_ref().map(Email::as_str),
+        update.name.as_ref().map(|name| name.as_str()),
+        update.password_hash.as_deref()
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| {
+        let user = User {
+            id: row.id,
+            email: row.email,
+            name: row.name,
+            tier: row.tier,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        };
+        let before = RowBefore {
+            id: row.id,
+            email: row.old_email,
+            name: row.old_name,
+            password_hash: row.old_password_hash,
+        };
+        (user, before)
+    }))
+}
+
+/// Takes `email` for `id` as an `active` entry, unless another user holds it.
+async fn claim(db: impl sqlx::PgExecutor<'_>, email: &Email, id: i64) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query!(
+        "INSERT INTO directory_entries (email, user_id, state) VALUES ($1, $2, 'active') \
+         ON CONFLICT (email) DO NOTHING",
+        email.as_str(),
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
 }
 
 /// The saga's last step: the entry becomes usable for login. `false` if the reservation is

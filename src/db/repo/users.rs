@@ -233,7 +233,7 @@ pub(crate) async fn select_user(
     .await
 }
 
-pub(crate) async fn update_user_row(
+async fn update_user_row(
     db: impl PgExecutor<'_>,
     id: i64,
     update: &UserUpdate,
