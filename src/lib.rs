@@ -45,6 +45,8 @@ pub struct App {
     pub api_keys: ApiKeyVerifier,
     /// Signs and checks the v2 lists' cursors.
     pub cursors: http::cursor::Cursors,
+    /// Signs the consistency tokens writes answer with, and checks those reads send back.
+    pub consistency_tokens: http::session::ConsistencyTokens,
     /// The distributed rate limiter (Redis): one atomic decision per check.
     pub limiter: traffic::RateLimiter,
     /// The limits routes apply through `limiter`: per tier and route class, with the
@@ -80,6 +82,7 @@ impl App {
         let db = Arc::new(Db::connect_lazy(&config.db)?);
         let jwt = JwtKeys::new(&config.auth);
         let cursors = http::cursor::Cursors::new(&config.auth);
+        let consistency_tokens = http::session::ConsistencyTokens::new(&config.auth);
         let hasher = Hasher::new(&config.auth);
         let cache = Cache::new(&config.cache, db.clone())?;
         let api_keys = ApiKeyVerifier::new(
@@ -108,6 +111,7 @@ impl App {
             hasher,
             api_keys,
             cursors,
+            consistency_tokens,
             limiter,
             limits,
             shedder,

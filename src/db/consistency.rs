@@ -11,11 +11,12 @@
 //! service answers a write with the merge of the token it received and its own writes, so a
 //! client that keeps sending the latest token it got covers every shard it wrote to.
 //!
-//! Forgery is harmless, so the token is not signed: the worst a made-up LSN can do is send
-//! that client's own reads to the primary, which is what a client that writes on every
-//! request gets anyway. It can never make anyone read older data.
+//! Forgery cannot make anyone read older data, but a made-up LSN far ahead sends every read
+//! of whoever sends it to the primaries for good: so the HTTP layer signs the tokens it
+//! hands out and refuses any it did not (`src/http/session.rs`).
 //!
-//! Format: `0=0/3A3FB398, 1=0/1A2B3C` (shard id `=` LSN in Postgres' `hi/lo` hex notation).
+//! Format: `0=0/3A3FB398, 1=0/1A2B3C` (shard id `=` LSN in Postgres' `hi/lo` hex notation);
+//! on the wire, followed by `; sig=...`.
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 

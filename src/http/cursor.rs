@@ -13,18 +13,16 @@
 //! cursor of one list on another (one user's posts on another user's), and the API would
 //! have to validate every such combination; with it, anything the server did not issue is a
 //! 400, and the rest of the code can trust what it decodes. The key is derived from the
-//! JWT secret (its own BLAKE2 personalisation, so it is not the key of any other MAC here):
-//! rotating that secret invalidates outstanding cursors, which a client recovers from by
-//! starting its walk again.
+//! JWT secret (see `signing.rs`): rotating that secret invalidates outstanding cursors, which
+//! a client recovers from by starting its walk again.
 //!
 //! Cost: about 60 bytes per cursor and one keyed hash per page served or followed.
 //! Cursors do not expire: a keyset position stays meaningful for ever.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use blake2::{Blake2bMac, digest::Mac, digest::consts::U16};
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
 
+use super::signing::{Signer, TAG_LEN};
 use crate::{config::AuthConfig, error::Error};
 
 /// Where the next page of a list starts.
@@ -42,43 +40,23 @@ pub enum Cursor {
 const USERS: u8 = 1;
 const USER_POSTS: u8 = 2;
 const FEED: u8 = 3;
-const TAG_LEN: usize = 16;
 
 /// The answer to any cursor the server did not issue for this list.
 fn invalid() -> Error {
     Error::BadRequest("cursor is not one this API issued for this list".into())
 }
 
-/// Signs and checks cursors (the key lives here, derived once at start-up).
-#[derive(Clone)]
+/// Signs and checks cursors.
+#[derive(Debug, Clone)]
 pub struct Cursors {
-    key: [u8; 32],
-}
-
-impl std::fmt::Debug for Cursors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cursors { key: [redacted] }")
-    }
+    signer: Signer,
 }
 
 impl Cursors {
     pub fn new(auth: &AuthConfig) -> Self {
-        let secret = auth.jwt_secret.expose_secret().as_bytes();
-        // BLAKE2b takes keys of up to 64 bytes; the JWT secret is at least 32.
-        let mut mac = Blake2bMac::<blake2::digest::consts::U32>::new_with_salt_and_personal(
-            &secret[..secret.len().min(64)],
-            b"",
-            b"v2-cursor-key",
-        )
-        .expect("BLAKE2b accepts keys of at most 64 bytes and a persona of at most 16");
-        mac.update(b"scalable-api");
         Self {
-            key: mac.finalize().into_bytes().into(),
+            signer: Signer::derive(auth, b"v2-cursor-key"),
         }
-    }
-
-    fn mac(&self) -> Blake2bMac<U16> {
-        Blake2bMac::<U16>::new_from_slice(&self.key).expect("a 32-byte key fits BLAKE2b")
     }
 
     /// The cursor's text: what a client sends back as `?cursor=`.
@@ -99,9 +77,8 @@ impl Cursors {
                 push_key(&mut bytes, before);
             }
         }
-        let mut mac = self.mac();
-        mac.update(&bytes);
-        bytes.extend_from_slice(&mac.finalize().into_bytes());
+        let tag = self.signer.tag(&bytes);
+        bytes.extend_from_slice(&tag);
         Base64UrlUnpadded::encode_string(&bytes)
     }
 
@@ -114,10 +91,9 @@ impl Cursors {
         let bytes = Base64UrlUnpadded::decode_vec(text).map_err(|_| invalid())?;
         let split = bytes.len().checked_sub(TAG_LEN).ok_or_else(invalid)?;
         let (body, tag) = bytes.split_at(split);
-        let mut mac = self.mac();
-        mac.update(body);
-        // Constant time: a client must not learn a valid tag byte by byte from timings.
-        mac.verify_slice(tag).map_err(|_| invalid())?;
+        if !self.signer.verify(body, tag) {
+            return Err(invalid());
+        }
         let (&kind, rest) = body.split_first().ok_or_else(invalid)?;
         let mut fields = rest.chunks_exact(8).map(|chunk| {
             let mut word = [0u8; 8];

@@ -19,6 +19,7 @@ pub mod server;
 pub mod session;
 mod shed;
 pub mod shield;
+mod signing;
 pub mod versioning;
 
 use axum::{

@@ -31,8 +31,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use base64ct::{Base64UrlUnpadded, Encoding};
+
+use super::signing::Signer;
 use crate::{
     AppState,
+    config::AuthConfig,
     db::{ConsistencyToken, Session},
     error::Error,
     telemetry::{DebugTrace, Phase, ServerTiming},
@@ -64,7 +68,7 @@ pub fn record_serialization(elapsed: Duration) {
 pub async fn session(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let start = Instant::now();
     let server_timing = app.config.telemetry.server_timing;
-    let required = match consistency_token(&request) {
+    let required = match consistency_token(&request, &app.consistency_tokens) {
         Ok(token) => token,
         Err(err) => {
             let mut response = err.into_response();
@@ -88,7 +92,7 @@ pub async fn session(State(app): State<AppState>, mut request: Request, next: Ne
     let mut response = CURRENT.scope(session.clone(), next.run(request)).await;
     let headers = response.headers_mut();
     if let Some(token) = app.db.cluster().consistency_token(&session).await
-        && let Ok(value) = HeaderValue::from_str(&token.to_string())
+        && let Ok(value) = HeaderValue::try_from(app.consistency_tokens.encode(&token))
     {
         headers.insert(CONSISTENCY_HEADER, value);
     }
@@ -126,15 +130,72 @@ fn insert_timing(response: &mut Response, value: String) {
     }
 }
 
-fn consistency_token(request: &Request) -> Result<ConsistencyToken, Error> {
+fn consistency_token(
+    request: &Request,
+    tokens: &ConsistencyTokens,
+) -> Result<ConsistencyToken, Error> {
     let Some(value) = request.headers().get(CONSISTENCY_HEADER) else {
         return Ok(ConsistencyToken::default());
     };
     let text = value
         .to_str()
         .map_err(|_| Error::BadRequest("X-Consistency-Token is not ASCII".into()))?;
-    text.parse()
-        .map_err(|why| Error::BadRequest(format!("X-Consistency-Token: {why}")))
+    tokens.decode(text)
+}
+
+/// Signs the consistency tokens the service hands out, and refuses any it did not.
+///
+/// A token sends a client's reads past every replica that has not replayed its LSNs, to
+/// the primary. Unsigned, a made-up token (`0=FFFFFFFF/FFFFFFFF`) would send every read of
+/// whoever sends it to the primaries for good, past the cache's single flight, from any
+/// number of clients: a cheap way to load the one server per shard that takes writes. A
+/// genuine token names a position the primary has reached, which replicas reach within
+/// their lag, so it pins nothing for long. (Clamping tokens to the primary position the
+/// health monitor last saw would not do: a token from a write just now is ahead of it.)
+///
+/// Text: `0=0/3A3FB398, 1=0/1A2B3C; sig=<22 base64url characters>`, the tag over the token's
+/// own rendering, so a client may not edit, merge or reorder what it got; the service merges
+/// a token it receives into the one it answers a write with.
+#[derive(Debug, Clone)]
+pub struct ConsistencyTokens {
+    signer: Signer,
+}
+
+impl ConsistencyTokens {
+    pub fn new(auth: &AuthConfig) -> Self {
+        Self {
+            signer: Signer::derive(auth, b"consistency-tkn"),
+        }
+    }
+
+    /// The header value for `token`.
+    pub fn encode(&self, token: &ConsistencyToken) -> String {
+        let text = token.to_string();
+        let tag = self.signer.tag(text.as_bytes());
+        format!("{text}; sig={}", Base64UrlUnpadded::encode_string(&tag))
+    }
+
+    /// The token in `text`, if the service issued it; a 400 naming the problem if not.
+    pub fn decode(&self, text: &str) -> Result<ConsistencyToken, Error> {
+        let unsigned = || {
+            Error::BadRequest(
+                "X-Consistency-Token is not one this API issued: send back the header a write answered with, unchanged".into(),
+            )
+        };
+        let (body, sig) = text.rsplit_once(';').ok_or_else(unsigned)?;
+        let sig = sig.trim().strip_prefix("sig=").ok_or_else(unsigned)?;
+        if sig.len() > 32 {
+            return Err(unsigned());
+        }
+        let tag = Base64UrlUnpadded::decode_vec(sig).map_err(|_| unsigned())?;
+        let token: ConsistencyToken = body
+            .parse()
+            .map_err(|why| Error::BadRequest(format!("X-Consistency-Token: {why}")))?;
+        if !self.signer.verify(token.to_string().as_bytes(), &tag) {
+            return Err(unsigned());
+        }
+        Ok(token)
+    }
 }
 
 /// The request's session, as [`session`] built it.
@@ -177,4 +238,51 @@ fn push_distinct<T: PartialEq>(values: &Mutex<Vec<T>>, value: T) {
 /// A poisoned lock only means another task panicked mid-push; the list is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn tokens() -> ConsistencyTokens {
+        ConsistencyTokens::new(&Config::default().auth)
+    }
+
+    #[test]
+    fn an_issued_token_reads_back_as_itself() {
+        let token: ConsistencyToken = "0=0/3A3FB398, 1=16/1A2B3C".parse().expect("valid");
+        let text = tokens().encode(&token);
+        assert!(
+            text.starts_with("0=0/3A3FB398, 1=16/1A2B3C; sig="),
+            "{text}"
+        );
+        assert_eq!(tokens().decode(&text).expect("issued"), token);
+    }
+
+    #[test]
+    fn made_up_edited_and_unsigned_tokens_are_refused() {
+        let tokens = tokens();
+        let issued = tokens.encode(&"0=0/10".parse().expect("valid"));
+        let sig = issued.rsplit_once("; ").expect("signed").1;
+        for forged in [
+            "0=FFFFFFFF/FFFFFFFF".to_string(),
+            format!("0=FFFFFFFF/FFFFFFFF; {sig}"),
+            format!("0=0/11; {sig}"),
+            format!("0=0/10, 1=0/1; {sig}"),
+            issued.replace("sig=", "sig=A"),
+            format!("{issued}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            "0=0/10; sig=".to_string(),
+        ] {
+            assert!(
+                matches!(tokens.decode(&forged), Err(Error::BadRequest(_))),
+                "{forged} was accepted"
+            );
+        }
+        // Another deployment's secret signs other tokens.
+        let mut other = Config::default();
+        other.auth.jwt_secret = "another-secret-of-at-least-32-bytes!!".to_string().into();
+        let foreign = ConsistencyTokens::new(&other.auth).encode(&"0=0/10".parse().expect("valid"));
+        assert!(tokens.decode(&foreign).is_err());
+    }
 }

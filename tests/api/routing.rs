@@ -215,3 +215,36 @@ async fn a_full_request_pool_is_busy_not_down_and_never_opens_the_primarys_break
     assert_eq!(state, scalable_api::traffic::BreakerState::Closed);
     assert_eq!(after.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_made_up_consistency_token_is_refused_and_an_issued_one_is_honoured() {
+    // Arrange: a write's token, and the made-up one that would pin reads on the primary.
+    let app = TestApp::spawn().await;
+    let user = app.register("token-holder@example.com", "Holder").await;
+    let renamed = app.rename(&user, "Renamed").await;
+    let issued = renamed.header_str("x-consistency-token");
+    assert!(issued.contains("; sig="), "{issued}");
+    let lsns = issued.split("; sig=").next().unwrap_or_default();
+
+    // Act / Assert: the issued token is honoured; anything else is a 400 naming the header.
+    let read = app
+        .users()
+        .get(user.id)
+        .header("x-consistency-token", &issued)
+        .await;
+    assert_eq!(read.status(), StatusCode::OK);
+    for forged in ["0=FFFFFFFF/FFFFFFFF".to_string(), lsns.to_string()] {
+        let read = app
+            .users()
+            .get(user.id)
+            .header("x-consistency-token", &forged)
+            .await;
+        crate::helpers::assert_problem_mentioning(
+            read,
+            StatusCode::BAD_REQUEST,
+            "X-Consistency-Token",
+            &forged,
+        )
+        .await;
+    }
+}
