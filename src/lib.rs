@@ -43,6 +43,8 @@ pub struct App {
     pub hasher: Hasher,
     /// Checks presented API keys against the directory, through a short in-process cache.
     pub api_keys: ApiKeyVerifier,
+    /// Refuses access tokens issued before a password change, or for a deleted account.
+    pub credential_versions: auth::CredentialVersions,
     /// Signs and checks the v2 lists' cursors.
     pub cursors: http::cursor::Cursors,
     /// Signs the consistency tokens writes answer with, and checks those reads send back.
@@ -89,6 +91,7 @@ impl App {
             &config.auth.api_keys,
             Arc::new(operations::api_keys::DirectoryKeys(db.clone())),
         );
+        let credential_versions = auth::CredentialVersions::new(&config.auth, db.clone());
         let limiter = traffic::RateLimiter::new(&config.ratelimit)?;
         let limits = traffic::RouteLimits::new(&config.ratelimit);
         let shedder = config
@@ -110,6 +113,7 @@ impl App {
             jwt,
             hasher,
             api_keys,
+            credential_versions,
             cursors,
             consistency_tokens,
             limiter,

@@ -21,6 +21,10 @@ pub struct Claims {
     pub aud: String,
     pub exp: u64,
     pub iat: u64,
+    /// The user's credentials version at issue: a password change bumps it, and tokens of an
+    /// older version are refused (`sessions.rs`).
+    #[serde(default)]
+    pub ver: i32,
 }
 
 /// What login returns.
@@ -68,7 +72,7 @@ impl JwtKeys {
         }
     }
 
-    pub fn issue(&self, user_id: i64, tier: Tier) -> anyhow::Result<IssuedToken> {
+    pub fn issue(&self, user_id: i64, tier: Tier, version: i32) -> anyhow::Result<IssuedToken> {
         let now = now();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -77,6 +81,7 @@ impl JwtKeys {
             aud: self.audience.clone(),
             exp: now + self.ttl_secs,
             iat: now,
+            ver: version,
         };
         let access_token = self.sign(&claims)?;
         Ok(IssuedToken {
@@ -97,6 +102,13 @@ impl JwtKeys {
 
     /// Verifies signature, algorithm, issuer, audience and expiry; returns the user id.
     pub fn verify(&self, token: &str) -> Result<(i64, Tier), Error> {
+        self.verify_versioned(token)
+            .map(|(id, tier, _version)| (id, tier))
+    }
+
+    /// As [`JwtKeys::verify`], with the credentials version the token was issued under (which
+    /// the caller must still check against the user's current one).
+    pub fn verify_versioned(&self, token: &str) -> Result<(i64, Tier, i32), Error> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| {
                 Error::Unauthorized(match err.kind() {
@@ -116,7 +128,7 @@ impl JwtKeys {
             .sub
             .parse::<i64>()
             .map_err(|_| Error::Unauthorized("the access token is malformed"))?;
-        Ok((id, data.claims.tier))
+        Ok((id, data.claims.tier, data.claims.ver))
     }
 }
 
@@ -139,7 +151,7 @@ mod tests {
     fn an_issued_token_verifies_to_its_user() {
         let keys = keys();
         let token = keys
-            .issue(42, Tier::Pro)
+            .issue(42, Tier::Pro, 0)
             .expect("signing works")
             .access_token;
         let (id, tier) = keys.verify(&token).expect("valid token");
@@ -150,7 +162,7 @@ mod tests {
     fn an_unsigned_alg_none_token_is_refused() {
         let keys = keys();
         let token = keys
-            .issue(42, Tier::Free)
+            .issue(42, Tier::Free, 0)
             .expect("signing works")
             .access_token;
         let mut parts = token.split('.');

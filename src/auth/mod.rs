@@ -5,6 +5,7 @@ mod extract;
 mod jwt;
 pub mod password;
 mod principal;
+mod sessions;
 
 pub use crate::config::LimitTier;
 pub use crate::domain::Scope;
@@ -12,3 +13,4 @@ pub use api_key::{ApiKeyVerifier, KeyStore, MintedSecret, StoredKey};
 pub use extract::MaybeAuthUser;
 pub use jwt::{Claims, IssuedToken, JwtKeys};
 pub use principal::{AuthUser, KeyHolder, Principal, RefusedCredentials, TokenUser};
+pub use sessions::CredentialVersions;

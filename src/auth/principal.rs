@@ -131,7 +131,8 @@ impl Principal {
             .ok_or(Error::Unauthorized(
                 "the Authorization header must be `Bearer <token>` or `ApiKey <key>`",
             ))?;
-        let (id, tier) = app.jwt.verify(token)?;
+        let (id, tier, version) = app.jwt.verify_versioned(token)?;
+        app.credential_versions.check(id, version).await?;
         Ok(Self::User(TokenUser { id, tier }))
     }
 

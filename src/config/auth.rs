@@ -38,6 +38,13 @@ pub struct AuthConfig {
     pub hash_wait: Duration,
     /// API keys: how long an instance trusts a verified one, how many an owner may hold.
     pub api_keys: ApiKeyConfig,
+    /// How long an instance trusts a user's credentials version without reading it again:
+    /// the longest an access token revoked on another instance (a password change, a deleted
+    /// account) goes on working here. `0s` reads on every request.
+    #[serde(with = "humantime_serde")]
+    pub revocation_check_ttl: Duration,
+    /// Users whose credentials version an instance keeps; the least recently used go first.
+    pub revocation_cache_max_entries: u64,
     /// Tries of login and registration per account and per client address.
     pub login_limits: LoginLimitsConfig,
 }
@@ -105,6 +112,8 @@ impl Default for AuthConfig {
             max_queued_hashes: 64,
             hash_wait: Duration::from_secs(2),
             api_keys: ApiKeyConfig::default(),
+            revocation_check_ttl: Duration::from_secs(10),
+            revocation_cache_max_entries: 100_000,
             login_limits: LoginLimitsConfig::default(),
         }
     }

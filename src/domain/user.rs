@@ -34,6 +34,8 @@ pub struct Credentials {
     /// argon2id PHC string.
     pub password_hash: String,
     pub tier: Tier,
+    /// Bumped by every password change; access tokens carry it (`src/auth/sessions.rs`).
+    pub credentials_version: i32,
 }
 
 impl std::fmt::Debug for Credentials {

@@ -78,14 +78,19 @@ pub async fn login(
             None => None,
         };
         account = user.as_ref().map(|found| found.id);
-        let (stored, tier, id) = match user {
-            Some(found) => (Some(found.password_hash), found.tier, found.id),
-            None => (None, Tier::Free, 0),
+        let (stored, tier, id, version) = match user {
+            Some(found) => (
+                Some(found.password_hash),
+                found.tier,
+                found.id,
+                found.credentials_version,
+            ),
+            None => (None, Tier::Free, 0, 0),
         };
         if !app.hasher.verify(&password, stored).await? {
             return Err(REFUSED);
         }
-        Ok(app.jwt.issue(id, tier)?)
+        Ok(app.jwt.issue(id, tier, version)?)
     }
     .await;
     let actor = account
@@ -130,6 +135,9 @@ pub async fn update(
             .await?
             .ok_or(NO_USER)?;
         app.cache.user_changed(session, id).await;
+        if patch.password.is_some() {
+            app.credential_versions.forget(id).await;
+        }
         Ok(user)
     }
     .await;
@@ -152,6 +160,7 @@ pub async fn delete(app: &App, session: &Session, me: AuthUser, id: i64) -> Resu
             .await?
             .ok_or(NO_USER)?;
         app.cache.user_deleted(session, id, &posts).await;
+        app.credential_versions.forget(id).await;
         api_keys::revoke_all_of(app, id).await;
         Ok(())
     }

@@ -133,6 +133,10 @@ fn describe() {
         "Cache entries invalidated after writes"
     );
     metrics::describe_counter!(
+        names::AUTH_REVOCATION_CHECKS_SKIPPED,
+        "Access tokens accepted without their revocation check (the primary unreachable)"
+    );
+    metrics::describe_counter!(
         RATELIMIT_DECISIONS,
         "Rate-limited requests by tier, route class and decision (allowed, limited, quota_spent, fallback_allowed, fallback_limited, unavailable)"
     );

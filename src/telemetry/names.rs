@@ -71,3 +71,6 @@ pub const LOAD_SHED_REQUESTS: &str = "load_shed_requests_total";
 /// `no-store` answer), `unavailable` (the store's Redis was unusable: a 503 before anything
 /// ran, or, rarer, an answer that ran but could not be kept).
 pub const HTTP_IDEMPOTENCY: &str = "http_idempotency_total";
+
+/// Counter: access tokens accepted without their revocation check, the primary unreachable.
+pub const AUTH_REVOCATION_CHECKS_SKIPPED: &str = "auth_revocation_checks_skipped_total";

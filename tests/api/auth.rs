@@ -676,7 +676,8 @@ async fn deleting_a_user_removes_them_and_their_posts_and_frees_their_email() {
     )
     .await;
     let again = app.users().delete(ada.id, &ada).await;
-    assert_problem(again, StatusCode::NOT_FOUND, "deleting the user twice").await;
+    // The token went with the account: a second delete is refused before it looks for the user.
+    assert_problem(again, StatusCode::UNAUTHORIZED, "deleting the user twice").await;
     let login = app.auth().login("ada@example.com", PASSWORD).await;
     assert_problem(login, StatusCode::UNAUTHORIZED, "a deleted user's login").await;
 
@@ -788,4 +789,78 @@ async fn a_burst_of_logins_past_the_hashing_bound_gets_fast_503s_never_a_queue()
         }
     }
     assert!(ok >= 1 && busy >= 1, "{ok} logged in, {busy} refused");
+}
+
+/// A write only a signed-in user may make with `token`: renaming themself.
+async fn rename_with(app: &TestApp, id: i64, token: &str) -> StatusCode {
+    app.users()
+        .patch(id, token, json!({ "name": "Still Me" }))
+        .await
+        .status()
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_every_token_issued_before_it_on_every_instance() {
+    // Arrange: two tokens for one user; another instance that checks on every request (its
+    // TTL is the bound for instances that did not see the change).
+    let app = TestApp::spawn().await;
+    let user = app.register("revoked@example.com", "Revoked").await;
+    let other = app
+        .another_instance_with(|c| c.auth.revocation_check_ttl = std::time::Duration::ZERO)
+        .await;
+    let second = app.login(&user.email, PASSWORD).await;
+    assert_eq!(rename_with(&app, user.id, &second).await, StatusCode::OK);
+    let read_on_other = |token: String| {
+        other
+            .request(reqwest::Method::GET, &format!("/v1/users/{}", user.id))
+            .bearer(token)
+    };
+    assert_eq!(read_on_other(second.clone()).await.status(), StatusCode::OK);
+
+    // Act
+    let changed = app
+        .users()
+        .patch(
+            user.id,
+            &user,
+            json!({ "password": "a brand new password 42" }),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+
+    // Assert: the old tokens are refused here and there, a new login works.
+    for token in [&user.token, &second] {
+        let refused = app
+            .users()
+            .patch(user.id, token.as_str(), json!({ "name": "Thief" }))
+            .await;
+        assert_problem_mentioning(refused, StatusCode::UNAUTHORIZED, "revoked", "old token").await;
+        assert_eq!(
+            read_on_other(token.clone()).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let fresh = app.login(&user.email, "a brand new password 42").await;
+    assert_eq!(rename_with(&app, user.id, &fresh).await, StatusCode::OK);
+    assert_eq!(read_on_other(fresh).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_deleted_accounts_token_is_refused() {
+    let app = TestApp::spawn().await;
+    let user = app.register("deleted-token@example.com", "Leaving").await;
+    let second = app.login(&user.email, PASSWORD).await;
+    assert_eq!(rename_with(&app, user.id, &second).await, StatusCode::OK);
+
+    let deleted = app.users().delete(user.id, &user).await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+
+    let refused = app.get("/v1/users?limit=1").bearer(second.as_str()).await;
+    assert_problem_mentioning(
+        refused,
+        StatusCode::UNAUTHORIZED,
+        "no longer exists",
+        "a deleted account's token",
+    )
+    .await;
 }

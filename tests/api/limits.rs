@@ -128,11 +128,16 @@ async fn anonymous_free_and_pro_callers_get_their_tiers_budgets() {
     let token = |user_id: i64, tier: Tier| {
         app.state
             .jwt
-            .issue(user_id, tier)
+            .issue(user_id, tier, 0)
             .expect("a token")
             .access_token
     };
-    let (free, pro) = (token(41, Tier::Free), token(42, Tier::Pro));
+    // Real accounts: a token of a user that does not exist is refused.
+    let (free, pro) = (
+        app.register("free-reader@example.com", "Free").await,
+        app.register("pro-reader@example.com", "Pro").await,
+    );
+    let (free, pro) = (token(free.id, Tier::Free), token(pro.id, Tier::Pro));
 
     // Act: 12 reads each, one after the other.
     let mut admitted = Vec::new();

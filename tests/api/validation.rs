@@ -152,6 +152,7 @@ impl Fixture {
             aud: auth.audience.clone(),
             exp: now + 3600,
             iat: now,
+            ver: 0,
         }
     }
 
@@ -706,20 +707,30 @@ async fn malformed_ids_are_a_400_on_every_id_route() {
 
 #[tokio::test]
 async fn ids_that_no_shard_owns_are_a_404_on_every_id_route() {
-    // Arrange: the shards own 1..=2_000_000_000. Users may change only themselves, so the
-    // user routes get a well-signed token whose subject is that very id.
+    // Arrange: the shards own 1..=2_000_000_000. No account can live at such an id, so a
+    // well-signed token whose subject is one is refused as a token of no account; with the
+    // fixture user's own token, reads are a 404 and changes to another user a 403.
     let f = Fixture::new().await;
     let before = Rows::of(&f.app).await;
     let unowned = ["5000000000", "9007199254740992", &i64::MAX.to_string()];
 
     for id in unowned {
         let subject_token = f.sign(&f.claims(id));
-        for (what, request) in f.id_routes(id, &subject_token, &f.user.token) {
+        let refused = f.app.users().get(id).bearer(subject_token.as_str()).await;
+        assert_problem(refused, StatusCode::UNAUTHORIZED, "a token of no account").await;
+        for (what, request) in f.id_routes(id, &f.user.token, &f.user.token) {
             // Act
             let response = request.await;
 
             // Assert
-            assert_problem(response, StatusCode::NOT_FOUND, &what).await;
+            let expected = if what.starts_with("PATCH /v1/users/")
+                || what.starts_with("DELETE /v1/users/")
+            {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            assert_problem(response, expected, &what).await;
         }
     }
     before.assert_unchanged(&f.app, "ids in no shard").await;

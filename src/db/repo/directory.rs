@@ -179,7 +179,7 @@ impl Directory<'_> {
             .read_primary(session, |mut db| async move {
                 sqlx::query_as!(
                     Credentials,
-                    "SELECT id, email, password_hash, tier AS \"tier: Tier\" \
+                    "SELECT id, email, password_hash, tier AS \"tier: Tier\", credentials_version \
                      FROM users WHERE id = $1",
                     id
                 )
@@ -512,7 +512,9 @@ async fn update_user_row_keeping_old(
 ) -> Result<Option<(User, RowBefore)>, sqlx::Error> {
     let row = sqlx::query!(
         "UPDATE users u SET email = COALESCE($2, u.email), name = COALESCE($3, u.name), \
-         password_hash = COALESCE($4, u.password_hash), updated_at = now() \
+         password_hash = COALESCE($4, u.password_hash), \
+         credentials_version = u.credentials_version + CASE WHEN $4 IS NULL THEN 0 ELSE 1 END, \
+         updated_at = now() \
          FROM (SELECT id, email, name, password_hash FROM users WHERE id = $1 FOR UPDATE) AS old \
          WHERE u.id = old.id \
          RETURNING u.id, u.email, u.name, u.tier AS \"tier: Tier\", u.created_at, u.updated_at, \

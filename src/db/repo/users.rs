@@ -71,6 +71,24 @@ impl Users<'_> {
         .await
     }
 
+    /// The user's credentials version, from the primary (`None`: no such user).
+    pub async fn credentials_version(
+        &self,
+        session: &Session,
+        id: i64,
+    ) -> Result<Option<i32>, Error> {
+        let Some(shard) = self.cluster.owner(id) else {
+            return Ok(None);
+        };
+        shard
+            .read_primary(session, |mut db| async move {
+                sqlx::query_scalar!("SELECT credentials_version FROM users WHERE id = $1", id)
+                    .fetch_optional(&mut *db)
+                    .await
+            })
+            .await
+    }
+
     /// A page of whole user rows in id order (what a list costs with no cache).
     pub async fn list(&self, session: &Session, list: UserList) -> Result<Vec<User>, Error> {
         self.walk(session, list, |mut db, step| async move {
@@ -241,7 +259,9 @@ async fn update_user_row(
     sqlx::query_as!(
         User,
         "UPDATE users SET email = COALESCE($2, email), name = COALESCE($3, name), \
-         password_hash = COALESCE($4, password_hash), updated_at = now() \
+         password_hash = COALESCE($4, password_hash), \
+         credentials_version = credentials_version + CASE WHEN $4 IS NULL THEN 0 ELSE 1 END, \
+         updated_at = now() \
          WHERE id = $1 RETURNING id, email, name, tier AS \"tier: Tier\", created_at, updated_at",
         id,
         update.email.as_ref().map(Email::as_str),
