@@ -32,6 +32,7 @@ macro_rules! text_column {
 
 mod api_key;
 mod post;
+mod unicode;
 mod user;
 
 pub use api_key::{ApiKey, NewApiKey, Scope};

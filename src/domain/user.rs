@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
 
 use super::{Checks, text};
 use crate::error::{Error, FieldError};
@@ -70,15 +71,32 @@ text_column!(Tier, "tier", |raw| match raw {
     _ => None,
 });
 
-/// A normalised email address: trimmed and lower-cased, so the directory's uniqueness is
-/// case-insensitive. (Lower-casing the local part is not strictly RFC 5321, but no real
-/// provider distinguishes case, and users do not expect it to matter.)
+/// A normalised email address: trimmed, NFKC-normalised and lower-cased, so the directory's
+/// uniqueness holds across case and across Unicode's look-alike forms (full-width
+/// `ａｄａ＠ｅｘａｍｐｌｅ.ｃｏｍ` is `ada@example.com`). Invisible characters are refused rather
+/// than dropped (see `unicode.rs`): an address that holds one was not typed by a person.
+/// (Lower-casing the local part is not strictly RFC 5321, but no real provider distinguishes
+/// case, and users do not expect it to matter.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let value = raw.trim().to_lowercase();
+        let raw = raw.trim();
+        if raw
+            .chars()
+            .any(|c| super::unicode::is_default_ignorable(c) || super::unicode::is_bidi_control(c))
+        {
+            return Err(FieldError::new(
+                "email",
+                "must not contain invisible or text-direction characters",
+            ));
+        }
+        // Bounded before normalising: NFKC can expand a character up to 18 times.
+        if raw.len() > 1024 {
+            return Err(FieldError::new("email", "must be at most 254 bytes"));
+        }
+        let value = raw.nfkc().collect::<String>().to_lowercase();
         let invalid = || FieldError::new("email", "must be an address like name@example.com");
         if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
@@ -102,8 +120,18 @@ impl Email {
 pub struct UserName(String);
 
 impl UserName {
+    /// Trimmed, NFC-normalised (one form for what renders the same), without
+    /// text-direction controls, which would make a name display as something else. Joiners
+    /// stay: several scripts and emoji sequences need them.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        text("name", raw, 1, 100, false).map(Self)
+        if raw.chars().any(super::unicode::is_bidi_control) {
+            return Err(FieldError::new(
+                "name",
+                "must not contain text-direction control characters",
+            ));
+        }
+        let name = text("name", raw, 1, 100, false)?;
+        Ok(Self(name.nfc().collect()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -227,5 +255,37 @@ mod tests {
             UserPatch::parse(None, None, None),
             Err(Error::Validation(_))
         ));
+    }
+
+    #[test]
+    fn look_alike_emails_normalise_to_one_address_or_are_refused() {
+        let ascii = Email::parse("ada@example.com").expect("valid");
+        for same in [
+            "ＡＤＡ@example.com",
+            "ａｄａ＠ｅｘａｍｐｌｅ．ｃｏｍ",
+            " Ada@Example.COM ",
+        ] {
+            assert_eq!(Email::parse(same).expect(same), ascii, "{same}");
+        }
+        for invisible in [
+            "ada\u{200B}@example.com",
+            "ad\u{00AD}a@example.com",
+            "ada@exa\u{200D}mple.com",
+            "\u{FEFF}ada@example.com",
+            "ada\u{202E}@example.com",
+        ] {
+            assert!(Email::parse(invisible).is_err(), "{invisible:?}");
+        }
+    }
+
+    #[test]
+    fn names_refuse_direction_controls_and_keep_one_normal_form() {
+        assert!(UserName::parse("Ada \u{202E}reversed").is_err());
+        assert!(UserName::parse("\u{2066}Ada\u{2069}").is_err());
+        // "é" as e + combining acute is stored as the one precomposed character.
+        let name = UserName::parse("Re\u{0301}ne").expect("valid");
+        assert_eq!(name.as_str(), "R\u{00E9}ne");
+        // Joiners stay: emoji sequences and several scripts need them.
+        assert!(UserName::parse("\u{1F469}\u{200D}\u{1F4BB} Ada").is_ok());
     }
 }

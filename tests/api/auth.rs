@@ -864,3 +864,53 @@ async fn a_deleted_accounts_token_is_refused() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn look_alike_emails_are_the_same_account_or_refused_and_names_refuse_direction_tricks() {
+    let app = TestApp::spawn().await;
+    app.register("lookalike@example.com", "Original").await;
+
+    // Full-width letters are the same address: taken.
+    let fullwidth = app
+        .auth()
+        .register("ｌｏｏｋａｌｉｋｅ@example.com", "Copy", PASSWORD)
+        .await;
+    assert_problem(fullwidth, StatusCode::CONFLICT, "a full-width copy").await;
+    // An invisible character is refused, naming the field.
+    let hidden = app
+        .auth()
+        .register("look\u{200B}alike@example.com", "Copy", PASSWORD)
+        .await;
+    let problem = assert_problem(
+        hidden,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a zero-width space",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "email", "{problem}");
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("invisible"),
+        "{problem}"
+    );
+    // And the full-width form logs in as the one account.
+    let login = app
+        .auth()
+        .login("ＬＯＯＫＡＬＩＫＥ@example.com", PASSWORD)
+        .await;
+    assert_eq!(login.status(), StatusCode::OK);
+
+    let reversed = app
+        .auth()
+        .register("reversed@example.com", "Ada \u{202E}nimda", PASSWORD)
+        .await;
+    let problem = assert_problem(
+        reversed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a right-to-left override",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "name", "{problem}");
+}

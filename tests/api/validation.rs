@@ -723,13 +723,12 @@ async fn ids_that_no_shard_owns_are_a_404_on_every_id_route() {
             let response = request.await;
 
             // Assert
-            let expected = if what.starts_with("PATCH /v1/users/")
-                || what.starts_with("DELETE /v1/users/")
-            {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::NOT_FOUND
-            };
+            let expected =
+                if what.starts_with("PATCH /v1/users/") || what.starts_with("DELETE /v1/users/") {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::NOT_FOUND
+                };
             assert_problem(response, expected, &what).await;
         }
     }
