@@ -212,8 +212,13 @@ mod tests {
             flown.push(format!("{key}@{version}"));
             let json: Arc<[u8]> = Arc::from(&b"\"loaded\""[..]);
             leader.finish(Ok(json.clone()));
-            l1.insert(key.as_str(), Some("loaded".to_owned()), looked_up)
-                .await;
+            l1.insert(
+                key.as_str(),
+                Some("loaded".to_owned()),
+                json.len(),
+                looked_up,
+            )
+            .await;
             let job = FillJob {
                 key: key.clone(),
                 version,

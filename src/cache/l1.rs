@@ -55,11 +55,21 @@ use crate::config::CacheConfig;
 /// Slots of the table of invalidation instants: 32 KiB.
 const INVALIDATED_SLOTS: usize = 4096;
 
+/// What an entry weighs: the length of the JSON it was decoded from (the decoded value holds
+/// the same strings, and its numbers in no more room), plus the entry's own bookkeeping
+/// (the `Arc`s, the refresh fields, moka's node) of about 128 bytes. An estimate, not a
+/// measurement: measuring the decoded value would mean walking it on every insert.
+fn weight(json_len: usize) -> u32 {
+    u32::try_from(json_len.saturating_add(128)).unwrap_or(u32::MAX)
+}
+
 /// The decoded `Option<T>` of an entry's key type (`None`: cached "not found").
 pub type Value = Arc<dyn Any + Send + Sync>;
 
 struct Entry {
     value: Value,
+    /// What the entry counts against `cache.l1_max_bytes` (see [`weight`]).
+    weight: u32,
     /// From then on, the first reader refreshes the entry (see the module documentation).
     refresh_at: Instant,
     /// Whether a reader has taken the refresh.
@@ -123,8 +133,14 @@ impl std::fmt::Debug for L1 {
 impl L1 {
     pub fn new(config: &CacheConfig) -> Self {
         Self {
+            // Bounded by bytes, not entries: one entry is a user (a few hundred bytes) or a
+            // page of the user list with its rows (up to about a megabyte), so a count bound
+            // would be either far too small for users or a gigabyte for pages.
             entries: Moka::builder()
-                .max_capacity(config.l1_max_entries)
+                .max_capacity(config.l1_max_bytes)
+                .weigher(|key: &String, entry: &Arc<Entry>| {
+                    entry.weight.saturating_add(key.len() as u32)
+                })
                 .time_to_live(config.l1_ttl)
                 // For families: one invalidation retires every page of the user list.
                 .support_invalidation_closures()
@@ -156,10 +172,12 @@ impl L1 {
         &self,
         key: &str,
         value: Option<T>,
+        json_len: usize,
         looked_up: Instant,
     ) {
         let entry = Entry {
             value: Arc::new(value),
+            weight: weight(json_len),
             refresh_at: Instant::now() + self.refresh_after,
             claimed: AtomicBool::new(false),
         };
@@ -259,16 +277,56 @@ mod tests {
         let l1 = L1::new(&CacheConfig::default());
         let looked_up = Instant::now();
         l1.apply("p:user:1").await;
-        l1.insert("p:user:1", value(), looked_up).await;
+        l1.insert("p:user:1", value(), 16, looked_up).await;
         assert!(
             l1.get::<String>("p:user:1").await.is_none(),
             "the value read before the invalidation stays out"
         );
 
-        l1.insert("p:user:1", value(), Instant::now()).await;
+        l1.insert("p:user:1", value(), 16, Instant::now()).await;
         assert!(
             l1.get::<String>("p:user:1").await.is_some(),
             "a lookup after the invalidation inserts"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_l1_holds_at_most_its_bytes_whatever_the_entries_weigh() {
+        let new = || {
+            L1::new(&CacheConfig {
+                l1_max_bytes: 1 << 20,
+                l1_ttl: Duration::from_secs(60),
+                ..CacheConfig::default()
+            })
+        };
+        let l1 = new();
+        // Forty 100 KB pages: 4 MB offered to a 1 MiB cache.
+        for i in 0..40 {
+            l1.insert(&format!("p:page:{i}"), Some(i), 100_000, Instant::now())
+                .await;
+        }
+        l1.entries.run_pending_tasks().await;
+        assert!(
+            l1.entries.weighted_size() <= 1 << 20,
+            "{} bytes held",
+            l1.entries.weighted_size()
+        );
+        assert!(
+            l1.entries.entry_count() <= 10,
+            "{} pages held",
+            l1.entries.entry_count()
+        );
+        // Small entries fit by the thousand in the same budget.
+        let l1 = new();
+        for i in 0..2_000 {
+            l1.insert(&format!("p:user:{i}"), Some(i), 300, Instant::now())
+                .await;
+        }
+        l1.entries.run_pending_tasks().await;
+        assert!(
+            l1.entries.entry_count() >= 1_500,
+            "{} users held",
+            l1.entries.entry_count()
         );
     }
 
@@ -277,7 +335,7 @@ mod tests {
         let l1 = L1::new(&CacheConfig::default());
         let looked_up = Instant::now();
         l1.apply("*p:users:").await;
-        l1.insert("p:users:o0l10", value(), looked_up).await;
+        l1.insert("p:users:o0l10", value(), 16, looked_up).await;
         assert!(l1.get::<String>("p:users:o0l10").await.is_none());
     }
 
@@ -285,8 +343,8 @@ mod tests {
     async fn a_hit_returns_the_value_of_its_type_and_another_type_is_a_miss() {
         let l1 = l1(Duration::from_secs(60));
         let now = Instant::now();
-        l1.insert("k", Some(vec![1_i64, 2]), now).await;
-        l1.insert("absent", None::<String>, now).await;
+        l1.insert("k", Some(vec![1_i64, 2]), 16, now).await;
+        l1.insert("absent", None::<String>, 16, now).await;
         assert_eq!(l1.get::<Vec<i64>>("k").await, Some(Some(vec![1, 2])));
         assert_eq!(l1.get::<String>("absent").await, Some(None));
         assert_eq!(l1.get::<String>("k").await, None);
@@ -297,7 +355,7 @@ mod tests {
     async fn one_reader_refreshes_an_entry_near_its_end_while_the_others_hit_until_l1_ttl() {
         let ttl = Duration::from_millis(400);
         let l1 = l1(ttl);
-        l1.insert("k", Some(1_i64), Instant::now()).await;
+        l1.insert("k", Some(1_i64), 16, Instant::now()).await;
         assert_eq!(l1.get::<i64>("k").await, Some(Some(1)), "fresh: a hit");
         tokio::time::sleep(ttl.mul_f64(0.8)).await;
         assert_eq!(
@@ -310,7 +368,7 @@ mod tests {
             Some(Some(1)),
             "the next ones still hit"
         );
-        l1.insert("k", Some(2_i64), Instant::now()).await;
+        l1.insert("k", Some(2_i64), 16, Instant::now()).await;
         assert_eq!(l1.get::<i64>("k").await, Some(Some(2)), "refilled");
         tokio::time::sleep(ttl.mul_f64(0.8)).await;
         assert_eq!(

@@ -121,7 +121,8 @@ impl Cache {
                             Some(value) => {
                                 outcome(session, "redis", "hit");
                                 if let Some(l1) = &self.l1 {
-                                    l1.insert(key.as_str(), value.clone(), looked_up).await;
+                                    l1.insert(key.as_str(), value.clone(), json.len(), looked_up)
+                                        .await;
                                 }
                                 found.extend(value.map(|value| (id, value)));
                             }
@@ -311,7 +312,8 @@ impl Cache {
                 // L1 drops an insert its entry was invalidated since the lookup); the filler
                 // takes it out again if the script refuses the fill.
                 if let Some(l1) = &self.l1 {
-                    l1.insert(lead.key.as_str(), value.clone(), looked_up).await;
+                    l1.insert(lead.key.as_str(), value.clone(), json.len(), looked_up)
+                        .await;
                 }
                 fills.push(FillJob {
                     key: lead.key,

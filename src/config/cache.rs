@@ -44,8 +44,9 @@ pub struct CacheConfig {
     /// message is lost.
     #[serde(with = "humantime_serde")]
     pub l1_ttl: Duration,
-    /// Two-tier: entries the L1 holds at most.
-    pub l1_max_entries: u64,
+    /// Two-tier: bytes the L1 holds at most (each entry weighs its JSON plus about 128
+    /// bytes), on top of the process's other memory.
+    pub l1_max_bytes: u64,
     /// Bound on each Redis command (and on connecting, with at least 500 ms): a slow Redis
     /// must not slow every request down to the database's pace plus a timeout. The cache
     /// uses two multiplexed connections per instance, one for lookups and one for fills and
@@ -67,7 +68,7 @@ impl Default for CacheConfig {
             negative_ttl: Duration::from_secs(30),
             page_size: 20,
             l1_ttl: Duration::from_secs(1),
-            l1_max_entries: 100_000,
+            l1_max_bytes: 32 * 1024 * 1024,
             command_timeout: Duration::from_millis(50),
             breaker: BreakerConfig::default(),
         }

@@ -62,6 +62,9 @@
 //! - `SCALABLE_API_AUTH__MAX_CONCURRENT_HASHES`: argon2 runs at once, `0` = one per core
 //! - `SCALABLE_API_AUTH__MAX_QUEUED_HASHES`: may wait for a hashing slot, then 503
 //! - `SCALABLE_API_AUTH__HASH_WAIT` (default `2s`)
+//! - `SCALABLE_API_AUTH__REVOCATION_CHECK_TTL` (default `10s`): the most an access token
+//!   revoked on another instance (password change, deleted account) lives on here
+//! - `SCALABLE_API_AUTH__REVOCATION_CACHE_MAX_ENTRIES`
 //! - `SCALABLE_API_AUTH__API_KEYS__CACHE_TTL` (default `30s`): the most a revoked key lives on
 //!   other instances
 //! - `SCALABLE_API_AUTH__API_KEYS__CACHE_MAX_ENTRIES`
@@ -91,7 +94,7 @@
 //! - `SCALABLE_API_CACHE__NEGATIVE_TTL` (default `30s`)
 //! - `SCALABLE_API_CACHE__PAGE_SIZE`
 //! - `SCALABLE_API_CACHE__L1_TTL` (default `1s`)
-//! - `SCALABLE_API_CACHE__L1_MAX_ENTRIES`
+//! - `SCALABLE_API_CACHE__L1_MAX_BYTES`
 //! - `SCALABLE_API_CACHE__COMMAND_TIMEOUT` (default `50ms`)
 //! - `SCALABLE_API_CACHE__BREAKER__FAILURE_THRESHOLD`
 //! - `SCALABLE_API_CACHE__BREAKER__OPEN` (default `2s`)
