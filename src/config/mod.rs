@@ -277,6 +277,14 @@ impl Config {
         self.db.validate()?;
         self.api.validate()?;
         self.telemetry.validate(self.http.addr)?;
+        // `/metrics` and the detailed `/readyz` show the shard layout, replicas' LSNs and
+        // error rates: in production, only on an address of their own.
+        anyhow::ensure!(
+            self.profile != Profile::Production
+                || !self.telemetry.metrics
+                || self.telemetry.metrics_addr.is_some(),
+            "telemetry.metrics_addr must be set in the production profile (or telemetry.metrics off): /metrics shows the deployment's internals and must not be on the API's address"
+        );
         self.graphql.validate()?;
         self.auth.validate(self.profile, self.http.addr)?;
         self.ratelimit.validate(self.graphql.max_complexity)?;

@@ -364,3 +364,28 @@ fn a_v1_sunset_needs_a_deprecation_before_it() {
     config.http.versioning.v1_deprecated_at = Some(date("2026-01-01T00:00:00Z"));
     assert!(config.validate().is_ok());
 }
+
+#[test]
+fn production_keeps_metrics_off_the_apis_address() {
+    let production = || Config {
+        profile: Profile::Production,
+        auth: crate::config::AuthConfig {
+            jwt_secret: "a-production-secret-of-at-least-32-bytes"
+                .to_string()
+                .into(),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let err = production()
+        .validate()
+        .expect_err("metrics on the API's address");
+    assert!(err.to_string().contains("metrics_addr"), "{err}");
+
+    let mut admin = production();
+    admin.telemetry.metrics_addr = Some(([127, 0, 0, 1], 9100).into());
+    admin.validate().expect("metrics on an admin address");
+    let mut off = production();
+    off.telemetry.metrics = false;
+    off.validate().expect("no metrics at all");
+}

@@ -59,6 +59,10 @@ use cluster::placement::Placement;
 pub struct Db {
     cluster: Cluster,
     directory: PgPool,
+    /// Readiness's own connection to the directory: a burst of logins that fills the
+    /// directory's request pool must not make every instance look unready at once (a load
+    /// balancer would then drain the whole fleet).
+    directory_probe: PgPool,
     placement: Placement,
     config: DbConfig,
     /// Crash injection for the saga tests.
@@ -74,6 +78,10 @@ impl Db {
         Ok(Self {
             cluster: Cluster::connect_lazy(config)?,
             directory: cluster::pool::directory(config)?,
+            directory_probe: cluster::pool::monitor(
+                config.directory_url.expose(),
+                cluster::monitor::check_timeout(&config.replicas),
+            )?,
             placement: Placement::default(),
             config: config.clone(),
             #[cfg(feature = "failpoints")]
@@ -125,6 +133,11 @@ impl Db {
         &self.directory
     }
 
+    /// A one-connection pool to the directory for readiness checks, apart from the requests'.
+    pub fn directory_probe(&self) -> &PgPool {
+        &self.directory_probe
+    }
+
     /// Sets the data layer's gauges (`db_pool_connections`); `/metrics` calls it at scrape.
     pub fn report_gauges(&self) {
         self.cluster.report_pool_gauges();
@@ -138,6 +151,7 @@ impl Db {
     /// Closes every pool; called on shutdown so Postgres sees clean disconnects.
     pub async fn close(&self) {
         self.directory.close().await;
+        self.directory_probe.close().await;
         self.cluster.close().await;
     }
 }

@@ -9,6 +9,15 @@
 //! shard primary is. One bad shard leaves it ready but `degraded`, naming the shard: every
 //! instance shares that shard, so pulling them all from the load balancer would turn a
 //! partial outage into a total one.
+//!
+//! The directory is checked on a connection of its own, not through the requests' pool: a
+//! burst of logins that fills that pool would otherwise make every instance unready at
+//! once, and the load balancer would drain the whole fleet.
+//!
+//! Who sees what: the detailed body (shards, breakers, replicas' lag and LSNs) describes the
+//! deployment's topology, so outside the dev profile the API's address answers only
+//! `{"status": ...}` with the same status code, and the details are served on the admin
+//! address (`telemetry.metrics_addr`) beside `/metrics`.
 
 use std::time::Duration;
 
@@ -28,7 +37,25 @@ pub fn router() -> Router<AppState> {
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(public_readyz))
+}
+
+/// `/readyz` with every detail, for the admin address.
+pub fn admin_router() -> Router<AppState> {
+    Router::new().route("/readyz", get(readyz))
+}
+
+/// What the API's address answers: the details in the dev profile, the status alone
+/// otherwise.
+async fn public_readyz(State(app): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let dev = app.config.is_dev();
+    let (code, Json(readiness)) = readyz(State(app)).await;
+    if dev {
+        (code, Json(readiness)).into_response()
+    } else {
+        (code, Json(json!({ "status": readiness.status }))).into_response()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -80,7 +107,7 @@ struct ShardReadiness {
 }
 
 async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let directory = check(app.db.directory_pool());
+    let directory = check(app.db.directory_probe());
     let shards = futures_util::future::join_all(app.db.cluster().iter().map(|shard| async move {
         ShardReadiness {
             id: shard.id(),

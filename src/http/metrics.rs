@@ -22,8 +22,9 @@ pub fn router(app: &AppState) -> Router<AppState> {
     }
 }
 
-/// Serves `/metrics` alone on `telemetry.metrics_addr`, when set: an admin port keeps the
-/// service's internals (routes, shard layout, error rates) off the public address.
+/// Serves `/metrics` and the detailed `/readyz` on `telemetry.metrics_addr`, when set: an
+/// admin port keeps the service's internals (routes, shard layout, LSNs, error rates) off the
+/// public address. The production profile requires it.
 pub async fn admin_server(app: &AppState) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let (Some(addr), Some(_)) = (app.config.telemetry.metrics_addr, &app.metrics) else {
         return Ok(None);
@@ -34,6 +35,7 @@ pub async fn admin_server(app: &AppState) -> anyhow::Result<Option<tokio::task::
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
     let router = Router::new()
         .route("/metrics", get(scrape))
+        .merge(super::health::admin_router())
         .with_state(app.clone());
     Ok(Some(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, router).await {

@@ -18,6 +18,7 @@ mod chaos;
 mod compression;
 mod directory;
 mod graphql;
+mod health;
 mod idempotency;
 mod leases;
 mod limits;
