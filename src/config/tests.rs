@@ -364,3 +364,18 @@ fn a_v1_sunset_needs_a_deprecation_before_it() {
     config.http.versioning.v1_deprecated_at = Some(date("2026-01-01T00:00:00Z"));
     assert!(config.validate().is_ok());
 }
+
+#[test]
+fn an_audit_sample_rate_outside_zero_to_one_is_refused() {
+    for rate in [-0.1, 1.5, f64::NAN] {
+        let mut config = Config::default();
+        config.consistency.audit.sample_rate = rate;
+        let err = config.validate().expect_err("out of range");
+        assert!(err.to_string().contains("sample_rate"), "{rate}: {err}");
+    }
+    let mut config = Config::default();
+    config.consistency.audit.sample_rate = 1.0;
+    assert!(config.validate().is_ok());
+    config.consistency.audit.max_in_flight = 0;
+    assert!(config.validate().is_err(), "no audit slot at all");
+}
