@@ -53,7 +53,7 @@ use crate::{
     telemetry::names,
     traffic::BreakerState,
 };
-use audit::{Auditor, Recheck};
+use audit::{Auditor, Recheck, Source};
 use filler::Filler;
 use keys::Key;
 use l1::L1;
@@ -219,7 +219,28 @@ impl Cache {
     ) -> Result<Option<Vec<Post>>, Error> {
         if self.redis.is_none() || page.offset + page.limit > i64::from(self.config.page_size) {
             self.record_bypass(session);
-            return Ok(self.db.posts().of_user(session, user_id, page).await?);
+            let db = &self.db;
+            return self
+                .uncached(
+                    session,
+                    user_id,
+                    |session| async move { db.posts().of_user(&session, user_id, page).await },
+                    || {
+                        Recheck::new(
+                            &self.db,
+                            move |db, session, ids| async move {
+                                let mut pages = HashMap::with_capacity(ids.len());
+                                for id in ids {
+                                    let posts = db.posts().of_user(&session, id, page).await?;
+                                    pages.extend(posts.map(|posts| (id, posts)));
+                                }
+                                Ok(pages)
+                            },
+                            |posts| posts.iter().map(|post| post.updated_at).max(),
+                        )
+                    },
+                )
+                .await;
         }
         let mut pages = self.first_pages(session, &[user_id]).await?;
         Ok(pages.remove(&user_id).map(|posts| {
@@ -344,6 +365,33 @@ impl Cache {
         let keys = [self.key(Key::post, post), self.key(Key::posts_page, author)];
         let keys = keys.into_iter().flatten().collect();
         self.invalidate(session, author, keys).await;
+    }
+
+    /// A read of `id`'s row (or rows) that no cache serves, through `load`; when the auditor
+    /// samples it and a replica answered, handed to the auditor like a cached read.
+    async fn uncached<T, F, Fut>(
+        &self,
+        session: &Session,
+        id: i64,
+        load: F,
+        recheck: impl FnOnce() -> Recheck<i64, T>,
+    ) -> Result<Option<T>, Error>
+    where
+        T: serde::Serialize + Clone + Send + 'static,
+        F: FnOnce(Session) -> Fut,
+        Fut: Future<Output = Result<Option<T>, db::Error>>,
+    {
+        let Some(auditor) = self.auditor.as_ref().filter(|auditor| auditor.sampled()) else {
+            return Ok(load(session.clone()).await?);
+        };
+        let recording = session.recording();
+        let value = load(recording.clone()).await?;
+        let shard = self.db.cluster().owner(id).map(db::Shard::id);
+        if let Some(source) = shard.and_then(|shard| Source::loaded(&recording, shard)) {
+            let token = !session.required_token().is_empty();
+            auditor.submit(recheck(), token, vec![(id, source, value.clone())]);
+        }
+        Ok(value)
     }
 
     /// The entry of row `id`, on its owner's shard; `None` for an id no shard owns: nothing
