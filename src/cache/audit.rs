@@ -18,7 +18,9 @@
 //!   deleted since) count as stale without an age.
 //!
 //! Reads served by the primary are current by definition and not audited; neither is a value
-//! taken from another request's flight (nobody here knows which server read it).
+//! taken from another request's flight (nobody here knows which server read it). Pages of a
+//! user's posts that no cache serves (deep pages, and every page with `none`) are audited as
+//! the cached reads are, when a replica answered them.
 //!
 //! # What it costs, and what guards the primary
 //!
