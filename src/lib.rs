@@ -86,7 +86,7 @@ impl App {
         let cursors = http::cursor::Cursors::new(&config.auth);
         let consistency_tokens = http::session::ConsistencyTokens::new(&config.auth);
         let hasher = Hasher::new(&config.auth);
-        let cache = Cache::new(&config.cache, db.clone())?;
+        let cache = Cache::new(&config.cache, db.clone())?.audited(&config.consistency.audit);
         let api_keys = ApiKeyVerifier::new(
             &config.auth.api_keys,
             Arc::new(operations::api_keys::DirectoryKeys(db.clone())),

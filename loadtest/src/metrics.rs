@@ -5,21 +5,61 @@
 //! happen while the load runs, so a few requests in flight at either edge are counted on
 //! one side only: with thousands of requests per window that is well under 1 %.
 //!
-//! The text format is parsed by hand: we need two counter families summed over their
-//! labels, a few lines of code, where a parser crate would bring its own dependency tree.
+//! The staleness auditor's families too, when the service runs it
+//! (`consistency.audit.sample_rate`): reads audited, found stale, skipped, and the age
+//! histogram's buckets, from which the window's p99 age is interpolated as Prometheus'
+//! `histogram_quantile` does.
+//!
+//! The text format is parsed by hand: we need a few families summed over their labels, a few
+//! lines of code, where a parser crate would bring its own dependency tree.
 
 use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::target::Target;
 
+/// The upper bounds of the service's `stale_read_age_seconds` buckets (its
+/// `src/telemetry/metrics.rs`), `+Inf` last.
+pub const AGE_BOUNDS: [f64; 17] = [
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    f64::INFINITY,
+];
+
 /// Counter totals at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
-    /// `db_queries_total`, every shard, role and op: data-layer calls, one statement each
-    /// except a few rare paths (see the service's `src/db/cluster/instrument.rs`); the directory's
-    /// statements (login, registration) are not in it.
+    /// `db_queries_total`, every shard, role and op but the staleness auditor's (`audit`):
+    /// data-layer calls made for requests, one statement each except a few rare paths (see
+    /// the service's `src/db/cluster/instrument.rs`); the directory's statements (login,
+    /// registration) are not in it.
     pub sql: f64,
+    /// `stale_reads_audited_total`, every label: served reads checked against the primary.
+    #[serde(default)]
+    pub audited: f64,
+    /// `stale_reads_total`: of those, stale.
+    #[serde(default)]
+    pub stale: f64,
+    /// `stale_reads_skipped_total`: sampled but not audited (every slot busy, or an error).
+    #[serde(default)]
+    pub audit_skipped: f64,
+    /// `stale_read_age_seconds_bucket` by [`AGE_BOUNDS`], cumulative, summed over labels.
+    #[serde(default)]
+    pub age_buckets: [f64; AGE_BOUNDS.len()],
     /// `cache_requests_total` lookups that found the entry (`result="hit"`, any tier).
     pub cache_hits: f64,
     /// Lookups that did not: Redis `miss` and `bypass` (an L1 miss goes on to Redis and is
@@ -42,7 +82,15 @@ impl Counters {
             };
             let (name, labels) = series.split_once('{').unwrap_or((series, ""));
             match name {
-                "db_queries_total" => counters.sql += value,
+                "db_queries_total" if !labels.contains("op=\"audit\"") => counters.sql += value,
+                "stale_reads_audited_total" => counters.audited += value,
+                "stale_reads_total" => counters.stale += value,
+                "stale_reads_skipped_total" => counters.audit_skipped += value,
+                "stale_read_age_seconds_bucket" => {
+                    if let Some(i) = bucket_of(labels) {
+                        counters.age_buckets[i] += value;
+                    }
+                }
                 "cache_requests_total" => {
                     if labels.contains("result=\"hit\"") {
                         counters.cache_hits += value;
@@ -68,11 +116,45 @@ impl Counters {
     }
 
     pub fn since(self, before: Self) -> Self {
+        let mut age_buckets = self.age_buckets;
+        for (after, before) in age_buckets.iter_mut().zip(before.age_buckets) {
+            *after -= before;
+        }
         Self {
             sql: self.sql - before.sql,
             cache_hits: self.cache_hits - before.cache_hits,
             cache_misses: self.cache_misses - before.cache_misses,
+            audited: self.audited - before.audited,
+            stale: self.stale - before.stale,
+            audit_skipped: self.audit_skipped - before.audit_skipped,
+            age_buckets,
         }
+    }
+
+    /// The `q` quantile of the stale reads' age in seconds, interpolated within its bucket;
+    /// `None` without a stale read of known age. Past the last finite bound: that bound.
+    pub fn age_quantile(&self, q: f64) -> Option<f64> {
+        let count = *self.age_buckets.last()?;
+        if count <= 0.0 {
+            return None;
+        }
+        let rank = q * count;
+        let i = self.age_buckets.iter().position(|&c| c >= rank)?;
+        let (below, lower) = match i.checked_sub(1) {
+            Some(j) => (self.age_buckets[j], AGE_BOUNDS[j]),
+            None => (0.0, 0.0),
+        };
+        let upper = AGE_BOUNDS[i];
+        if upper.is_infinite() {
+            return Some(lower);
+        }
+        let within = self.age_buckets[i] - below;
+        let fraction = if within > 0.0 {
+            (rank - below) / within
+        } else {
+            1.0
+        };
+        Some(lower + (upper - lower) * fraction)
     }
 
     /// Hits over lookups; `None` without lookups (no cache).
@@ -80,6 +162,19 @@ impl Counters {
         let lookups = self.cache_hits + self.cache_misses;
         (lookups > 0.0).then(|| self.cache_hits / lookups)
     }
+}
+
+/// The index in [`AGE_BOUNDS`] of a bucket line's `le` label.
+fn bucket_of(labels: &str) -> Option<usize> {
+    let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+    let le: f64 = if le == "+Inf" {
+        f64::INFINITY
+    } else {
+        le.parse().ok()?
+    };
+    AGE_BOUNDS
+        .iter()
+        .position(|&bound| bound == le || (bound - le).abs() < 1e-9)
 }
 
 #[cfg(test)]
@@ -110,9 +205,37 @@ garbage line
             sql: 25.0,
             cache_hits: 40.0,
             cache_misses: 3.0,
+            ..Counters::default()
         };
         assert_eq!(later.since(c).sql, 10.0);
         assert_eq!(later.since(c).hit_ratio(), Some(1.0));
         assert_eq!(Counters::default().hit_ratio(), None);
+    }
+
+    #[test]
+    fn the_auditors_figures_are_summed_and_the_age_quantile_interpolated() {
+        let text = "\
+db_queries_total{shard=\"0\",role=\"primary\",op=\"audit\"} 40
+db_queries_total{shard=\"0\",role=\"replica\",op=\"read\"} 10
+stale_reads_audited_total{strategy=\"none\",source=\"shard0-replica\",token=\"no\"} 90
+stale_reads_audited_total{strategy=\"none\",source=\"shard1-replica\",token=\"no\"} 10
+stale_reads_total{strategy=\"none\",source=\"shard0-replica\",token=\"no\"} 4
+stale_reads_skipped_total{strategy=\"none\",reason=\"busy\"} 3
+stale_read_age_seconds_bucket{strategy=\"none\",source=\"shard0-replica\",token=\"no\",le=\"0.001\"} 0
+stale_read_age_seconds_bucket{strategy=\"none\",source=\"shard0-replica\",token=\"no\",le=\"0.0025\"} 2
+stale_read_age_seconds_bucket{strategy=\"none\",source=\"shard0-replica\",token=\"no\",le=\"0.005\"} 4
+stale_read_age_seconds_bucket{strategy=\"none\",source=\"shard0-replica\",token=\"no\",le=\"+Inf\"} 4
+";
+        let c = Counters::parse(text);
+        assert_eq!(
+            c.sql, 10.0,
+            "the audits' own statements are not the requests'"
+        );
+        assert_eq!((c.audited, c.stale, c.audit_skipped), (100.0, 4.0, 3.0));
+        let p50 = c.age_quantile(0.5).expect("stale reads of known age");
+        assert!((p50 - 0.0025).abs() < 1e-12, "{p50}");
+        let p99 = c.age_quantile(0.99).expect("stale reads of known age");
+        assert!(p99 > 0.0025 && p99 <= 0.005, "{p99}");
+        assert_eq!(Counters::default().age_quantile(0.99), None);
     }
 }

@@ -57,6 +57,40 @@ pub struct RunReport {
     /// Mean bytes of an answer's body as received (compressed, when the run asked for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_per_answer: Option<f64>,
+    /// The service's staleness auditor over the window, when it ran one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<Staleness>,
+}
+
+/// What the service's staleness auditor found in a run's window: served reads (from the L1,
+/// Redis or a replica) read again on the primary, and how many were stale.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Staleness {
+    pub audited: u64,
+    pub stale: u64,
+    /// `stale / audited`; `None` with nothing audited.
+    pub stale_ratio: Option<f64>,
+    /// The 99th percentile of the stale reads' age (how long the primary had held the newer
+    /// value), in ms; `None` without a stale read of known age.
+    pub p99_age_ms: Option<f64>,
+    /// Sampled reads not audited (every audit slot busy, or the primary read failed).
+    pub skipped: u64,
+}
+
+impl Staleness {
+    /// `None` when the service audited nothing (the auditor off).
+    fn of(counters: &Counters) -> Option<Self> {
+        if counters.audited + counters.audit_skipped <= 0.0 {
+            return None;
+        }
+        Some(Self {
+            audited: counters.audited.round() as u64,
+            stale: counters.stale.round() as u64,
+            stale_ratio: (counters.audited > 0.0).then(|| counters.stale / counters.audited),
+            p99_age_ms: counters.age_quantile(0.99).map(|s| s * 1000.0),
+            skipped: counters.audit_skipped.round() as u64,
+        })
+    }
 }
 
 /// One route class of a run.
@@ -130,6 +164,7 @@ impl RunReport {
             server_timing: outcome.server_timing.means(outcome.responses),
             peak_rss_mib: None,
             bytes_per_answer: (responses > 0.0).then(|| outcome.body_bytes as f64 / responses),
+            staleness: counters.as_ref().and_then(Staleness::of),
         }
     }
 
@@ -286,6 +321,41 @@ impl Report {
         }
         if self.runs.iter().any(|run| !run.server_timing.is_empty()) {
             out.push_str(&self.timing_table());
+        }
+        if self.runs.iter().any(|run| run.staleness.is_some()) {
+            out.push_str(&self.staleness_table());
+        }
+        out
+    }
+
+    /// What the service's staleness auditor found, next to each run's throughput.
+    fn staleness_table(&self) -> String {
+        let knob = self.knob.as_deref().unwrap_or("setting");
+        let mut out = format!(
+            "\n**Staleness: sampled reads served from the L1, Redis or a replica, read again on \
+             the primary** (stale: the primary already held a newer value when it was served; \
+             age: for how long; `–`: none)\n\n\
+             | workload | {knob} | req/s | audited | stale | stale % | p99 age ms | skipped |\n\
+             |---|---|--:|--:|--:|--:|--:|--:|\n"
+        );
+        for run in &self.runs {
+            let Some(s) = &run.staleness else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.workload,
+                run.setting,
+                thousands(run.requests_per_sec),
+                thousands(s.audited as f64),
+                thousands(s.stale as f64),
+                s.stale_ratio
+                    .map_or_else(|| "–".to_owned(), |r| format!("{:.2} %", r * 100.0)),
+                s.p99_age_ms
+                    .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1}")),
+                thousands(s.skipped as f64),
+            );
         }
         out
     }
@@ -640,10 +710,21 @@ mod tests {
             server_timing,
             body_bytes: responses * 120,
         };
+        // Two-tier's auditor found 3 stale reads in 200, 1-2.5 ms behind.
+        let mut age_buckets = [0.0; crate::metrics::AGE_BOUNDS.len()];
+        if setting == "two-tier" {
+            for (i, bucket) in age_buckets.iter_mut().enumerate() {
+                *bucket = if i == 0 { 0.0 } else { 3.0 };
+            }
+        }
         let counters = Counters {
             sql: rps * 10.0 * 0.5,
             cache_hits: 90.0,
             cache_misses: 10.0,
+            audited: if setting == "two-tier" { 200.0 } else { 0.0 },
+            stale: if setting == "two-tier" { 3.0 } else { 0.0 },
+            audit_skipped: 0.0,
+            age_buckets,
         };
         RunReport::new(workload, setting, &outcome, Some(counters))
     }
@@ -712,6 +793,25 @@ mod tests {
         let back: Report = serde_json::from_str(&json).expect("reads back");
         assert_eq!(back.runs[0].server_timing["db"].count, Some(1.0));
         assert!(back.baseline.expect("baseline").server_timing.is_empty());
+    }
+
+    #[test]
+    fn the_staleness_table_shows_what_the_auditor_found_next_to_the_throughput() {
+        let report = report();
+        let table = report.table();
+        assert!(table.contains("| workload | cache.strategy | req/s | audited | stale | stale % | p99 age ms | skipped |"), "{table}");
+        assert!(
+            table.contains("| user_hot | two-tier | 15,000 | 200 | 3 | 1.50 % | 2.5 | 0 |"),
+            "{table}"
+        );
+        assert!(
+            !table.contains("| user_hot | none | 5,000 | 0 |"),
+            "a run without the auditor has no row: {table}"
+        );
+        let json = serde_json::to_string(&report).expect("json");
+        let back: Report = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back.runs[1].staleness.map(|s| s.stale), Some(3));
+        assert_eq!(back.runs[0].staleness, None);
     }
 
     #[test]

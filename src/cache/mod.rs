@@ -25,6 +25,7 @@
 //! [`redis_tier`]), TTLs are jittered, "not found" is cached briefly, and Redis trouble turns
 //! into database reads (`bypass`), never into errors.
 
+pub mod audit;
 mod filler;
 pub mod keys;
 mod l1;
@@ -46,12 +47,13 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::{
-    config::{CacheConfig, CacheStrategy},
+    config::{AuditConfig, CacheConfig, CacheStrategy},
     db::{self, Db, Page, Session, UserList},
     domain::{Post, User},
     telemetry::names,
     traffic::BreakerState,
 };
+use audit::{Auditor, Recheck, Source};
 use filler::Filler;
 use keys::Key;
 use l1::L1;
@@ -90,6 +92,8 @@ pub struct Cache {
     filler: Option<Filler>,
     flights: Arc<SingleFlight<Loaded>>,
     jitter_seed: AtomicU64,
+    /// Re-reads a sample of served values on the primary (see [`audit`]); `None` when off.
+    auditor: Option<Auditor>,
 }
 
 impl Cache {
@@ -112,7 +116,20 @@ impl Cache {
             filler,
             flights: Arc::default(),
             jitter_seed: AtomicU64::new(0),
+            auditor: None,
         })
+    }
+
+    /// This cache with the staleness auditor of `config` (off at a sample rate of 0).
+    pub fn audited(self, config: &AuditConfig) -> Self {
+        let auditor = Auditor::new(config, self.config.strategy);
+        Self { auditor, ..self }
+    }
+
+    /// The staleness auditor, when on.
+    #[doc(hidden)]
+    pub fn auditor(&self) -> Option<&Auditor> {
+        self.auditor.as_ref()
     }
 
     /// The L1 invalidation subscriber (two-tier only).
@@ -157,6 +174,13 @@ impl Cache {
             ids,
             |id| self.key(Key::user, id),
             |session, ids| async move { db.users().by_ids(&session, &ids).await },
+            || {
+                Recheck::new(
+                    &self.db,
+                    |db, session, ids| async move { db.users().by_ids(&session, &ids).await },
+                    |user| Some(user.updated_at),
+                )
+            },
         )
         .await
     }
@@ -173,6 +197,13 @@ impl Cache {
             ids,
             |id| self.key(Key::post, id),
             |session, ids| async move { db.posts().by_ids(&session, &ids).await },
+            || {
+                Recheck::new(
+                    &self.db,
+                    |db, session, ids| async move { db.posts().by_ids(&session, &ids).await },
+                    |post| Some(post.updated_at),
+                )
+            },
         )
         .await
     }
@@ -188,7 +219,28 @@ impl Cache {
     ) -> Result<Option<Vec<Post>>, Error> {
         if self.redis.is_none() || page.offset + page.limit > i64::from(self.config.page_size) {
             self.record_bypass(session);
-            return Ok(self.db.posts().of_user(session, user_id, page).await?);
+            let db = &self.db;
+            return self
+                .uncached(
+                    session,
+                    user_id,
+                    |session| async move { db.posts().of_user(&session, user_id, page).await },
+                    || {
+                        Recheck::new(
+                            &self.db,
+                            move |db, session, ids| async move {
+                                let mut pages = HashMap::with_capacity(ids.len());
+                                for id in ids {
+                                    let posts = db.posts().of_user(&session, id, page).await?;
+                                    pages.extend(posts.map(|posts| (id, posts)));
+                                }
+                                Ok(pages)
+                            },
+                            |posts| posts.iter().map(|post| post.updated_at).max(),
+                        )
+                    },
+                )
+                .await;
         }
         let mut pages = self.first_pages(session, &[user_id]).await?;
         Ok(pages.remove(&user_id).map(|posts| {
@@ -234,6 +286,16 @@ impl Cache {
             user_ids,
             |id| self.key(Key::posts_page, id),
             |session, ids| async move { db.posts().first_pages(&session, &ids, per_user).await },
+            || {
+                Recheck::new(
+                    &self.db,
+                    move |db, session, ids| async move {
+                        db.posts().first_pages(&session, &ids, per_user).await
+                    },
+                    // A page's newest change: a post created or edited on it.
+                    |posts| posts.iter().map(|post| post.updated_at).max(),
+                )
+            },
         )
         .await
     }
@@ -257,12 +319,14 @@ impl Cache {
                 session,
                 &[list],
                 |_| Some(key.clone()),
-                |session, lists| async move {
-                    let mut pages = HashMap::with_capacity(lists.len());
-                    for list in lists {
-                        pages.insert(list, db.users().list_ids(&session, list).await?);
-                    }
-                    Ok(pages)
+                |session, lists| async move { list_ids(db, session, lists).await },
+                || {
+                    Recheck::new(
+                        &self.db,
+                        |db, session, lists| async move { list_ids(&db, session, lists).await },
+                        // A page of ids carries no version: a stale one has no age.
+                        |_| None,
+                    )
                 },
             )
             .await?;
@@ -301,6 +365,33 @@ impl Cache {
         let keys = [self.key(Key::post, post), self.key(Key::posts_page, author)];
         let keys = keys.into_iter().flatten().collect();
         self.invalidate(session, author, keys).await;
+    }
+
+    /// A read of `id`'s row (or rows) that no cache serves, through `load`; when the auditor
+    /// samples it and a replica answered, handed to the auditor like a cached read.
+    async fn uncached<T, F, Fut>(
+        &self,
+        session: &Session,
+        id: i64,
+        load: F,
+        recheck: impl FnOnce() -> Recheck<i64, T>,
+    ) -> Result<Option<T>, Error>
+    where
+        T: serde::Serialize + Clone + Send + 'static,
+        F: FnOnce(Session) -> Fut,
+        Fut: Future<Output = Result<Option<T>, db::Error>>,
+    {
+        let Some(auditor) = self.auditor.as_ref().filter(|auditor| auditor.sampled()) else {
+            return Ok(load(session.clone()).await?);
+        };
+        let recording = session.recording();
+        let value = load(recording.clone()).await?;
+        let shard = self.db.cluster().owner(id).map(db::Shard::id);
+        if let Some(source) = shard.and_then(|shard| Source::loaded(&recording, shard)) {
+            let token = !session.required_token().is_empty();
+            auditor.submit(recheck(), token, vec![(id, source, value.clone())]);
+        }
+        Ok(value)
     }
 
     /// The entry of row `id`, on its owner's shard; `None` for an id no shard owns: nothing
@@ -423,6 +514,19 @@ impl Cache {
             (RandomState::new().hash_one(seed) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
         Duration::from_secs_f64((base * (1.0 + self.config.ttl_jitter * unit)).max(1.0))
     }
+}
+
+/// The ids of each page of the user list in `lists`.
+async fn list_ids(
+    db: &Db,
+    session: Session,
+    lists: Vec<UserList>,
+) -> Result<HashMap<UserList, Vec<i64>>, db::Error> {
+    let mut pages = HashMap::with_capacity(lists.len());
+    for list in lists {
+        pages.insert(list, db.users().list_ids(&session, list).await?);
+    }
+    Ok(pages)
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
     Cache, Error, Loaded,
+    audit::{Recheck, Sample, Source},
     filler::FillJob,
     keys::Key,
     redis_tier::Lookup,
@@ -72,12 +73,47 @@ impl Cache {
     /// exist and is skipped), loading the misses with `load`, which gets every id this
     /// request must load at once and returns the values it found (an absent id has no
     /// value). Returns the values found, by id.
+    ///
+    /// A read the staleness auditor samples notes where each value came from and hands
+    /// them, with `recheck` (how to read them again on the primary), to the auditor as it
+    /// returns (see `audit.rs`): the request does not wait for the audit.
     pub(super) async fn read<K, T, F, Fut>(
         &self,
         session: &Session,
         ids: &[K],
         key: impl Fn(K) -> Option<Key>,
         load: F,
+        recheck: impl FnOnce() -> Recheck<K, T>,
+    ) -> Result<HashMap<K, T>, Error>
+    where
+        K: Copy + Eq + Hash + Send + 'static,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: Fn(Session, Vec<K>) -> Fut,
+        Fut: Future<Output = Result<HashMap<K, T>, db::Error>>,
+    {
+        let Some(auditor) = self.auditor.as_ref().filter(|auditor| auditor.sampled()) else {
+            return self.read_noting(session, ids, key, load, None).await;
+        };
+        // Recording which server answers each shard's read, to name the replica.
+        let recording = session.recording();
+        let mut sample = Vec::new();
+        let found = self
+            .read_noting(&recording, ids, key, load, Some(&mut sample))
+            .await?;
+        let token = !session.required_token().is_empty();
+        auditor.submit(recheck(), token, sample);
+        Ok(found)
+    }
+
+    /// [`Cache::read`], noting in `sample` (when sampled) each value served from the L1,
+    /// Redis or a replica, with its source.
+    async fn read_noting<K, T, F, Fut>(
+        &self,
+        session: &Session,
+        ids: &[K],
+        key: impl Fn(K) -> Option<Key>,
+        load: F,
+        mut sample: Option<&mut Sample<K, T>>,
     ) -> Result<HashMap<K, T>, Error>
     where
         K: Copy + Eq + Hash,
@@ -86,7 +122,14 @@ impl Cache {
         Fut: Future<Output = Result<HashMap<K, T>, db::Error>>,
     {
         let Some(redis) = &self.redis else {
-            return Ok(load(session.clone(), ids.to_vec()).await?);
+            let values = load(session.clone(), ids.to_vec()).await?;
+            if let Some(sample) = sample {
+                let mut distinct = HashSet::with_capacity(ids.len());
+                for &id in ids.iter().filter(|id| distinct.insert(**id)) {
+                    note_loaded(sample, session, id, key(id).as_ref(), &values);
+                }
+            }
+            return Ok(values);
         };
         let mut distinct = HashSet::with_capacity(ids.len());
         let wanted = ids
@@ -100,6 +143,9 @@ impl Cache {
                 && let Some(value) = l1.get::<T>(key.as_str()).await
             {
                 outcome(session, "l1", "hit");
+                if let Some(sample) = sample.as_deref_mut() {
+                    sample.push((id, Source::L1, value.clone()));
+                }
                 found.extend(value.map(|value| (id, value)));
             } else {
                 remote.push((id, key));
@@ -123,6 +169,9 @@ impl Cache {
                                 if let Some(l1) = &self.l1 {
                                     l1.insert(key.as_str(), value.clone(), json.len(), looked_up)
                                         .await;
+                                }
+                                if let Some(sample) = sample.as_deref_mut() {
+                                    sample.push((id, Source::Redis, value.clone()));
                                 }
                                 found.extend(value.map(|value| (id, value)));
                             }
@@ -170,12 +219,27 @@ impl Cache {
                 }
             }
         }
-        let leads = self.look_again(session, leads, looked_up, &mut found).await;
+        let leads = self
+            .look_again(session, leads, looked_up, &mut found, sample.as_deref_mut())
+            .await;
         for _ in leads.iter().filter(|lead| lead.miss.is_some()) {
             outcome(session, "redis", "miss");
         }
         if !leads.is_empty() {
-            found.extend(self.load_and_fill(session, leads, looked_up, &load).await?);
+            let led: Vec<(K, Key)> = match sample {
+                Some(_) => leads
+                    .iter()
+                    .map(|lead| (lead.id, lead.key.clone()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let loaded = self.load_and_fill(session, leads, looked_up, &load).await?;
+            if let Some(sample) = sample {
+                for (id, key) in led {
+                    note_loaded(sample, session, id, Some(&key), &loaded);
+                }
+            }
+            found.extend(loaded);
         }
 
         let waited = join_all(
@@ -212,10 +276,11 @@ impl Cache {
         leads: Vec<Lead<K>>,
         looked_up: Instant,
         found: &mut HashMap<K, T>,
+        mut sample: Option<&mut Sample<K, T>>,
     ) -> Vec<Lead<K>>
     where
         K: Copy + Eq + Hash,
-        T: DeserializeOwned,
+        T: DeserializeOwned + Clone,
     {
         let Some(redis) = &self.redis else {
             return leads;
@@ -239,6 +304,9 @@ impl Cache {
                 Lookup::Hit(json) => match decode::<T>(&json) {
                     Some(value) => {
                         outcome(session, "redis", "hit");
+                        if let Some(sample) = sample.as_deref_mut() {
+                            sample.push((lead.id, Source::Redis, value.clone()));
+                        }
                         found.extend(value.map(|value| (lead.id, value)));
                         lead.leader.finish(Ok(json.into()));
                     }
@@ -346,6 +414,26 @@ fn flight_id(key: &Key, version: &str, session: &Session) -> String {
     id
 }
 
+/// Notes the value of `id` loaded by `session` (recording) when a replica served it: a key
+/// of one shard names the server; a page of every shard's rows is not attributed.
+fn note_loaded<K, T>(
+    sample: &mut Sample<K, T>,
+    session: &Session,
+    id: K,
+    key: Option<&Key>,
+    loaded: &HashMap<K, T>,
+) where
+    K: Copy + Eq + Hash,
+    T: Clone,
+{
+    let Some(&[shard]) = key.map(Key::shards) else {
+        return;
+    };
+    if let Some(source) = Source::loaded(session, shard) {
+        sample.push((id, source, loaded.get(&id).cloned()));
+    }
+}
+
 /// `None` when the bytes do not decode (an entry of another schema): treated as a miss.
 fn decode<T: DeserializeOwned>(json: &[u8]) -> Option<Option<T>> {
     match serde_json::from_slice(json) {
@@ -407,7 +495,7 @@ mod tests {
         let session = Session::new(ConsistencyToken::default());
         let mut found = HashMap::<i64, serde_json::Value>::new();
         let left = cache
-            .look_again(&session, vec![lead], looked_up, &mut found)
+            .look_again(&session, vec![lead], looked_up, &mut found, None)
             .await;
         assert_eq!(left.len(), 1, "still led: nothing was found");
         session.timing().get(Phase::Cache).0

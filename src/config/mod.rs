@@ -98,6 +98,9 @@
 //! - `SCALABLE_API_CACHE__COMMAND_TIMEOUT` (default `50ms`)
 //! - `SCALABLE_API_CACHE__BREAKER__FAILURE_THRESHOLD`
 //! - `SCALABLE_API_CACHE__BREAKER__OPEN` (default `2s`)
+//! - `SCALABLE_API_CONSISTENCY__AUDIT__SAMPLE_RATE`: the share of cache and replica reads
+//!   re-read on the primary to measure staleness, 0..=1; 0 (the default) is off
+//! - `SCALABLE_API_CONSISTENCY__AUDIT__MAX_IN_FLIGHT`: audits at once; past it, skipped
 //! - `SCALABLE_API_RATELIMIT__ENABLED`: the shield and every limit
 //! - `SCALABLE_API_RATELIMIT__ALGORITHM`: `token-bucket`, `fixed-window`, `sliding-log`,
 //!   `sliding-window` or `gcra`
@@ -155,6 +158,7 @@ mod api;
 mod auth;
 mod breaker;
 mod cache;
+mod consistency;
 mod db;
 mod graphql;
 mod http;
@@ -179,6 +183,7 @@ pub use self::{
     auth::{ApiKeyConfig, AuthConfig, DEV_JWT_SECRET, LoginLimitsConfig},
     breaker::BreakerConfig,
     cache::{CacheConfig, CacheStrategy},
+    consistency::{AuditConfig, ConsistencyConfig},
     db::{DbConfig, DirectoryRepairConfig, MAX_ID, ReplicaHealthConfig, ShardConfig},
     graphql::{Executor, GraphqlConfig},
     http::{CompressionConfig, HttpConfig},
@@ -207,6 +212,8 @@ pub struct Config {
     pub db: DbConfig,
     /// The caching strategy and its tiers.
     pub cache: CacheConfig,
+    /// The staleness auditor: how stale the caches and replicas really are.
+    pub consistency: ConsistencyConfig,
     /// Limits shared by REST and GraphQL.
     pub api: ApiConfig,
     /// Metrics, logs and traces (see `src/telemetry/`).
@@ -237,6 +244,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             db: DbConfig::default(),
             cache: CacheConfig::default(),
+            consistency: ConsistencyConfig::default(),
             api: ApiConfig::default(),
             graphql: GraphqlConfig::default(),
             telemetry: TelemetryConfig::default(),
@@ -275,6 +283,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.http.validate()?;
         self.db.validate()?;
+        self.consistency.validate()?;
         self.api.validate()?;
         self.telemetry.validate(self.http.addr)?;
         // `/metrics` and the detailed `/readyz` show the shard layout, replicas' LSNs and
@@ -334,6 +343,7 @@ fn is_setting(key: &str) -> bool {
         "auth",
         "db",
         "cache",
+        "consistency",
         "api",
         "graphql",
         "telemetry",

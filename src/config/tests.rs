@@ -389,3 +389,18 @@ fn production_keeps_metrics_off_the_apis_address() {
     off.telemetry.metrics = false;
     off.validate().expect("no metrics at all");
 }
+
+#[test]
+fn an_audit_sample_rate_outside_zero_to_one_is_refused() {
+    for rate in [-0.1, 1.5, f64::NAN] {
+        let mut config = Config::default();
+        config.consistency.audit.sample_rate = rate;
+        let err = config.validate().expect_err("out of range");
+        assert!(err.to_string().contains("sample_rate"), "{rate}: {err}");
+    }
+    let mut config = Config::default();
+    config.consistency.audit.sample_rate = 1.0;
+    assert!(config.validate().is_ok());
+    config.consistency.audit.max_in_flight = 0;
+    assert!(config.validate().is_err(), "no audit slot at all");
+}

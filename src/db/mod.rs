@@ -49,7 +49,7 @@ pub use repo::{
     posts::{AuthorWrite, Posts},
     users::{Page, UserList, UserUpdate, Users},
 };
-pub use session::Session;
+pub use session::{Served, Session};
 
 use crate::config::DbConfig;
 use cluster::placement::Placement;

@@ -29,6 +29,18 @@ pub struct Session {
     required: Arc<ConsistencyToken>,
     /// Shared by every session derived from the same request.
     shared: Arc<Shared>,
+    /// Where this session's reads were answered, per shard, when asked for with
+    /// [`Session::recording`] (the staleness auditor needs to know which replica served a
+    /// value); `None` otherwise, which costs nothing.
+    routes: Option<Arc<Mutex<BTreeMap<u16, Served>>>>,
+}
+
+/// Which server answered a read of a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    Primary,
+    /// The replica at this index in the shard's list.
+    Replica(usize),
 }
 
 #[derive(Default)]
@@ -40,6 +52,8 @@ struct Shared {
     trace: Option<Arc<dyn DebugTrace>>,
     /// Atomics in this same allocation: no second one per request.
     timing: ServerTiming,
+    /// The staleness auditor's own reads: always on the primary, counted as `op="audit"`.
+    audit: bool,
 }
 
 impl fmt::Debug for Shared {
@@ -62,6 +76,42 @@ impl Session {
         Self::new(ConsistencyToken::default())
     }
 
+    /// The staleness auditor's reads: every shard read on its primary (what a served value
+    /// is compared with), counted apart from the requests' reads (`op="audit"`).
+    pub fn audit() -> Self {
+        let mut session = Self::background();
+        if let Some(shared) = Arc::get_mut(&mut session.shared) {
+            shared.audit = true;
+        }
+        session
+    }
+
+    /// Whether this is the auditor's session (see [`Session::audit`]).
+    pub(crate) fn is_audit(&self) -> bool {
+        self.shared.audit
+    }
+
+    /// The same request, also recording which server answered its reads of each shard
+    /// (read back with [`Session::served_by`]). Sessions derived from it record too.
+    pub fn recording(&self) -> Self {
+        Self {
+            routes: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
+    /// The server that last answered a read of `shard` in this recording session.
+    pub fn served_by(&self, shard: u16) -> Option<Served> {
+        let routes = self.routes.as_ref()?;
+        lock(routes).get(&shard).copied()
+    }
+
+    pub(crate) fn record_served(&self, shard: u16, served: Served) {
+        if let Some(routes) = &self.routes {
+            lock(routes).insert(shard, served);
+        }
+    }
+
     /// This session, reporting where its statements go and what the cache did into `trace`.
     pub fn traced(required: ConsistencyToken, trace: Arc<dyn DebugTrace>) -> Self {
         Self::build(required, Some(trace))
@@ -74,6 +124,7 @@ impl Session {
                 trace,
                 ..Shared::default()
             }),
+            routes: None,
         }
     }
 
@@ -88,6 +139,7 @@ impl Session {
         Self {
             required: Arc::new(required),
             shared: self.shared.clone(),
+            routes: self.routes.clone(),
         }
     }
 

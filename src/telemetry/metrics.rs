@@ -35,6 +35,13 @@ const SQL_BUCKETS: &[f64] = &[
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// A stale value's age runs from the milliseconds of an invalidation in flight or a replica's
+/// replay, through `cache.l1_ttl` (seconds), to a missed invalidation's whole TTL (minutes).
+const STALENESS_BUCKETS: &[f64] = &[
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0,
+];
+
 /// How often histogram samples are folded into their buckets when nobody scrapes (they
 /// accumulate unboundedly otherwise).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -79,6 +86,11 @@ fn buckets(builder: PrometheusBuilder) -> PrometheusBuilder {
         .set_buckets(LATENCY_BUCKETS)
         .expect(NON_EMPTY)
         .set_buckets_for_metric(Matcher::Full(names::DB_QUERY_DURATION.into()), SQL_BUCKETS)
+        .expect(NON_EMPTY)
+        .set_buckets_for_metric(
+            Matcher::Full(names::STALE_READ_AGE.into()),
+            STALENESS_BUCKETS,
+        )
         .expect(NON_EMPTY)
 }
 
@@ -135,6 +147,23 @@ fn describe() {
     metrics::describe_counter!(
         names::AUTH_REVOCATION_CHECKS_SKIPPED,
         "Access tokens accepted without their revocation check (the primary unreachable)"
+    );
+    metrics::describe_counter!(
+        STALE_READS_AUDITED,
+        "Served reads (L1, Redis or a replica) read again on the primary by the staleness auditor, by strategy, source and whether the client sent a consistency token"
+    );
+    metrics::describe_counter!(
+        STALE_READS,
+        "Audited reads whose value was stale: the primary already held a newer one when it was served"
+    );
+    metrics::describe_counter!(
+        STALE_READS_SKIPPED,
+        "Sampled reads the staleness auditor skipped: every audit slot busy, or the primary read failed"
+    );
+    metrics::describe_histogram!(
+        STALE_READ_AGE,
+        Unit::Seconds,
+        "How long the primary had held a newer value when a stale one was served"
     );
     metrics::describe_counter!(
         RATELIMIT_DECISIONS,

@@ -74,3 +74,20 @@ pub const HTTP_IDEMPOTENCY: &str = "http_idempotency_total";
 
 /// Counter: access tokens accepted without their revocation check, the primary unreachable.
 pub const AUTH_REVOCATION_CHECKS_SKIPPED: &str = "auth_revocation_checks_skipped_total";
+
+/// Counter; `strategy` (`none` | `cache-aside` | `two-tier`), `source` (`l1` | `redis` |
+/// `shard{N}-replica`, `shard{N}-replica2`, ...: the tier or server that served the value),
+/// `token` (`yes` when the request carried an `X-Consistency-Token`, else `no`): sampled
+/// reads the staleness auditor (`src/cache/audit.rs`) read again on the shard's primary.
+pub const STALE_READS_AUDITED: &str = "stale_reads_audited_total";
+/// Counter, same labels: audited reads that were stale, i.e. the primary already held a
+/// newer value when this one was served. Stale share: this over [`STALE_READS_AUDITED`].
+pub const STALE_READS: &str = "stale_reads_total";
+/// Counter; `strategy`, `reason`: sampled reads not audited, `busy` (every audit slot taken:
+/// dropped, never waited for) or `error` (the primary read failed).
+pub const STALE_READS_SKIPPED: &str = "stale_reads_skipped_total";
+/// Histogram, same labels as [`STALE_READS`]: how long the primary had held the newer value
+/// when the stale one was served (served at minus the newer row's `updated_at`). Stale reads
+/// of values without a version (a cached page of ids, a row deleted since) are counted in
+/// [`STALE_READS`] but have no age.
+pub const STALE_READ_AGE: &str = "stale_read_age_seconds";

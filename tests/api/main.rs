@@ -37,6 +37,7 @@ mod server_timing;
 mod sharding;
 mod shedding;
 mod shutdown;
+mod staleness;
 mod v2;
 mod validation;
 mod versioning;

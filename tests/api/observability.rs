@@ -492,6 +492,10 @@ fn the_dashboard_and_the_alert_rules_use_only_series_the_service_exports() {
         LOAD_SHED_WINDOW_LATENCY,
         LOAD_SHED_BASELINE_LATENCY,
         LOAD_SHED_REQUESTS,
+        STALE_READS,
+        STALE_READS_AUDITED,
+        STALE_READS_SKIPPED,
+        STALE_READ_AGE,
     ];
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     for file in [
@@ -511,6 +515,7 @@ fn the_dashboard_and_the_alert_rules_use_only_series_the_service_exports() {
                     "circuit_",
                     "ratelimit_",
                     "load_shed_",
+                    "stale_read",
                 ]
                 .iter()
                 .any(|p| t.starts_with(p))

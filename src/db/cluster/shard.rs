@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     config::ShardConfig,
-    db::{Error, Session, consistency::Lsn},
+    db::{Error, Served, Session, consistency::Lsn},
     telemetry,
     traffic::{BreakerConfig, BreakerState, CircuitBreaker},
 };
@@ -37,6 +37,8 @@ use crate::{
 ///   requires; else the primary. A replica that fails to connect is taken out of rotation
 ///   and the read retried on the primary, so a dying replica costs no failed request.
 /// - [`Shard::read_primary`]: reads that must see the latest commit.
+/// - The staleness auditor's session ([`Session::audit`]): every read on the primary, counted
+///   as `op="audit"`, since it compares a served value with the primary's current row.
 ///
 /// Pooled connections are handed out without a check (see `pool.rs`): a read that meets one
 /// broken while idle runs once more on a checked connection before it counts as a failure;
@@ -101,6 +103,10 @@ impl Shard {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
+        if session.is_audit() {
+            let read = self.read_on(session, Role::Primary, Op::Audit, &self.primary, &query);
+            return self.on_primary(session, read).await;
+        }
         if !session.wrote(self.id) && !self.replicas.is_empty() {
             let required = session.required(self.id);
             let replica = match (self.replicas.pick(required), required) {
@@ -112,6 +118,9 @@ impl Shard {
             match replica {
                 Some(replica) => {
                     if let Some(result) = self.on_replica(session, replica, &query).await {
+                        if result.is_ok() {
+                            session.record_served(self.id, Served::Replica(replica.index));
+                        }
                         return result;
                     }
                 }
@@ -120,7 +129,11 @@ impl Shard {
             }
         }
         let read = self.read_on(session, Role::Primary, Op::Read, &self.primary, &query);
-        self.on_primary(session, read).await
+        let result = self.on_primary(session, read).await;
+        if result.is_ok() {
+            session.record_served(self.id, Served::Primary);
+        }
+        result
     }
 
     /// Runs `query` on `replica`. `None` when the caller should retry on the primary: the
