@@ -91,7 +91,10 @@ impl App {
             &config.auth.api_keys,
             Arc::new(operations::api_keys::DirectoryKeys(db.clone())),
         );
-        let credential_versions = auth::CredentialVersions::new(&config.auth, db.clone());
+        let credential_versions = auth::CredentialVersions::new(
+            &config.auth,
+            Arc::new(operations::accounts::ShardVersions(db.clone())),
+        );
         let limiter = traffic::RateLimiter::new(&config.ratelimit)?;
         let limits = traffic::RouteLimits::new(&config.ratelimit);
         let shedder = config

@@ -13,4 +13,4 @@ pub use api_key::{ApiKeyVerifier, KeyStore, MintedSecret, StoredKey};
 pub use extract::MaybeAuthUser;
 pub use jwt::{Claims, IssuedToken, JwtKeys};
 pub use principal::{AuthUser, KeyHolder, Principal, RefusedCredentials, TokenUser};
-pub use sessions::CredentialVersions;
+pub use sessions::{CredentialVersions, VersionLookup, VersionStore};

@@ -19,20 +19,25 @@
 //! read would make the outage much bigger than the shard. Revocation then waits for the
 //! primary, which is logged and counted (`auth_revocation_checks_skipped_total`).
 
-use std::{sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use moka::future::Cache;
 
-use crate::{
-    config::AuthConfig,
-    db::{Db, Session},
-    error::Error,
-    telemetry::names,
-};
+use crate::{config::AuthConfig, error::Error, telemetry::names};
+
+/// Where the current credentials versions are read (the user's shard primary; see
+/// `operations::accounts::ShardVersions`): a trait, so that `auth` needs no data layer.
+pub trait VersionStore: Send + Sync {
+    /// User `id`'s credentials version; `None` when there is no such user.
+    fn version(&self, id: i64) -> VersionLookup<'_>;
+}
+
+/// What [`VersionStore::version`] returns.
+pub type VersionLookup<'a> = Pin<Box<dyn Future<Output = Result<Option<i32>, Error>> + Send + 'a>>;
 
 /// Checks a token's credentials version against the user's current one.
 pub struct CredentialVersions {
-    db: Arc<Db>,
+    store: Arc<dyn VersionStore>,
     /// `None` with a TTL of 0s: every check reads.
     cache: Option<Cache<i64, Option<i32>>>,
 }
@@ -46,7 +51,7 @@ impl std::fmt::Debug for CredentialVersions {
 }
 
 impl CredentialVersions {
-    pub fn new(config: &AuthConfig, db: Arc<Db>) -> Self {
+    pub fn new(config: &AuthConfig, store: Arc<dyn VersionStore>) -> Self {
         let ttl = config.revocation_check_ttl;
         let cache = (ttl > Duration::ZERO).then(|| {
             Cache::builder()
@@ -54,7 +59,7 @@ impl CredentialVersions {
                 .time_to_live(ttl)
                 .build()
         });
-        Self { db, cache }
+        Self { store, cache }
     }
 
     /// `Ok` when a token of `version` for `user_id` still stands.
@@ -97,12 +102,7 @@ impl CredentialVersions {
     /// The current version (`Some(None)`: no such user); `None` when the primary could not
     /// be asked.
     async fn read(&self, user_id: i64) -> Option<Option<i32>> {
-        match self
-            .db
-            .users()
-            .credentials_version(&Session::background(), user_id)
-            .await
-        {
+        match self.store.version(user_id).await {
             Ok(current) => Some(current),
             Err(err) => {
                 metrics::counter!(names::AUTH_REVOCATION_CHECKS_SKIPPED).increment(1);

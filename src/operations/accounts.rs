@@ -168,3 +168,19 @@ pub async fn delete(app: &App, session: &Session, me: AuthUser, id: i64) -> Resu
     audit::record("account.delete", Some(me), Some(id), &result);
     result
 }
+
+/// The [`VersionStore`](crate::auth::VersionStore) token checks ask on a cache miss: the
+/// user's shard primary (a replica behind a password change would still say the old version).
+pub struct ShardVersions(pub std::sync::Arc<crate::db::Db>);
+
+impl crate::auth::VersionStore for ShardVersions {
+    fn version(&self, id: i64) -> crate::auth::VersionLookup<'_> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .users()
+                .credentials_version(&Session::background(), id)
+                .await?)
+        })
+    }
+}

@@ -106,6 +106,9 @@ async fn metrics_count_requests_by_route_template_and_sql_by_shard_role_and_op()
         (sql("0", "primary", "write"), 0.0),
         (sql("0", "primary", "commit_lsn"), 0.0),
         (sql("1", "primary", "read"), 0.0),
+        // The write's access token, checked against its user's credentials version once
+        // (then kept for `auth.revocation_check_ttl`).
+        (sql("1", "primary", "credentials"), 1.0),
     ];
     for (labels, count) in expected {
         assert_eq!(delta(SQL, &labels), count, "{SQL} {labels:?}");

@@ -45,6 +45,9 @@ pub(crate) enum Op {
     /// The staleness auditor's re-read of a served value, on the primary (`src/cache/audit.rs`):
     /// apart from `read`, so that requests' SQL is not inflated by the audits.
     Audit,
+    /// A user's credentials version, on the primary, when an access token is checked for
+    /// revocation (`src/auth/sessions.rs`): apart from `read`, so its cost shows.
+    Credentials,
 }
 
 impl Op {
@@ -55,6 +58,7 @@ impl Op {
             Op::CommitLsn => "commit_lsn",
             Op::ReplayLsn => "replay_lsn",
             Op::Audit => "audit",
+            Op::Credentials => "credentials",
         }
     }
 
@@ -66,6 +70,7 @@ impl Op {
             Op::CommitLsn => "db commit_lsn",
             Op::ReplayLsn => "db replay_lsn",
             Op::Audit => "db audit",
+            Op::Credentials => "db credentials",
         }
     }
 }
@@ -101,6 +106,7 @@ pub(crate) struct QueryMetrics {
     primary_write: Series,
     primary_commit_lsn: Series,
     primary_audit: Series,
+    primary_credentials: Series,
 }
 
 impl QueryMetrics {
@@ -115,6 +121,7 @@ impl QueryMetrics {
             primary_write: Series::new(shard, Role::Primary, Op::Write),
             primary_commit_lsn: Series::new(shard, Role::Primary, Op::CommitLsn),
             primary_audit: Series::new(shard, Role::Primary, Op::Audit),
+            primary_credentials: Series::new(shard, Role::Primary, Op::Credentials),
         }
     }
 
@@ -126,6 +133,7 @@ impl QueryMetrics {
             (Role::Primary, Op::Write) => &self.primary_write,
             (Role::Primary, Op::CommitLsn | Op::ReplayLsn) => &self.primary_commit_lsn,
             (Role::Primary, Op::Audit) => &self.primary_audit,
+            (Role::Primary, Op::Credentials) => &self.primary_credentials,
         }
     }
 

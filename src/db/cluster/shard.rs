@@ -207,6 +207,21 @@ impl Shard {
         self.on_primary(session, read).await
     }
 
+    /// A read on the primary counted as `op`'s (one that is not a request's data read).
+    pub(crate) async fn read_primary_as<T, F, Fut>(
+        &self,
+        session: &Session,
+        op: Op,
+        query: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let read = self.read_on(session, Role::Primary, op, &self.primary, &query);
+        self.on_primary(session, read).await
+    }
+
     /// Runs a write on the primary and marks the shard written in `session`.
     pub async fn write<T, F, Fut>(&self, session: &Session, query: F) -> Result<T, Error>
     where

@@ -11,7 +11,7 @@ use sqlx::PgExecutor;
 use super::rows_by_id;
 
 use crate::{
-    db::{Cluster, Conn, Error, Session},
+    db::{Cluster, Conn, Error, Session, cluster::instrument::Op},
     domain::{Email, Tier, User, UserName},
 };
 
@@ -81,7 +81,7 @@ impl Users<'_> {
             return Ok(None);
         };
         shard
-            .read_primary(session, |mut db| async move {
+            .read_primary_as(session, Op::Credentials, |mut db| async move {
                 sqlx::query_scalar!("SELECT credentials_version FROM users WHERE id = $1", id)
                     .fetch_optional(&mut *db)
                     .await
