@@ -65,6 +65,9 @@ fn settings() -> BTreeMap<String, Value> {
     config.http.versioning.v1_deprecated_at = Some(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
     config.http.versioning.v1_sunset_at = Some(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
     config.http.idempotency.lease = Some(config.http.request_timeout);
+    config.graphql.introspection = Some(true);
+    config.graphql.graphiql = Some(true);
+    config.telemetry.server_timing = Some(true);
     let mut out = BTreeMap::new();
     walk(
         "",
@@ -363,4 +366,25 @@ fn a_v1_sunset_needs_a_deprecation_before_it() {
     assert!(format!("{err:#}").contains("before"), "{err:#}");
     config.http.versioning.v1_deprecated_at = Some(date("2026-01-01T00:00:00Z"));
     assert!(config.validate().is_ok());
+}
+
+#[test]
+fn the_profile_decides_what_the_api_shows_unless_a_setting_does() {
+    let dev = Config::default();
+    assert!(dev.introspection() && dev.graphiql() && dev.server_timing());
+
+    let mut production = Config {
+        profile: Profile::Production,
+        ..Config::default()
+    };
+    assert!(!production.introspection() && !production.graphiql() && !production.server_timing());
+
+    production.graphql.introspection = Some(true);
+    production.graphql.graphiql = Some(true);
+    production.telemetry.server_timing = Some(true);
+    assert!(production.introspection() && production.graphiql() && production.server_timing());
+
+    let mut quiet_dev = Config::default();
+    quiet_dev.telemetry.server_timing = Some(false);
+    assert!(!quiet_dev.server_timing());
 }
