@@ -136,7 +136,12 @@
 //! - `SCALABLE_API_API__MAX_OFFSET`
 //! - `SCALABLE_API_GRAPHQL__MAX_DEPTH`
 //! - `SCALABLE_API_GRAPHQL__MAX_COMPLEXITY`
-//! - `SCALABLE_API_GRAPHQL__INTROSPECTION`
+//! - `SCALABLE_API_GRAPHQL__INTROSPECTION`: unset by default (on in dev, off in production)
+//! - `SCALABLE_API_GRAPHQL__GRAPHIQL`: unset by default (on in dev, off in production)
+//! - `SCALABLE_API_GRAPHQL__MAX_ROOT_FIELDS`
+//! - `SCALABLE_API_GRAPHQL__MAX_RESPONSE_BYTES`
+//! - `SCALABLE_API_GRAPHQL__MAX_READS`
+//! - `SCALABLE_API_GRAPHQL__MAX_CONCURRENT_READS`
 //! - `SCALABLE_API_GRAPHQL__DATALOADERS`
 //! - `SCALABLE_API_GRAPHQL__BATCH_WINDOW` (default `20ms`)
 //! - `SCALABLE_API_GRAPHQL__EXECUTOR` (`planned` or `resolvers`)
@@ -149,7 +154,8 @@
 //! - `SCALABLE_API_TELEMETRY__TRACE_QUEUE_SIZE`
 //! - `SCALABLE_API_TELEMETRY__OTLP_TIMEOUT` (default `3s`)
 //! - `SCALABLE_API_TELEMETRY__SERVICE_NAME`
-//! - `SCALABLE_API_TELEMETRY__SERVER_TIMING`: `false` leaves the `Server-Timing` header out
+//! - `SCALABLE_API_TELEMETRY__SERVER_TIMING`: unset by default (on in dev, off in
+//!   production); `false` leaves the `Server-Timing` header out
 //!
 //! `SCALABLE_API_CONFIG` names the file; the stack's `SCALABLE_API_STACK_*` share the prefix
 //! but are not settings.
@@ -201,8 +207,9 @@ pub use self::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// `dev` turns on the learner's debug headers (`X-Db-Route`) and readable logs;
-    /// `production` turns them off and demands real secrets.
+    /// `dev` turns on the learner's debug headers (`X-Db-Route`, `X-Cache`, `Server-Timing`),
+    /// GraphQL introspection, suggestions and GraphiQL, and readable logs; `production` turns
+    /// them off (an explicit setting of each still wins) and demands real secrets.
     pub profile: Profile,
     /// The listener and the bounds on every request.
     pub http: HttpConfig,
@@ -230,9 +237,10 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// Debug headers, readable logs, the development JWT secret accepted.
+    /// Debug headers, GraphQL introspection and GraphiQL, readable logs, the development JWT
+    /// secret accepted.
     Dev,
-    /// None of those.
+    /// None of those, unless set explicitly (debug headers never).
     Production,
 }
 
@@ -319,6 +327,22 @@ impl Config {
 
     pub fn is_dev(&self) -> bool {
         self.profile == Profile::Dev
+    }
+
+    /// Whether GraphQL answers introspection (and suggests field names): as set, else in dev.
+    pub fn introspection(&self) -> bool {
+        self.graphql.introspection.unwrap_or(self.is_dev())
+    }
+
+    /// Whether `GET /graphql` serves GraphiQL: as set, else in dev.
+    pub fn graphiql(&self) -> bool {
+        self.graphql.graphiql.unwrap_or(self.is_dev())
+    }
+
+    /// Whether answers carry `Server-Timing`: as set, else in dev. It tells every client
+    /// where the time went (a cache hit shows), a side channel a production API closes.
+    pub fn server_timing(&self) -> bool {
+        self.telemetry.server_timing.unwrap_or(self.is_dev())
     }
 
     /// The log format in effect: `auto` follows the profile.

@@ -27,8 +27,9 @@ pub struct TelemetryConfig {
     /// Plain `http://` only: the collector is expected on the node or as a sidecar.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
-    /// Fraction of new traces recorded and exported, 0.0 to 1.0. A request whose
-    /// `traceparent` says its caller sampled it is always recorded, so a trace is whole.
+    /// Fraction of traces recorded and exported, 0.0 to 1.0, decided from the trace id: the
+    /// caller's (from `traceparent`) or a new one. A caller's "sampled" flag does not force
+    /// recording: a client could otherwise have every one of its requests exported.
     pub trace_sample_ratio: f64,
     /// Finished spans buffered for export. When the collector is slow or gone and the buffer
     /// is full, new spans are dropped: a request never waits for the exporter.
@@ -44,8 +45,10 @@ pub struct TelemetryConfig {
     /// The trade-off: it tells every client how long each part took, so a cache hit shows
     /// (no `db` entry, a shorter total); a deployment that treats such timings as a side
     /// channel (is this record cached, did that account exist) turns it off. Collected either
-    /// way; off only leaves the header out.
-    pub server_timing: bool,
+    /// way; off only leaves the header out. Unset: on in the dev profile, off in production
+    /// ([`Config::server_timing`](super::Config::server_timing)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_timing: Option<bool>,
 }
 
 /// The shape of the log lines.
@@ -72,7 +75,7 @@ impl Default for TelemetryConfig {
             trace_queue_size: 2048,
             otlp_timeout: Duration::from_secs(3),
             service_name: "scalable-api".into(),
-            server_timing: true,
+            server_timing: None,
         }
     }
 }

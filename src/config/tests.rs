@@ -65,6 +65,9 @@ fn settings() -> BTreeMap<String, Value> {
     config.http.versioning.v1_deprecated_at = Some(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
     config.http.versioning.v1_sunset_at = Some(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
     config.http.idempotency.lease = Some(config.http.request_timeout);
+    config.graphql.introspection = Some(true);
+    config.graphql.graphiql = Some(true);
+    config.telemetry.server_timing = Some(true);
     let mut out = BTreeMap::new();
     walk(
         "",
@@ -403,4 +406,25 @@ fn an_audit_sample_rate_outside_zero_to_one_is_refused() {
     assert!(config.validate().is_ok());
     config.consistency.audit.max_in_flight = 0;
     assert!(config.validate().is_err(), "no audit slot at all");
+}
+
+#[test]
+fn the_profile_decides_what_the_api_shows_unless_a_setting_does() {
+    let dev = Config::default();
+    assert!(dev.introspection() && dev.graphiql() && dev.server_timing());
+
+    let mut production = Config {
+        profile: Profile::Production,
+        ..Config::default()
+    };
+    assert!(!production.introspection() && !production.graphiql() && !production.server_timing());
+
+    production.graphql.introspection = Some(true);
+    production.graphql.graphiql = Some(true);
+    production.telemetry.server_timing = Some(true);
+    assert!(production.introspection() && production.graphiql() && production.server_timing());
+
+    let mut quiet_dev = Config::default();
+    quiet_dev.telemetry.server_timing = Some(false);
+    assert!(!quiet_dev.server_timing());
 }

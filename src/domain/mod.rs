@@ -36,7 +36,7 @@ mod unicode;
 mod user;
 
 pub use api_key::{ApiKey, NewApiKey, Scope};
-pub use post::{NewPost, Post, PostBody, PostPatch, PostTitle};
+pub use post::{BODY_MAX_CHARS, NewPost, Post, PostBody, PostPatch, PostTitle, TITLE_MAX_CHARS};
 pub use user::{Credentials, Email, NewUser, Password, Tier, User, UserName, UserPatch};
 
 use crate::error::{Error, FieldError};

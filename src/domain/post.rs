@@ -15,12 +15,18 @@ pub struct Post {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The longest title, in characters.
+pub const TITLE_MAX_CHARS: usize = 200;
+/// The longest body, in characters (up to four bytes each in UTF-8). GraphQL prices a `body`
+/// by it (`src/graphql/limits.rs`).
+pub const BODY_MAX_CHARS: usize = 20_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostTitle(String);
 
 impl PostTitle {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        text("title", raw, 1, 200, false).map(Self)
+        text("title", raw, 1, TITLE_MAX_CHARS, false).map(Self)
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -32,7 +38,7 @@ pub struct PostBody(String);
 
 impl PostBody {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        text("body", raw, 1, 20_000, true).map(Self)
+        text("body", raw, 1, BODY_MAX_CHARS, true).map(Self)
     }
     pub fn as_str(&self) -> &str {
         &self.0

@@ -14,8 +14,15 @@
 //!   expanded, and spent nine minutes of CPU on a 2 KB fragment bomb before this check existed.
 //! - after validation: depth (`graphql.max_depth`) and cost (`graphql.max_complexity`). A
 //!   field costs 1 plus its selections; a field with `first: n` costs n times its selection
-//!   ([`page_cost`]), so list sizes weigh in and aliases add up.
+//!   ([`page_cost`]), so list sizes weigh in and aliases add up; a text field costs 1 more per
+//!   thousand characters it may hold ([`BODY_COST`]), so a query asking for many long bodies
+//!   weighs what its answer may weigh, not what its field count says.
 //!
+//! - with the size checks: at most `graphql.max_root_fields` root fields per operation,
+//!   counted through aliases and fragments. Each root list is its own read of every shard,
+//!   and root fields resolve concurrently: one 64 KB body holds about 1,500 aliased
+//!   `posts(first: 1) { edges { node { id } } }`, each cheap to the cost limit. (What a query
+//!   reads while it runs is bounded again by the request's read budget, `budget.rs`.)
 //! - with the size checks: at most one password check (`login` or `register`) per operation,
 //!   however it is spelled (aliases, fragments). Without it one request of a 64 KB body tries
 //!   about a thousand passwords under aliases, which no per-request limit or per-account
@@ -23,11 +30,17 @@
 //!
 //! The errors say which limit and by how much, with a stable `extensions.code`:
 //! `QUERY_TOO_DEEP`, `QUERY_TOO_COMPLEX`, `BAD_USER_INPUT` (page size),
-//! `TOO_MANY_CREDENTIAL_CHECKS`. async-graphql's own
+//! `TOO_MANY_ROOT_FIELDS`, `TOO_MANY_CREDENTIAL_CHECKS`. async-graphql's own
 //! parse and validation errors get `GRAPHQL_PARSE_FAILED` / `GRAPHQL_VALIDATION_FAILED`.
 //! The request body is bounded before any of this, by `http.body_limit_bytes`.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use async_graphql::{
     Name, Pos, Positioned, Request, ServerError, ServerResult, ValidationResult, Value, Variables,
@@ -46,6 +59,15 @@ use crate::{config::GraphqlConfig, error::Error};
 /// No cost grows past this, so summing costs can never overflow (a sum has at most as many
 /// terms as the query has fields, and the fields are bounded first).
 const COST_CAP: usize = 1 << 40;
+
+/// The cost of a post's `body`: 1, plus 1 per thousand characters a body may hold (21). A
+/// field's cost is otherwise blind to its size: `posts(first: 100) { body author {
+/// posts(first: 100) { body } } }` would cost about 10,000, under the limit, for an answer of
+/// up to 10,000 bodies of 20,000 characters (hundreds of MB). Priced by size it costs over
+/// 200,000 and is refused; `posts(first: 100) { body }` costs 2,101 and passes. (A `title`
+/// holds at most 200 characters and costs 1, like the other short fields.) The answer's
+/// actual size is bounded again while it is built (`budget.rs`).
+pub const BODY_COST: usize = 1 + crate::domain::BODY_MAX_CHARS / 1_000;
 
 /// The cost of a field with `first: n` and a selection costing `child`: the field itself, plus
 /// its selection once per row it may return. Used in `#[graphql(complexity = ..)]`.
@@ -73,6 +95,10 @@ pub struct Limits {
     max_depth: usize,
     max_complexity: usize,
     max_page_size: u32,
+    max_root_fields: usize,
+    /// Whether this request's operations ask only for introspection (`__schema`, `__type`),
+    /// which the depth limit spares; set per request, in `prepare_request`.
+    introspection_only: Arc<AtomicBool>,
 }
 
 impl Limits {
@@ -81,7 +107,52 @@ impl Limits {
             max_depth: config.max_depth as usize,
             max_complexity: config.max_complexity as usize,
             max_page_size,
+            max_root_fields: config.max_root_fields as usize,
+            introspection_only: Arc::default(),
         }
+    }
+
+    /// At most `max_root_fields` root fields in each operation, through aliases, inline
+    /// fragments and spreads (`__typename` is free). Runs after the expanded-size check, which
+    /// has refused fragment cycles and bounded the expansion.
+    fn check_root_fields(&self, doc: &ExecutableDocument) -> ServerResult<()> {
+        for (_, operation) in doc.operations.iter() {
+            let mut fields = 0;
+            let mut sets = vec![&operation.node.selection_set.node];
+            while let Some(set) = sets.pop() {
+                for selection in &set.items {
+                    match &selection.node {
+                        Selection::Field(field) if field.node.name.node == "__typename" => {}
+                        Selection::Field(field) => {
+                            fields += 1;
+                            if fields > self.max_root_fields {
+                                return Err(with_code(
+                                    ServerError::new(
+                                        format!(
+                                            "the operation selects more than {} root fields (graphql.max_root_fields), aliases included: each root list reads every shard, so ask for fewer at once",
+                                            self.max_root_fields
+                                        ),
+                                        Some(field.pos),
+                                    ),
+                                    "TOO_MANY_ROOT_FIELDS",
+                                ));
+                            }
+                        }
+                        Selection::InlineFragment(inline) => {
+                            sets.push(&inline.node.selection_set.node)
+                        }
+                        Selection::FragmentSpread(spread) => {
+                            if let Some(fragment) =
+                                doc.fragments.get(&spread.node.fragment_name.node)
+                            {
+                                sets.push(&fragment.node.selection_set.node);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_page_sizes(
@@ -142,7 +213,11 @@ impl Limits {
 
 impl ExtensionFactory for Limits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(self.clone())
+        // A flag of this request's own.
+        Arc::new(Self {
+            introspection_only: Arc::default(),
+            ..self.clone()
+        })
     }
 }
 
@@ -163,7 +238,10 @@ impl Extension for Limits {
             .map_err(|err| with_code(err.clone(), "GRAPHQL_PARSE_FAILED"))?;
         self.check_expanded_size(doc)?;
         self.check_page_sizes(doc, &variables)?;
+        self.check_root_fields(doc)?;
         check_credential_fields(doc)?;
+        self.introspection_only
+            .store(introspection_only(doc), Ordering::Relaxed);
         next.run(ctx, request).await
     }
 
@@ -191,7 +269,11 @@ impl Extension for Limits {
                 .map(|err| with_code(err, "GRAPHQL_VALIDATION_FAILED"))
                 .collect::<Vec<_>>()
         })?;
-        if result.depth > self.max_depth {
+        // Introspection is spared the depth limit: the standard introspection query (GraphiQL's,
+        // code generators', schemathesis') nests `ofType` eight deep to unwrap `[T!]!`, past
+        // any depth a data query needs. Its size is still bounded by the cost limit, the
+        // answer's byte budget and async-graphql's recursion limit, and it reads nothing.
+        if result.depth > self.max_depth && !self.introspection_only.load(Ordering::Relaxed) {
             let mut err = ServerError::new(
                 format!(
                     "the query nests fields {} deep, above the limit of {}",
@@ -210,6 +292,36 @@ impl Extension for Limits {
         }
         Ok(result)
     }
+}
+
+/// Whether every operation of `doc` selects only `__schema`, `__type` and `__typename` at its
+/// root (through fragments). Call it only on a document the size checks accepted.
+fn introspection_only(doc: &ExecutableDocument) -> bool {
+    doc.operations.iter().all(|(_, operation)| {
+        let mut sets = vec![&operation.node.selection_set.node];
+        while let Some(set) = sets.pop() {
+            for selection in &set.items {
+                match &selection.node {
+                    Selection::Field(field) => {
+                        if !matches!(
+                            field.node.name.node.as_str(),
+                            "__schema" | "__type" | "__typename"
+                        ) {
+                            return false;
+                        }
+                    }
+                    Selection::InlineFragment(inline) => sets.push(&inline.node.selection_set.node),
+                    Selection::FragmentSpread(spread) => {
+                        match doc.fragments.get(&spread.node.fragment_name.node) {
+                            Some(fragment) => sets.push(&fragment.node.selection_set.node),
+                            None => return false,
+                        }
+                    }
+                }
+            }
+        }
+        true
+    })
 }
 
 /// The mutation fields that check a password: each costs an argon2 run, and each is a guess.
@@ -457,8 +569,9 @@ mod tests {
 
     #[tokio::test]
     async fn aliases_add_up_to_the_cost_they_really_have() {
+        // Each alias alone costs 2,801 (a body costs 21); eight of them 22,408.
         let one = "posts(first: 100) { edges { node { id title body author { id name } } } }";
-        let many: Vec<String> = (0..40).map(|i| format!("p{i}: {one}")).collect();
+        let many: Vec<String> = (0..8).map(|i| format!("p{i}: {one}")).collect();
         let errors = codes(&Config::default(), format!("{{ {} }}", many.join(" "))).await;
         assert_eq!(code_of(&errors), "QUERY_TOO_COMPLEX", "{errors:?}");
     }
@@ -560,6 +673,29 @@ mod tests {
         }
     }
 
+    /// The query GraphiQL and schemathesis send (graphql-core's `get_introspection_query`),
+    /// deeper than `graphql.max_depth`, is answered; data nested as deep is not.
+    #[tokio::test]
+    async fn the_standard_introspection_query_passes_the_limits() {
+        let response = build_schema(&Config::default())
+            .execute(STANDARD_INTROSPECTION)
+            .await;
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        let data = response.data.into_json().expect("JSON data");
+        assert_eq!(data["__schema"]["queryType"]["name"], json!("Query"));
+
+        let mut deep = "id".to_owned();
+        for _ in 0..6 {
+            deep = format!("posts(first: 1) {{ author {{ {deep} }} }}");
+        }
+        let mixed =
+            format!("{{ __schema {{ queryType {{ name }} }} user(id: \"1\") {{ {deep} }} }}");
+        let errors = codes(&Config::default(), mixed).await;
+        assert_eq!(code_of(&errors), "QUERY_TOO_DEEP", "{errors:?}");
+    }
+
+    const STANDARD_INTROSPECTION: &str = include_str!("introspection.graphql");
+
     #[tokio::test]
     async fn introspection_follows_the_config() {
         let query = "{ __schema { queryType { name } } }";
@@ -569,7 +705,11 @@ mod tests {
         };
         assert_eq!(answer(Config::default()).await, json!("Query"));
         let mut config = Config::default();
-        config.graphql.introspection = false;
+        config.graphql.introspection = Some(false);
+        assert_eq!(answer(config).await, serde_json::Value::Null);
+        // And so does the production profile.
+        let mut config = Config::default();
+        config.profile = crate::config::Profile::Production;
         assert_eq!(answer(config).await, serde_json::Value::Null);
     }
 }

@@ -37,6 +37,7 @@ use std::{
 
 use async_graphql::dataloader::{CacheFactory, CacheStorage, DataLoader, HashMapCache, Loader};
 
+use super::budget::RequestBudget;
 use crate::{
     AppState,
     db::Session,
@@ -54,12 +55,14 @@ pub struct Loaders {
 
 impl Loaders {
     /// `graphql.dataloaders = false` is the N+1 switch; `graphql.batch_window` the window.
-    pub fn new(app: &AppState, session: &Session) -> Self {
+    /// Every load is one of `budget`'s reads.
+    pub fn new(app: &AppState, session: &Session, budget: &Arc<RequestBudget>) -> Self {
         let config = &app.config.graphql;
         let window = config.dataloaders.then_some(config.batch_window);
         let source = |clock| Source {
             app: app.clone(),
             session: session.clone(),
+            budget: budget.clone(),
             clock,
         };
         Self {
@@ -123,6 +126,8 @@ fn loader<T>(
 struct Source {
     app: AppState,
     session: Session,
+    /// The request's reads: every load is one.
+    budget: Arc<RequestBudget>,
     /// Shared with the loader's cache, which starts it.
     clock: Arc<BatchClock>,
 }
@@ -243,8 +248,13 @@ impl Loader<i64> for UsersById {
 
     async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, User>, Self::Error> {
         self.0.batch_loads();
-        let Source { app, session, .. } = &self.0;
-        Ok(users::by_ids(app, session, ids).await?)
+        let Source {
+            app,
+            session,
+            budget,
+            ..
+        } = &self.0;
+        Ok(budget.read(users::by_ids(app, session, ids)).await?)
     }
 }
 
@@ -256,8 +266,13 @@ impl Loader<i64> for PostsById {
 
     async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Post>, Self::Error> {
         self.0.batch_loads();
-        let Source { app, session, .. } = &self.0;
-        Ok(posts::by_ids(app, session, ids).await?)
+        let Source {
+            app,
+            session,
+            budget,
+            ..
+        } = &self.0;
+        Ok(budget.read(posts::by_ids(app, session, ids)).await?)
     }
 }
 
@@ -279,14 +294,21 @@ impl Loader<UserPosts> for NewestPostsOfUsers {
     /// per shard. Users without posts get an empty list, so the cache remembers them too.
     async fn load(&self, keys: &[UserPosts]) -> Result<HashMap<UserPosts, Vec<Post>>, Self::Error> {
         self.0.batch_loads();
-        let Source { app, session, .. } = &self.0;
+        let Source {
+            app,
+            session,
+            budget,
+            ..
+        } = &self.0;
         let mut by_page_size: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for key in keys {
             by_page_size.entry(key.first).or_default().push(key.user_id);
         }
         let mut found = HashMap::with_capacity(keys.len());
         for (first, user_ids) in by_page_size {
-            let mut posts = posts::newest_of_users(app, session, &user_ids, first).await?;
+            let mut posts = budget
+                .read(posts::newest_of_users(app, session, &user_ids, first))
+                .await?;
             for user_id in user_ids {
                 let key = UserPosts { user_id, first };
                 found.insert(key, posts.remove(&user_id).unwrap_or_default());

@@ -11,7 +11,9 @@
 //! - [`loaders`]: DataLoaders, built for each request (never on the schema), batching by shard.
 //! - [`limits`]: depth, cost and page-size limits, checked before any resolver runs.
 //! - [`charge`]: the rate limit's charge, the query's cost, made before any resolver runs.
+//! - [`budget`]: the bytes of answer and the reads one request may spend while it runs.
 
+pub mod budget;
 pub mod charge;
 pub mod limits;
 pub mod loaders;
@@ -20,7 +22,7 @@ pub mod planned;
 pub mod query;
 pub mod types;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use async_graphql::{Context, EmptySubscription, Schema};
 
@@ -30,6 +32,7 @@ use crate::{
     db::Session,
     error::Error,
 };
+use budget::RequestBudget;
 use limits::Limits;
 use loaders::Loaders;
 use mutation::MutationRoot;
@@ -44,13 +47,15 @@ pub fn build_schema(config: &Config) -> ApiSchema {
     // The charge first: its hooks wrap the limits', so it charges only what they let through.
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .extension(charge::Charge)
-        .extension(Limits::new(&config.graphql, config.api.max_page_size));
+        .extension(Limits::new(&config.graphql, config.api.max_page_size))
+        // Before the planned executor, so that its stop wraps the plan's run too.
+        .extension(budget::Budget);
     if config.graphql.plans() {
         // Last, so innermost: it runs a plan only once the charge and the limits have let the
         // query through.
         builder = builder.extension(planned::Planned);
     }
-    if !config.graphql.introspection {
+    if !config.introspection() {
         // "Did you mean ...?" suggestions would reveal field names that introspection hides.
         builder = builder.disable_introspection().disable_suggestions();
     }
@@ -73,6 +78,8 @@ pub struct RequestData {
     /// The client's address, which `login` and `register` are limited by.
     pub client: IpAddr,
     pub loaders: Loaders,
+    /// The bytes and reads this request may still spend; shared with its loaders.
+    pub budget: Arc<RequestBudget>,
     /// Where the planned executor leaves the answer it rendered (`None`: the handler does not
     /// take rendered answers, and every request runs on the resolvers).
     pub rendered: Option<planned::Rendered>,
@@ -80,13 +87,15 @@ pub struct RequestData {
 
 impl RequestData {
     pub fn new(app: AppState, session: Session, principal: Principal, client: IpAddr) -> Self {
-        let loaders = Loaders::new(&app, &session);
+        let budget = Arc::new(RequestBudget::new(&app.config.graphql));
+        let loaders = Loaders::new(&app, &session, &budget);
         Self {
             app,
             session,
             principal,
             client,
             loaders,
+            budget,
             rendered: None,
         }
     }

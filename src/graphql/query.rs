@@ -58,13 +58,15 @@ impl QueryRoot {
         let rq = RequestData::of(ctx)?;
         let first = rq.page_size(first)?;
         let after = after.as_deref().map(decode::<UserCursor>).transpose()?;
-        let users = user_ops::after(
-            &rq.app,
-            &rq.session,
-            after.as_ref().map(|c| c.id),
-            first + 1,
-        )
-        .await?;
+        let users = rq
+            .budget
+            .read(user_ops::after(
+                &rq.app,
+                &rq.session,
+                after.as_ref().map(|c| c.id),
+                first + 1,
+            ))
+            .await?;
         rq.loaders.know_users(&users).await;
         let viewer = rq.viewer_id();
         Ok(connection(users, first, after.is_some(), |user| {
@@ -94,7 +96,10 @@ impl QueryRoot {
         let first = rq.page_size(first)?;
         let after = after.as_deref().map(decode::<PostCursor>).transpose()?;
         let cursor = after.as_ref().map(|c| (c.at, c.id));
-        let posts = post_ops::before(&rq.app, &rq.session, cursor, first + 1).await?;
+        let posts = rq
+            .budget
+            .read(post_ops::before(&rq.app, &rq.session, cursor, first + 1))
+            .await?;
         Ok(connection(posts, first, after.is_some(), |post| {
             let cursor = PostCursor {
                 at: post.created_at,

@@ -74,6 +74,9 @@ impl PostNode {
         &self.0.title
     }
 
+    /// The post's text, up to 20,000 characters. Costs 21 toward the query's cost limit (1
+    /// per thousand characters it may hold), not 1 like a short field.
+    #[graphql(complexity = "limits::BODY_COST")]
     async fn body(&self) -> &str {
         &self.0.body
     }

@@ -1,4 +1,5 @@
-//! `/graphql`: POST runs a query or mutation, GET serves the GraphiQL page.
+//! `/graphql`: POST runs a query or mutation, GET serves the GraphiQL page (in the dev
+//! profile, or as `graphql.graphiql` says; a 404 otherwise).
 //!
 //! The transport is a few lines on purpose: the schema, loaders and limits are in
 //! `src/graphql/`. What is decided here is what a GraphQL request is over HTTP:
@@ -44,9 +45,16 @@ use crate::{
 
 pub fn router(app: &AppState) -> Router<AppState> {
     let schema = build_schema(&app.config);
+    // Without GraphiQL, `GET /graphql` is a 404 like any unknown page, not a 405 that would
+    // confirm a GraphQL endpoint to a scanner probing with GET.
+    let page = if app.config.graphiql() {
+        get(graphiql)
+    } else {
+        get(|| async { Error::NotFound("no route matches this path") })
+    };
     Router::new().route(
         "/graphql",
-        get(graphiql).post(
+        page.post(
             move |State(app): State<AppState>,
                   session: Session,
                   ClientAddr(client): ClientAddr,

@@ -3,7 +3,8 @@
 //! Going in, [`session`] reads `X-Consistency-Token` into the session the data layer routes
 //! by; coming out, it answers with the token that covers the request's writes.
 //!
-//! Every answer also gets `Server-Timing` (unless `telemetry.server_timing` is off): what the
+//! Every answer also gets `Server-Timing` (in the dev profile, or as `telemetry.server_timing`
+//! says): what the
 //! session's [`ServerTiming`] gathered (SQL, Redis, DataLoader waits, serialisation; see
 //! `src/telemetry/timing.rs`) and this middleware's own elapsed time as `total`. A REST body
 //! is serialised in its `IntoResponse`, which has no session, so the middleware runs the
@@ -67,7 +68,7 @@ pub fn record_serialization(elapsed: Duration) {
 /// The middleware; see the module doc.
 pub async fn session(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let server_timing = app.config.telemetry.server_timing;
+    let server_timing = app.config.server_timing();
     let required = match consistency_token(&request, &app.consistency_tokens) {
         Ok(token) => token,
         Err(err) => {

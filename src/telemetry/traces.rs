@@ -11,16 +11,25 @@
 //! and further spans are dropped, not waited for: tracing loses data before it loses latency.
 //! Export errors are not logged (a dead collector would otherwise log on every batch).
 //!
-//! **Sampling.** `ParentBased(TraceIdRatioBased(trace_sample_ratio))`: a caller that sampled
-//! its trace (the `traceparent` flag) gets the whole trace recorded here too; new traces are
-//! kept at the configured ratio, decided from the trace id, so every service that sees the
-//! same trace id decides alike.
+//! **Sampling.** [`OwnRatio`]: a request's span is kept at `trace_sample_ratio`, decided from
+//! its trace id (the caller's, from `traceparent`, or a new one), so every service that sees
+//! the same trace id at the same ratio decides alike and a trace stays whole; the spans
+//! inside a request follow the request's decision. The caller's "sampled" flag is not
+//! obeyed, as `ParentBased` would: `traceparent` comes from the client, and a client setting
+//! the flag on every request would have every one of them exported, at any ratio (a cheap
+//! way to flood the collector and the exporter's queue, which then drops other requests'
+//! spans). The trace id is still the caller's, so a trace the caller records and we keep
+//! joins up.
 
 use anyhow::Context as _;
 use axum::http::{HeaderMap, HeaderValue};
 use opentelemetry::{
+    KeyValue,
     propagation::TextMapPropagator,
-    trace::{SpanContext, TraceContextExt, TraceId, TracerProvider as _},
+    trace::{
+        Link, SamplingDecision, SamplingResult, SpanContext, SpanKind, TraceContextExt, TraceId,
+        TracerProvider as _,
+    },
 };
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_otlp::WithExportConfig;
@@ -29,7 +38,7 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{
         BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, Sampler,
-        SdkTracerProvider,
+        SdkTracerProvider, ShouldSample,
     },
 };
 use tracing::Span;
@@ -70,9 +79,7 @@ pub(crate) fn provider(config: &TelemetryConfig) -> anyhow::Result<Option<SdkTra
     Ok(Some(
         SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.trace_sample_ratio,
-            ))))
+            .with_sampler(OwnRatio::new(config.trace_sample_ratio))
             .with_resource(
                 Resource::builder()
                     .with_service_name(config.service_name.clone())
@@ -80,6 +87,51 @@ pub(crate) fn provider(config: &TelemetryConfig) -> anyhow::Result<Option<SdkTra
             )
             .build(),
     ))
+}
+
+/// The sampler: our ratio decides for a span with no parent or a remote one (the client's
+/// `traceparent`), whatever the remote's "sampled" flag says; a span whose parent is one of
+/// ours follows it. See the module documentation.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnRatio(Sampler);
+
+impl OwnRatio {
+    pub(crate) fn new(ratio: f64) -> Self {
+        Self(Sampler::TraceIdRatioBased(ratio))
+    }
+}
+
+impl ShouldSample for OwnRatio {
+    fn should_sample(
+        &self,
+        parent_context: Option<&opentelemetry::Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let local_parent = parent_context
+            .filter(|cx| cx.has_active_span())
+            .map(|cx| cx.span().span_context().clone())
+            .filter(|parent| parent.is_valid() && !parent.is_remote());
+        match local_parent {
+            Some(parent) => SamplingResult {
+                decision: if parent.is_sampled() {
+                    SamplingDecision::RecordAndSample
+                } else {
+                    SamplingDecision::Drop
+                },
+                attributes: Vec::new(),
+                trace_state: parent.trace_state().clone(),
+            },
+            // From the trace id alone: the same answer for the caller's trace id anywhere.
+            None => {
+                self.0
+                    .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+            }
+        }
+    }
 }
 
 /// The `tracing` layer that turns spans into OpenTelemetry spans for `provider`.
@@ -167,6 +219,73 @@ mod tests {
     use opentelemetry_http::HeaderInjector;
 
     use super::*;
+
+    /// The sampler's decision for a span under `parent` (none: a new trace).
+    fn decision(ratio: f64, parent: Option<SpanContext>) -> SamplingDecision {
+        let trace_id = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("hex");
+        // Whether the parent is remote is the span context's own flag.
+        let cx = parent.map(|parent| Context::new().with_remote_span_context(parent));
+        OwnRatio::new(ratio)
+            .should_sample(
+                cx.as_ref(),
+                trace_id,
+                "request",
+                &SpanKind::Server,
+                &[],
+                &[],
+            )
+            .decision
+    }
+
+    fn parent(flags: TraceFlags, remote: bool) -> SpanContext {
+        SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("hex"),
+            SpanId::from_hex("b7ad6b7169203331").expect("hex"),
+            flags,
+            remote,
+            TraceState::default(),
+        )
+    }
+
+    /// A client's `traceparent` with the sampled flag does not force recording: at ratio 0 the
+    /// request is not recorded, at ratio 1 it is even when the caller did not sample.
+    #[test]
+    fn a_remote_parent_s_sampled_flag_does_not_override_the_ratio() {
+        let sampled = parent(TraceFlags::SAMPLED, true);
+        let unsampled = parent(TraceFlags::default(), true);
+        assert_eq!(decision(0.0, Some(sampled)), SamplingDecision::Drop);
+        assert_eq!(decision(0.0, None), SamplingDecision::Drop);
+        assert_eq!(
+            decision(1.0, Some(unsampled)),
+            SamplingDecision::RecordAndSample
+        );
+        assert_eq!(decision(1.0, None), SamplingDecision::RecordAndSample);
+    }
+
+    /// A span inside a request (its parent is ours) follows the request's decision.
+    #[test]
+    fn a_local_parent_s_decision_is_followed() {
+        let kept = parent(TraceFlags::SAMPLED, false);
+        let dropped = parent(TraceFlags::default(), false);
+        assert_eq!(decision(0.0, Some(kept)), SamplingDecision::RecordAndSample);
+        assert_eq!(decision(1.0, Some(dropped)), SamplingDecision::Drop);
+    }
+
+    /// The trace id decides, so the caller's trace keeps its id and one service's decision
+    /// is every service's at the same ratio: for a given ratio, a remote parent and no parent
+    /// decide alike on the same trace id.
+    #[test]
+    fn the_decision_depends_on_the_trace_id_alone_for_remote_parents() {
+        for ratio in [0.0, 0.3, 0.5, 0.9, 1.0] {
+            for flags in [TraceFlags::SAMPLED, TraceFlags::default()] {
+                assert_eq!(
+                    decision(ratio, Some(parent(flags, true))),
+                    decision(ratio, None),
+                    "ratio {ratio}, flags {flags:?}"
+                );
+            }
+        }
+    }
 
     /// The hand-written `traceparent` is what the W3C propagator writes, sampled or not, and a
     /// `tracestate` is passed on only when there is one.

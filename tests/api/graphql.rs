@@ -2,9 +2,11 @@
 //! per request (counted on every server), and cursor pagination. The same rules as REST for
 //! writes are in `mutations`; limits and malformed requests in `limits`.
 
+mod budget;
 mod limits;
 mod mutations;
 mod planned;
+mod profile;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -203,8 +205,10 @@ async fn the_nested_query_costs_one_statement_per_shard_per_level_whatever_the_p
 #[tokio::test]
 async fn without_dataloaders_the_nested_query_costs_a_statement_per_parent() {
     // Arrange: the N+1 switch off, and no cache to hide it.
+    // (A read per parent: the read budget made room for them.)
     let app = TestApp::spawn_seeded(60, 1200, |config| {
         config.graphql.dataloaders = false;
+        config.graphql.max_reads = 1_000;
         config.cache.strategy = CacheStrategy::None;
     })
     .await;

@@ -166,7 +166,7 @@ async fn a_nested_graphql_query_shows_its_batch_window_and_its_sql() {
 async fn every_answer_has_the_header_and_the_switch_removes_it() {
     // Arrange
     let on = TestApp::spawn().await;
-    let off = TestApp::spawn_with(|c| c.telemetry.server_timing = false).await;
+    let off = TestApp::spawn_with(|c| c.telemetry.server_timing = Some(false)).await;
 
     // Act / Assert: answers that run no SQL, including refusals, still carry the total.
     for (path, expected) in [

@@ -6,8 +6,9 @@
 //! root or alias they came from (`users::by_ids`, `posts::newest_of_users` once per page
 //! size): through the cache, and for the misses one statement per shard. Rows this request
 //! has loaded are not asked for again (a page's users are the authors of their own posts).
-//! Any failure returns `None`: the request then runs on the resolvers, which report it as they
-//! always do.
+//! Every call is one of the request's reads (`src/graphql/budget.rs`). Any failure returns
+//! `None`: the request then runs on the resolvers, which report it as they always do (or, if
+//! the failure was the read budget, is stopped with its error).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -62,7 +63,10 @@ pub(super) async fn load(plan: &Plan, rq: &RequestData) -> Option<Loaded> {
         }
     }
     if !single_users.is_empty() {
-        let found = user_ops::by_ids(&rq.app, &rq.session, &distinct(single_users.into_iter()))
+        let ids = distinct(single_users.into_iter());
+        let found = rq
+            .budget
+            .read(user_ops::by_ids(&rq.app, &rq.session, &ids))
             .await
             .ok()?;
         loaded.users.extend(found);
@@ -70,7 +74,9 @@ pub(super) async fn load(plan: &Plan, rq: &RequestData) -> Option<Loaded> {
     let mut posts = if single_posts.is_empty() {
         HashMap::new()
     } else {
-        post_ops::by_ids(&rq.app, &rq.session, &distinct(single_posts.into_iter()))
+        let ids = distinct(single_posts.into_iter());
+        rq.budget
+            .read(post_ops::by_ids(&rq.app, &rq.session, &ids))
             .await
             .ok()?
     };
@@ -87,14 +93,16 @@ pub(super) async fn load(plan: &Plan, rq: &RequestData) -> Option<Loaded> {
                     .transpose()
                     .ok()?;
                 let from_cursor = after.is_some();
-                let users = user_ops::after(
-                    &rq.app,
-                    &rq.session,
-                    after.map(|cursor| cursor.id),
-                    first + 1,
-                )
-                .await
-                .ok()?;
+                let users = rq
+                    .budget
+                    .read(user_ops::after(
+                        &rq.app,
+                        &rq.session,
+                        after.map(|cursor| cursor.id),
+                        first + 1,
+                    ))
+                    .await
+                    .ok()?;
                 let (users, has_next) = first_page(users, first)?;
                 let ids: Vec<i64> = users.iter().map(|user| user.id).collect();
                 loaded
@@ -120,7 +128,9 @@ pub(super) async fn load(plan: &Plan, rq: &RequestData) -> Option<Loaded> {
                     .ok()?;
                 let from_cursor = after.is_some();
                 let cursor = after.map(|cursor| (cursor.at, cursor.id));
-                let rows = post_ops::before(&rq.app, &rq.session, cursor, first + 1)
+                let rows = rq
+                    .budget
+                    .read(post_ops::before(&rq.app, &rq.session, cursor, first + 1))
                     .await
                     .ok()?;
                 let (rows, has_next) = first_page(rows, first)?;
@@ -197,7 +207,9 @@ impl<'a> Level<'a> {
             if ids.is_empty() {
                 continue;
             }
-            let mut found = post_ops::newest_of_users(&rq.app, &rq.session, &ids, first)
+            let mut found = rq
+                .budget
+                .read(post_ops::newest_of_users(&rq.app, &rq.session, &ids, first))
                 .await
                 .ok()?;
             for id in ids {
@@ -239,7 +251,9 @@ impl<'a> Level<'a> {
                 .filter(|id| !loaded.users.contains_key(id)),
         );
         if !missing.is_empty() {
-            let found = user_ops::by_ids(&rq.app, &rq.session, &missing)
+            let found = rq
+                .budget
+                .read(user_ops::by_ids(&rq.app, &rq.session, &missing))
                 .await
                 .ok()?;
             if found.len() < missing.len() {

@@ -102,6 +102,14 @@ impl Extension for PlannedRequest {
             // The handler sends the rendered bytes; this empty answer is never serialised.
             return Response::default();
         }
+        if ctx
+            .data_opt::<RequestData>()
+            .is_some_and(|rq| rq.budget.is_exceeded())
+        {
+            // The plan spent the request's budget: the budget's extension, around this one,
+            // answers with its error; the resolvers would only spend more.
+            return Response::default();
+        }
         next.run(ctx, operation_name).await
     }
 }
@@ -110,7 +118,7 @@ impl Extension for PlannedRequest {
 async fn run(plan: &Plan, rq: &RequestData) -> Option<Vec<u8>> {
     let loaded = load::load(plan, rq).await?;
     let start = std::time::Instant::now();
-    let body = render::render(plan, &loaded, rq.viewer_id());
+    let body = render::render(plan, &loaded, rq.viewer_id(), &rq.budget);
     rq.session
         .timing()
         .record(crate::telemetry::Phase::Serialize, start.elapsed());

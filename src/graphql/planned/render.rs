@@ -3,7 +3,8 @@
 //! Each value is written as the resolvers' types write it (`src/graphql/types.rs`,
 //! `query.rs`): ids as strings, timestamps in RFC 3339, the email for its owner only, opaque
 //! cursors, keys in the query's order. `None` (a row the load should have brought is
-//! missing) sends the request to the resolvers.
+//! missing) sends the request to the resolvers; `None` with the budget spent (the answer grew
+//! past `graphql.max_response_bytes`, checked as each object starts) stops the request.
 
 use std::io::Write as _;
 
@@ -19,15 +20,34 @@ use super::{
 };
 use crate::{
     domain::{Post, User},
-    graphql::query::{PostCursor, UserCursor},
+    graphql::{
+        budget::RequestBudget,
+        query::{PostCursor, UserCursor},
+    },
 };
 
-pub(super) fn render(plan: &Plan, loaded: &Loaded, viewer: Option<i64>) -> Option<Vec<u8>> {
+pub(super) fn render(
+    plan: &Plan,
+    loaded: &Loaded,
+    viewer: Option<i64>,
+    budget: &RequestBudget,
+) -> Option<Vec<u8>> {
     let mut w = Writer {
         out: Vec::with_capacity(8 * 1024),
         loaded,
         viewer,
+        limit: budget.bytes_left(),
     };
+    let written = roots(&mut w, plan, loaded);
+    if written.is_none() && w.out.len() <= w.limit {
+        return None; // a missing row: the resolvers answer
+    }
+    // Past the limit (stopped early or not), this spends the budget and stops the request.
+    budget.add_bytes(w.out.len()).then_some(w.out)
+}
+
+/// The whole answer into `w`; `None` when a row is missing or the answer outgrew `w.limit`.
+fn roots(w: &mut Writer<'_>, plan: &Plan, loaded: &Loaded) -> Option<()> {
     w.raw("{\"data\":{");
     for (i, (root, data)) in plan.roots.iter().zip(&loaded.roots).enumerate() {
         if i > 0 {
@@ -114,13 +134,15 @@ pub(super) fn render(plan: &Plan, loaded: &Loaded, viewer: Option<i64>) -> Optio
         }
     }
     w.raw("}}");
-    Some(w.out)
+    Some(())
 }
 
 struct Writer<'a> {
     out: Vec<u8>,
     loaded: &'a Loaded,
     viewer: Option<i64>,
+    /// The most bytes the answer may take (the request's budget).
+    limit: usize,
 }
 
 impl Writer<'_> {
@@ -160,6 +182,10 @@ impl Writer<'_> {
         fields: &[F],
         mut field: impl FnMut(&mut Self, &F) -> Option<()>,
     ) -> Option<()> {
+        if self.out.len() > self.limit {
+            // Stop here; the length past the limit is what `render` reports to the budget.
+            return None;
+        }
         self.raw("{");
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {
