@@ -15,6 +15,8 @@ async fn production(tweak: impl FnOnce(&mut scalable_api::Config)) -> TestApp {
         config.profile = Profile::Production;
         // Production refuses the development secret.
         config.auth.jwt_secret = "a-test-secret-of-at-least-thirty-two-bytes".into();
+        // And metrics on the API's address.
+        config.telemetry.metrics_addr = Some(crate::helpers::free_addr());
         tweak(config);
     })
     .await
