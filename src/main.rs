@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use scalable_api::{
     App, Config,
     admin::{migrate, seed},
+    config::CacheStrategy,
     serve, shutdown_signal, telemetry,
 };
 
@@ -41,9 +42,34 @@ enum Command {
         /// Do nothing if the shards already hold users.
         #[arg(long, conflicts_with = "reset")]
         if_empty: bool,
+        /// Confirm --reset without being asked (scripts; a terminal is asked to type `reset`).
+        #[arg(long, requires = "reset")]
+        yes: bool,
     },
     /// Print the effective configuration as JSON, the JWT secret and every URL password masked.
     Config,
+}
+
+/// Asks a person at a terminal to confirm `seed --reset`; without a terminal, `--yes` must.
+fn confirm_reset(config: &Config) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    anyhow::ensure!(
+        stdin.is_terminal(),
+        "seed --reset deletes every user, post and directory entry: pass --yes to confirm without a terminal"
+    );
+    let shards = config.db.shards.len();
+    print!(
+        "seed --reset deletes every user, post and directory entry on {shards} shard(s) and the directory. Type `reset` to go on: "
+    );
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    anyhow::ensure!(
+        answer.trim() == "reset",
+        "seed --reset: not confirmed; nothing changed"
+    );
+    Ok(())
 }
 
 /// mimalloc instead of glibc's malloc: per-thread free lists and no arena locks, for a service
@@ -83,7 +109,12 @@ async fn main() -> anyhow::Result<()> {
             posts,
             reset,
             if_empty,
+            yes,
         } => {
+            seed::allowed(app.config.profile)?;
+            if reset && !yes {
+                confirm_reset(&app.config)?;
+            }
             let options = seed::SeedOptions {
                 users,
                 posts,
@@ -91,6 +122,24 @@ async fn main() -> anyhow::Result<()> {
                 if_empty,
             };
             let report = seed::seed(&app.db, options).await?;
+            if reset && !report.skipped {
+                // The cache's and the idempotency store's entries name the replaced rows.
+                let (cache, idempotency) = (&app.config.cache, &app.config.http.idempotency);
+                let mut stores = Vec::new();
+                if cache.strategy != CacheStrategy::None {
+                    stores.push((cache.redis_url.expose(), cache.key_prefix.as_str()));
+                }
+                if idempotency.enabled {
+                    stores.push((
+                        idempotency.redis_url.expose(),
+                        idempotency.key_prefix.as_str(),
+                    ));
+                }
+                for (url, prefix) in stores {
+                    let dropped = seed::forget_cached(url, &[prefix]).await?;
+                    println!("seed: dropped {dropped} Redis entries under {prefix}:");
+                }
+            }
             if report.skipped {
                 println!(
                     "seed: the shards already hold users; nothing loaded (use --reset to replace them)"

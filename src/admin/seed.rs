@@ -8,6 +8,12 @@
 //!
 //! Every demo user's password is [`DEMO_PASSWORD`], hashed once: argon2id costs tens of
 //! milliseconds on purpose, which is an hour for 100,000 users.
+//!
+//! Safety: accounts whose password is printed in the README must never exist in production,
+//! so seeding refuses the production profile outright. `--reset` truncates every shard and
+//! the directory: the CLI asks for it to be confirmed (typed on a terminal, or `--yes`), and
+//! the reset also drops the cache's and the idempotency store's Redis entries, which would
+//! otherwise serve the deleted rows (and replay answers that name them) until their TTLs.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +22,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::PgPool;
 
 use crate::auth::password::{self, DEMO_PASSWORD};
+use crate::config::Profile;
 use crate::db::Db;
 
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +55,52 @@ impl Layout {
         let (slot, first) = self.shards[((n - 1) % k) as usize];
         (slot, first + ((n - 1) / k) as i64)
     }
+}
+
+/// Refuses to load demo accounts (public password) in the production profile.
+pub fn allowed(profile: Profile) -> anyhow::Result<()> {
+    ensure!(
+        profile != Profile::Production,
+        "seed loads demo accounts whose password ({DEMO_PASSWORD}) is public: refused in the production profile"
+    );
+    Ok(())
+}
+
+/// Drops every Redis key under each of `prefixes` (`<prefix>:*`), with SCAN and UNLINK: a
+/// reset's old rows must not be served from the cache afterwards. Returns how many went.
+pub async fn forget_cached(redis_url: &str, prefixes: &[&str]) -> anyhow::Result<u64> {
+    let client = redis::Client::open(redis_url).context("Failed to parse the Redis URL")?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("Failed to connect to Redis to drop the cache")?;
+    let mut dropped = 0;
+    for prefix in prefixes {
+        let pattern = format!("{prefix}:*");
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
+                dropped += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(dropped)
 }
 
 pub async fn seed(db: &Db, options: SeedOptions) -> anyhow::Result<SeedReport> {

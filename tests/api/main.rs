@@ -32,6 +32,7 @@ mod rolling_restart;
 mod routing;
 mod schemathesis;
 mod security;
+mod seed;
 mod server;
 mod server_timing;
 mod sharding;

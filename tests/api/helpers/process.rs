@@ -87,6 +87,7 @@ impl TestApp {
 }
 
 /// What [`TestApp::launch`] prepared: the environment of every process it starts.
+#[derive(Clone)]
 pub struct Launch {
     dir: PathBuf,
     env: Vec<(String, String)>,
@@ -97,6 +98,24 @@ impl Launch {
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
         self
+    }
+
+    /// Runs `scalable-api ARGS` to its end (stdin closed, as in a script) and returns its
+    /// exit status and its output (stdout then stderr).
+    pub async fn run(&self, args: &[&str]) -> (ExitStatus, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_scalable-api"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("the service binary runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status, text)
     }
 
     /// Starts `scalable-api serve` on `addr`, its output in `<dir>/<name>.log` (appended to,
