@@ -98,8 +98,8 @@ async fn with_two_tier_and_a_warm_cache_the_nested_graphql_query_costs_no_sql() 
 
 #[tokio::test]
 async fn with_cache_aside_a_cold_batch_loads_only_its_misses_one_statement_per_shard() {
-    // Arrange: three users' entries already cached by single reads.
-    let app = TestApp::spawn_seeded(60, 0, |_| {}).await;
+    // Arrange: three users' entries already cached by single reads; 60 root fields allowed.
+    let app = TestApp::spawn_seeded(60, 0, |c| c.graphql.max_root_fields = 60).await;
     let mut ids: Vec<i64> = Vec::new();
     for shard in 0..2 {
         let found: Vec<i64> = sqlx::query_scalar("SELECT id FROM users ORDER BY id")
