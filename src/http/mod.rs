@@ -7,6 +7,8 @@ mod compression;
 mod conditional;
 pub mod cursor;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod graphql;
 mod health;
 pub mod idempotency;

@@ -260,7 +260,10 @@ fn rewrite(request: &mut Request, version: ApiVersion) {
 }
 
 /// The version `Accept` asks for (module doc for the rules).
-fn negotiate(headers: &HeaderMap, default: ApiVersion) -> Result<ApiVersion, VersionNotOffered> {
+pub(super) fn negotiate(
+    headers: &HeaderMap,
+    default: ApiVersion,
+) -> Result<ApiVersion, VersionNotOffered> {
     // (version, weight in thousandths); the first listed wins a tie.
     let mut best: Option<(ApiVersion, u16)> = None;
     let mut refused = Vec::new();

@@ -254,7 +254,7 @@ where
 }
 
 /// The key, if it is one header of 1 to 255 visible ASCII characters; else a 400.
-fn parse_key(headers: &HeaderMap) -> Result<&str, Error> {
+pub(crate) fn parse_key(headers: &HeaderMap) -> Result<&str, Error> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(Error::BadRequest(
