@@ -137,6 +137,10 @@ fn describe() {
         "Circuit breaker state: 0 closed, 1 open, 2 half-open"
     );
     metrics::describe_counter!(
+        CIRCUIT_BREAKER_OPENS,
+        "Times a circuit breaker opened (failure threshold, failed trial, or a probe's trip)"
+    );
+    metrics::describe_counter!(
         CACHE_REQUESTS,
         "Cache lookups by tier and result (hit, miss, bypass), and fills after misses (fill)"
     );

@@ -23,6 +23,10 @@ pub const DB_REPLICA_IN_ROTATION: &str = "db_replica_in_rotation";
 pub const DB_READ_FALLBACK: &str = "db_read_fallback_total";
 /// Gauge; `breaker`: 0 closed, 1 open, 2 half-open (one trial call in flight).
 pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
+/// Counter; `breaker`: times it opened (the failure threshold reached, a half-open trial
+/// failed, or a health probe tripped it). A scrape sees the state gauge at one instant; an
+/// open that closed again between two scrapes shows only here.
+pub const CIRCUIT_BREAKER_OPENS: &str = "circuit_breaker_opens_total";
 /// Counter; `tier` (`l1` | `redis`), `result`: `hit`, `miss`, `bypass` (Redis unusable,
 /// read from the database), one per lookup (a Redis miss answered without a database read,
 /// by a second look or by a finished flight whose fill is on its way, counts as a hit); and
