@@ -119,9 +119,13 @@ struct FaultArgs {
     /// Its directory (the script's default for the port base when unset).
     #[arg(long, env = "SCALABLE_API_STACK_DIR")]
     stack_dir: Option<String>,
-    /// How often the service's `/metrics` is read during a run with faults.
+    /// How often the service's `/metrics` is read during a run over time (5s is plenty for a
+    /// long soak).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     scrape_every: Duration,
+    /// Report the run second by second (as with faults, and the soak), without faults.
+    #[arg(long)]
+    timeline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -232,8 +236,8 @@ async fn main() -> anyhow::Result<()> {
             out,
             faults,
             load,
-        } if !faults.faults.is_empty() => {
-            return run_with_faults(
+        } if !faults.faults.is_empty() || faults.timeline || workload == Workload::Soak => {
+            return run_over_time(
                 &base_url,
                 allow_remote,
                 workload,
@@ -351,13 +355,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `run` with `--fault`: the faults are undone whatever happens (an error, Ctrl-C, SIGTERM),
-/// and a fault not undone is named in the report and in the exit status.
+/// `run` with `--fault`, `--timeline` or the soak: the report goes second by second. Faults are
+/// undone whatever happens (an error, Ctrl-C, SIGTERM), and a fault not undone is named in the
+/// report and in the exit status.
 #[expect(
     clippy::too_many_arguments,
     reason = "the run command's arguments, once"
 )]
-async fn run_with_faults(
+async fn run_over_time(
     base_url: &str,
     allow_remote: bool,
     workload: Workload,
@@ -367,27 +372,32 @@ async fn run_with_faults(
     load: &LoadArgs,
     command_line: String,
 ) -> anyhow::Result<()> {
-    let Some(port_base) = args.stack_port_base else {
-        bail!(
-            "--fault stops and pauses the stack's processes: say which stack \
-             (SCALABLE_API_STACK_PORT_BASE and SCALABLE_API_STACK_DIR, or --stack-port-base)"
-        );
-    };
     ensure!(
         metrics_path != "none",
-        "--fault needs the service's /metrics"
+        "a run over time reads the service's /metrics"
     );
     let plan = load.plan();
     let timeline = Timeline::new(&args.faults, plan.duration)?;
-    let stack = Stack {
-        script: args.stack_script,
-        dir: args.stack_dir,
-        port_base,
+    let stack = if timeline.events.is_empty() {
+        None
+    } else {
+        let Some(port_base) = args.stack_port_base else {
+            bail!(
+                "--fault stops and pauses the stack's processes: say which stack \
+                 (SCALABLE_API_STACK_PORT_BASE and SCALABLE_API_STACK_DIR, or --stack-port-base)"
+            );
+        };
+        let stack = Stack {
+            script: args.stack_script,
+            dir: args.stack_dir,
+            port_base,
+        };
+        stack.check().await?;
+        Some(stack)
     };
-    stack.check().await?;
     let target = Target::resolve(base_url, allow_remote).await?;
     let data = DataSet::load(&target, &[workload], &load.data()).await?;
-    let injector = Arc::new(Injector::new(stack.clone()));
+    let injector = stack.clone().map(|stack| Arc::new(Injector::new(stack)));
     let run = FaultRun {
         metrics_path,
         workload,
@@ -402,10 +412,17 @@ async fn run_with_faults(
         () = interrupted() => Err(anyhow::anyhow!("interrupted")),
     };
     // Before anything else can fail: the stack goes back to how it was.
-    let not_restored = injector.restore().await;
+    let not_restored = match &injector {
+        Some(injector) => injector.restore().await,
+        None => Vec::new(),
+    };
     let measured = measured?;
     let mut report = FaultReport::new(
-        format!("{workload} against {} with faults", target.base()),
+        format!(
+            "{workload} against {}{}",
+            target.base(),
+            if stack.is_some() { " with faults" } else { "" }
+        ),
         command_line,
         plan,
         load.data(),
@@ -419,7 +436,12 @@ async fn run_with_faults(
         report.write(&out)?;
         eprintln!("report written to {}", out.display());
     }
-    print!("{}", report.fault_table());
+    if report.applied.is_empty() {
+        print!("{}", report.memory_table());
+        print!("{}", report.report.table());
+    } else {
+        print!("{}", report.fault_table());
+    }
     ensure!(
         report.not_restored.is_empty(),
         "faults not undone: {}",

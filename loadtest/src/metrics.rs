@@ -206,6 +206,12 @@ pub struct Health {
     /// `db_replica_in_rotation` by shard (`shard0`): the lowest of its replicas, so 0 when
     /// any is out.
     pub replicas_in_rotation: BTreeMap<String, f64>,
+    /// `process_resident_memory_bytes`; `None` from a service that does not export it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<f64>,
+    /// `in_process_entries` by map (`single_flight`, `l1`, `ratelimit_leases`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub maps: BTreeMap<String, f64>,
 }
 
 impl Health {
@@ -244,6 +250,16 @@ impl Health {
                             &mut health.breaker_opens
                         };
                         map.insert(breaker.to_owned(), value);
+                    }
+                }
+                "process_resident_memory_bytes" => health.rss_bytes = Some(value),
+                // Reported with the maps: the L1's size in bytes next to its entries.
+                "cache_l1_weighted_bytes" => {
+                    health.maps.insert("l1_bytes".to_owned(), value);
+                }
+                "in_process_entries" => {
+                    if let Some(map) = label(labels, "map") {
+                        health.maps.insert(map.to_owned(), value);
                     }
                 }
                 "db_replica_in_rotation" => {
@@ -293,6 +309,10 @@ circuit_breaker_opens_total{breaker=\"redis\"} 2
 db_replica_in_rotation{shard=\"1\",replica=\"0\"} 0
 db_replica_in_rotation{shard=\"1\",replica=\"1\"} 1
 db_replica_in_rotation{shard=\"0\",replica=\"0\"} 1
+process_resident_memory_bytes 52428800
+in_process_entries{map=\"single_flight\"} 3
+in_process_entries{map=\"l1\"} 9000
+cache_l1_weighted_bytes 1048576
 ";
         let h = Health::parse(2.5, text);
         assert_eq!(h.at, 2.5);
@@ -304,6 +324,11 @@ db_replica_in_rotation{shard=\"0\",replica=\"0\"} 1
         assert_eq!(h.breaker_opens["redis"], 2.0);
         assert_eq!(h.replicas_in_rotation["shard1"], 0.0, "one replica out");
         assert_eq!(h.replicas_in_rotation["shard0"], 1.0);
+        assert_eq!(h.rss_bytes, Some(52_428_800.0));
+        assert_eq!(h.maps["single_flight"], 3.0);
+        assert_eq!(h.maps["l1"], 9000.0);
+        assert_eq!(h.maps["l1_bytes"], 1_048_576.0);
+        assert_eq!(Health::parse(0.0, "").rss_bytes, None);
     }
 
     #[test]

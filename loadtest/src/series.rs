@@ -5,6 +5,7 @@
 //! errors and a p99 spike in the calm around them.
 
 use std::{
+    collections::BTreeMap,
     sync::{Mutex, PoisonError},
     time::Duration,
 };
@@ -312,6 +313,70 @@ pub fn rotation_track(node: &str, health: &[Health]) -> Vec<(f64, bool)> {
         .collect()
 }
 
+/// A figure's first, last and highest reading over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// The first reading: at the start of the measured window, after the warm-up.
+    pub start: f64,
+    pub end: f64,
+    pub max: f64,
+}
+
+impl Drift {
+    fn of(values: impl Iterator<Item = f64>) -> Option<Self> {
+        values.fold(None, |drift, v| {
+            Some(match drift {
+                None => Self {
+                    start: v,
+                    end: v,
+                    max: v,
+                },
+                Some(d) => Self {
+                    end: v,
+                    max: d.max.max(v),
+                    ..d
+                },
+            })
+        })
+    }
+
+    /// From start to end, in percent of the start; `None` from 0.
+    pub fn change_pct(&self) -> Option<f64> {
+        (self.start > 0.0).then(|| (self.end - self.start) / self.start * 100.0)
+    }
+}
+
+/// What a soak watches: the service's resident memory and its in-process maps, from the
+/// warm-up's end to the run's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// `process_resident_memory_bytes`, in MiB.
+    pub rss_mib: Option<Drift>,
+    /// `in_process_entries` by map.
+    pub maps: BTreeMap<String, Drift>,
+}
+
+pub fn memory(health: &[Health]) -> Memory {
+    let mut names: Vec<&String> = health.iter().flat_map(|h| h.maps.keys()).collect();
+    names.sort_unstable();
+    names.dedup();
+    Memory {
+        rss_mib: Drift::of(
+            health
+                .iter()
+                .filter_map(|h| h.rss_bytes)
+                .map(|b| b / 1024.0 / 1024.0),
+        ),
+        maps: names
+            .into_iter()
+            .filter_map(|name| {
+                Drift::of(health.iter().filter_map(|h| h.maps.get(name).copied()))
+                    .map(|d| (name.clone(), d))
+            })
+            .collect(),
+    }
+}
+
 /// Per-second rate of a counter of the scrapes, as `(t, per second)` between consecutive
 /// scrapes (a counter reset, the service restarting, reads as 0).
 pub fn rate(health: &[Health], value: fn(&Health) -> f64) -> Vec<(f64, f64)> {
@@ -335,8 +400,6 @@ pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     /// A scrape at `at` with every node in rotation, then `apply`.
@@ -514,6 +577,33 @@ mod tests {
             &[],
         );
         assert_eq!(rows[0].recovered_after, Some(0.5), "the next clean second");
+    }
+
+    #[test]
+    fn memory_is_each_figures_first_last_and_highest_reading() {
+        let mib = 1024.0 * 1024.0;
+        let health: Vec<Health> = [(100.0, 0.0), (130.0, 40.0), (110.0, 2.0)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(rss, flights))| {
+                health_at(i as f64 * 5.0, |h| {
+                    h.rss_bytes = Some(rss * mib);
+                    h.maps.insert("single_flight".to_owned(), flights);
+                    if i > 0 {
+                        h.maps.insert("l1".to_owned(), 10.0 * i as f64);
+                    }
+                })
+            })
+            .collect();
+        let memory = memory(&health);
+        let rss = memory.rss_mib.expect("rss");
+        assert_eq!((rss.start, rss.end, rss.max), (100.0, 110.0, 130.0));
+        assert!((rss.change_pct().expect("from 100") - 10.0).abs() < 1e-9);
+        let flights = memory.maps["single_flight"];
+        assert_eq!((flights.start, flights.end, flights.max), (0.0, 2.0, 40.0));
+        assert_eq!(flights.change_pct(), None, "no percentage of 0");
+        assert_eq!(memory.maps["l1"].start, 10.0, "from its first reading");
+        assert_eq!(super::memory(&[]), Memory::default());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The chart of a run with faults: five panels over the same seconds (throughput, latency,
-//! failures, the service's fallbacks, what it had out of rotation), each fault shaded from
+//! The chart of a run over time: five panels over the same seconds (throughput, latency,
+//! failures, the service's fallbacks, what it had out of rotation; a sixth, resident memory,
+//! when the service exports it), each fault shaded from
 //! its command to its undo and marked with a labelled line where it began. Lines are drawn
 //! as path elements: plotters' series types are features this crate does not build.
 
@@ -28,7 +29,14 @@ const PURPLE: RGBColor = RGBColor(140, 60, 170);
 
 pub fn draw(report: &FaultReport, path: &Path) -> anyhow::Result<()> {
     let end = (report.seconds.len().max(1)) as f64;
-    let root = SVGBackend::new(path, (1100, 1350)).into_drawing_area();
+    // A sixth panel, resident memory, when the service exports it.
+    let memory: Vec<(f64, f64)> = report
+        .health
+        .iter()
+        .filter_map(|h| h.rss_bytes.map(|b| (h.at, b / 1024.0 / 1024.0)))
+        .collect();
+    let rows = if memory.is_empty() { 5 } else { 6 };
+    let root = SVGBackend::new(path, (1100, 270 * rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let root = root
         .titled(&report.report.title, ("sans-serif", 18))
@@ -47,7 +55,7 @@ pub fn draw(report: &FaultReport, path: &Path) -> anyhow::Result<()> {
         .collect();
     let mid = |t: u32| f64::from(t) + 0.5;
     let seconds = &report.seconds;
-    let panels = root.split_evenly((5, 1));
+    let panels = root.split_evenly((rows, 1));
     panel(
         &panels[0],
         "requests/s (answered)",
@@ -152,6 +160,17 @@ pub fn draw(report: &FaultReport, path: &Path) -> anyhow::Result<()> {
         &shades,
         &report.applied,
     )?;
+    if !memory.is_empty() {
+        panel(
+            &panels[5],
+            "service resident memory, MiB (process_resident_memory_bytes)",
+            end,
+            &[("RSS", DARK, memory)],
+            &shades,
+            &report.applied,
+            false,
+        )?;
+    }
     root.present().map_err(plot_error)?;
     Ok(())
 }
