@@ -55,7 +55,7 @@ pub async fn measure(
             None => None,
         }
     };
-    let result = engine::run(target, generator, plan, progress, scrape).await;
+    let result = engine::run(target, generator, plan, progress, None, scrape).await;
     ticker.abort();
     bar.finish_and_clear();
     let (outcome, before) = result?;

@@ -33,7 +33,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::{server_timing::TimingSums, target::Target};
+use crate::{series::Series, server_timing::TimingSums, target::Target};
 
 /// One request a workload wants sent.
 #[derive(Debug, Clone)]
@@ -127,6 +127,26 @@ impl Default for Plan {
             accept_encoding: None,
         }
     }
+}
+
+/// `15s`, `500ms`, `2m`, or seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("`{s}` is not a duration (15s, 500ms, 2m)"))
 }
 
 /// The raw figures of one measured window.
@@ -262,13 +282,15 @@ pub struct Progress {
 }
 
 /// Runs `plan` against `target`. `on_window_start` is called once when the warm-up ends
-/// (the caller scrapes the service's metrics there) while the load goes on; its result is
-/// returned with the outcome.
+/// (the caller scrapes the service's metrics there, or starts its fault timeline) while the
+/// load goes on; its result is returned with the outcome. With `series`, every measured
+/// answer and failure is also recorded in its second of the window.
 pub async fn run<F, Fut, T>(
     target: &Target,
     source: Arc<dyn Source>,
     plan: &Plan,
     progress: Arc<Progress>,
+    series: Option<Arc<Series>>,
     on_window_start: F,
 ) -> anyhow::Result<(Outcome, T)>
 where
@@ -296,6 +318,7 @@ where
         timeout: plan.timeout,
         tickets: AtomicU64::new(0),
         progress,
+        series,
         accept_encoding: plan
             .accept_encoding
             .as_deref()
@@ -385,6 +408,7 @@ struct Shared {
     timeout: Duration,
     tickets: AtomicU64,
     progress: Arc<Progress>,
+    series: Option<Arc<Series>>,
     accept_encoding: Option<hyper::header::HeaderValue>,
 }
 
@@ -492,6 +516,9 @@ async fn client(
                 Err(err) => {
                     if measured {
                         tally.error("connect", format!("{err:#}"));
+                        if let Some(series) = &shared.series {
+                            series.failure(shared.offset(Instant::now()));
+                        }
                     }
                     // A refused connection fails in microseconds: without a pause, the
                     // loop would spin a core that the service needs.
@@ -591,6 +618,9 @@ async fn client(
                 let micros = (answered_at - sent_at).as_micros().max(1) as u64;
                 tally.latency_us.saturating_record(micros);
                 let success = (200..300).contains(&status) && !graphql_errors;
+                if let Some(series) = &shared.series {
+                    series.answer(shared.offset(answered_at), status, success, micros);
+                }
                 if !(200..300).contains(&status) {
                     *tally.non_2xx.entry(status).or_default() += 1;
                 } else if graphql_errors {
@@ -620,12 +650,25 @@ async fn client(
         }
         if measured
             && failed
+            && let Some(series) = &shared.series
+        {
+            series.failure(shared.offset(answered_at));
+        }
+        if measured
+            && failed
             && let Some(figures) = class.and_then(|c| tally.class(c))
         {
             figures.errors += 1;
         }
     }
     tally
+}
+
+impl Shared {
+    /// How far into the measured window `at` is.
+    fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.measure_from)
+    }
 }
 
 /// Open loop, behind schedule at the deadline: the requests due in the measured window from
@@ -701,6 +744,16 @@ mod millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 
     #[test]
     fn the_rng_is_reproducible_and_covers_its_range() {

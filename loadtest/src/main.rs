@@ -1,15 +1,17 @@
 //! `loadtest run | compare | hello`: see the README's "Compare caching strategies".
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use clap::{Args, Parser, Subcommand};
 use loadtest::{
     compare::{self, CompareOptions},
-    engine::Plan,
+    engine::{Plan, parse_duration},
+    faults::{FaultSpec, Injector, Stack, Timeline},
     hello,
     report::Report,
     target::Target,
+    timeline::{self, FaultReport, FaultRun},
     workload::{DataOptions, DataSet, Mix, STANDARD, Workload},
 };
 
@@ -41,6 +43,8 @@ enum Command {
         /// Also write report.md, report.json and chart.svg here.
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        faults: FaultArgs,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -94,23 +98,53 @@ enum Command {
     },
 }
 
+/// Faults during the run (docs/hardening.md): with at least one `--fault`, the report has the
+/// run per second, the service's fallbacks, and a row per fault.
+#[derive(Debug, Args)]
+struct FaultArgs {
+    /// `AT:VERB:NODE` or `AT:VERB:NODE:FOR` (repeatable): at AT into the measured window,
+    /// `scripts/stack VERB NODE`; with FOR, undone (start, resume) FOR later. VERB: stop,
+    /// start, pause, resume; NODE: redis, shard0-primary, shard0-replica, shard1-primary,
+    /// shard1-replica. Whatever is still stopped or paused at the end is undone, also after
+    /// an error or Ctrl-C. E.g. `--fault 10s:stop:shard1-replica:8s --fault 20s:pause:redis:5s`.
+    #[arg(long = "fault", value_name = "AT:VERB:NODE[:FOR]")]
+    faults: Vec<FaultSpec>,
+    /// The stack's control script.
+    #[arg(long, default_value = "scripts/stack")]
+    stack_script: PathBuf,
+    /// The stack the service under test runs on: its port base. No default: a fault stops a
+    /// real process, and must land on the stack meant.
+    #[arg(long, env = "SCALABLE_API_STACK_PORT_BASE")]
+    stack_port_base: Option<u16>,
+    /// Its directory (the script's default for the port base when unset).
+    #[arg(long, env = "SCALABLE_API_STACK_DIR")]
+    stack_dir: Option<String>,
+    /// How often the service's `/metrics` is read during a run over time (5s is plenty for a
+    /// long soak).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    scrape_every: Duration,
+    /// Report the run second by second (as with faults, and the soak), without faults.
+    #[arg(long)]
+    timeline: bool,
+}
+
 #[derive(Debug, Args)]
 struct LoadArgs {
     /// Simulated clients, one connection and one request in flight each.
     #[arg(long, default_value_t = 64)]
     connections: usize,
     /// Measured window (`15s`, `500ms`, `2m`, or seconds).
-    #[arg(long, default_value = "15s", value_parser = duration)]
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
     duration: Duration,
     /// Load before the window, not measured (fills caches and pools, wakes the JIT of the
     /// branch predictors).
-    #[arg(long, default_value = "3s", value_parser = duration)]
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
     warmup: Duration,
     /// Stop after this many measured requests (or at --duration, whichever comes first).
     #[arg(long)]
     requests: Option<u64>,
     /// A request unanswered this long is an error.
-    #[arg(long, default_value = "5s", value_parser = duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
     /// Open loop at this many requests/s in all (latency from when each request was due);
     /// without it, closed loop (each client sends when its previous answer arrived).
@@ -165,25 +199,6 @@ impl LoadArgs {
     }
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(|v| Duration::from_secs_f64(v * scale))
-        .ok_or_else(|| format!("`{s}` is not a duration (15s, 500ms, 2m)"))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -203,6 +218,11 @@ async fn main() -> anyhow::Result<()> {
             let path = dir.join("report.json");
             let json = std::fs::read_to_string(&path)
                 .with_context(|| format!("read {}", path.display()))?;
+            if let Ok(faults) = serde_json::from_str::<FaultReport>(&json) {
+                faults.write(&dir)?;
+                print!("{}", faults.fault_table());
+                return Ok(());
+            }
             let report: Report = serde_json::from_str(&json)
                 .with_context(|| format!("{} is not a report", path.display()))?;
             report.write(&dir)?;
@@ -214,6 +234,28 @@ async fn main() -> anyhow::Result<()> {
             workload,
             metrics_path,
             out,
+            faults,
+            load,
+        } if !faults.faults.is_empty() || faults.timeline || workload == Workload::Soak => {
+            return run_over_time(
+                &base_url,
+                allow_remote,
+                workload,
+                &metrics_path,
+                out,
+                faults,
+                &load,
+                command_line,
+            )
+            .await;
+        }
+        Command::Run {
+            base_url,
+            allow_remote,
+            workload,
+            metrics_path,
+            out,
+            faults: _,
             load,
         } => {
             let target = Target::resolve(&base_url, allow_remote).await?;
@@ -313,17 +355,120 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// `run` with `--fault`, `--timeline` or the soak: the report goes second by second. Faults are
+/// undone whatever happens (an error, Ctrl-C, SIGTERM), and a fault not undone is named in the
+/// report and in the exit status.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the run command's arguments, once"
+)]
+async fn run_over_time(
+    base_url: &str,
+    allow_remote: bool,
+    workload: Workload,
+    metrics_path: &str,
+    out: Option<PathBuf>,
+    args: FaultArgs,
+    load: &LoadArgs,
+    command_line: String,
+) -> anyhow::Result<()> {
+    ensure!(
+        metrics_path != "none",
+        "a run over time reads the service's /metrics"
+    );
+    let plan = load.plan();
+    let timeline = Timeline::new(&args.faults, plan.duration)?;
+    let stack = if timeline.events.is_empty() {
+        None
+    } else {
+        let Some(port_base) = args.stack_port_base else {
+            bail!(
+                "--fault stops and pauses the stack's processes: say which stack \
+                 (SCALABLE_API_STACK_PORT_BASE and SCALABLE_API_STACK_DIR, or --stack-port-base)"
+            );
+        };
+        let stack = Stack {
+            script: args.stack_script,
+            dir: args.stack_dir,
+            port_base,
+        };
+        stack.check().await?;
+        Some(stack)
+    };
+    let target = Target::resolve(base_url, allow_remote).await?;
+    let data = DataSet::load(&target, &[workload], &load.data()).await?;
+    let injector = stack.clone().map(|stack| Arc::new(Injector::new(stack)));
+    let run = FaultRun {
+        metrics_path,
+        workload,
+        data: &data,
+        plan: &plan,
+        timeline: &timeline,
+        injector: injector.clone(),
+        scrape_every: args.scrape_every,
+    };
+    let measured = tokio::select! {
+        measured = timeline::measure(&target, run) => measured,
+        () = interrupted() => Err(anyhow::anyhow!("interrupted")),
+    };
+    // Before anything else can fail: the stack goes back to how it was.
+    let not_restored = match &injector {
+        Some(injector) => injector.restore().await,
+        None => Vec::new(),
+    };
+    let measured = measured?;
+    let mut report = FaultReport::new(
+        format!(
+            "{workload} against {}{}",
+            target.base(),
+            if stack.is_some() { " with faults" } else { "" }
+        ),
+        command_line,
+        plan,
+        load.data(),
+        stack,
+        args.scrape_every,
+        measured,
+    );
+    report.report.user_count = data.ids.len();
+    report.not_restored = not_restored;
+    if let Some(out) = out {
+        report.write(&out)?;
+        eprintln!("report written to {}", out.display());
+    }
+    if report.applied.is_empty() {
+        print!("{}", report.memory_table());
+        print!("{}", report.report.table());
+    } else {
+        print!("{}", report.fault_table());
+    }
+    ensure!(
+        report.not_restored.is_empty(),
+        "faults not undone: {}",
+        report.not_restored.join("; ")
+    );
+    Ok(())
+}
 
-    #[test]
-    fn durations_take_units() {
-        assert_eq!(duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(duration("fast").is_err());
-        assert!(duration("-1s").is_err());
+/// Ctrl-C or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

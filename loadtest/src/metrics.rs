@@ -10,13 +10,20 @@
 //! histogram's buckets, from which the window's p99 age is interpolated as Prometheus'
 //! `histogram_quantile` does.
 //!
+//! [`Health`] is the other reading, taken every few hundred milliseconds during a run with
+//! faults: what the service does instead of failing (reads moved to the primary, cache
+//! lookups that skip Redis, rate limits decided locally) and what it has taken out of
+//! rotation (replicas, breakers).
+//!
 //! The text format is parsed by hand: we need a few families summed over their labels, a few
 //! lines of code, where a parser crate would bring its own dependency tree.
+
+use std::{collections::BTreeMap, time::Duration};
 
 use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::target::Target;
+use crate::{series::label, target::Target};
 
 /// The upper bounds of the service's `stale_read_age_seconds` buckets (its
 /// `src/telemetry/metrics.rs`), `+Inf` last.
@@ -177,9 +184,152 @@ fn bucket_of(labels: &str) -> Option<usize> {
         .position(|&bound| bound == le || (bound - le).abs() < 1e-9)
 }
 
+/// The service's fallbacks and rotation at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// Seconds into the measured window.
+    pub at: f64,
+    /// `db_read_fallback_total`, every shard and reason: reads that wanted a replica and were
+    /// served by the primary.
+    pub read_fallbacks: f64,
+    /// `cache_requests_total{result="bypass"}`: lookups that skipped an unusable Redis.
+    pub cache_bypasses: f64,
+    /// `ratelimit_decisions_total{decision="fallback_*"}`: limits decided by this instance
+    /// alone because Redis was unusable.
+    pub ratelimit_fallbacks: f64,
+    /// `circuit_breaker_state` by breaker (`redis`, `shard0-primary`, ...): 0 closed, 1 open,
+    /// 2 half-open.
+    pub breakers: BTreeMap<String, f64>,
+    /// `circuit_breaker_opens_total` by breaker (absent from services that predate it).
+    #[serde(default)]
+    pub breaker_opens: BTreeMap<String, f64>,
+    /// `db_replica_in_rotation` by shard (`shard0`): the lowest of its replicas, so 0 when
+    /// any is out.
+    pub replicas_in_rotation: BTreeMap<String, f64>,
+    /// `process_resident_memory_bytes`; `None` from a service that does not export it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<f64>,
+    /// `in_process_entries` by map (`single_flight`, `l1`, `ratelimit_leases`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub maps: BTreeMap<String, f64>,
+}
+
+impl Health {
+    pub fn parse(at: f64, text: &str) -> Self {
+        let mut health = Self {
+            at,
+            ..Self::default()
+        };
+        for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            let labels = labels.trim_end_matches('}');
+            match name {
+                "db_read_fallback_total" => health.read_fallbacks += value,
+                "cache_requests_total" if label(labels, "result") == Some("bypass") => {
+                    health.cache_bypasses += value;
+                }
+                "ratelimit_decisions_total"
+                    if label(labels, "decision").is_some_and(|d| d.starts_with("fallback_")) =>
+                {
+                    health.ratelimit_fallbacks += value;
+                }
+                "circuit_breaker_state" | "circuit_breaker_opens_total" => {
+                    if let Some(breaker) = label(labels, "breaker") {
+                        let map = if name == "circuit_breaker_state" {
+                            &mut health.breakers
+                        } else {
+                            &mut health.breaker_opens
+                        };
+                        map.insert(breaker.to_owned(), value);
+                    }
+                }
+                "process_resident_memory_bytes" => health.rss_bytes = Some(value),
+                // Reported with the maps: the L1's size in bytes next to its entries.
+                "cache_l1_weighted_bytes" => {
+                    health.maps.insert("l1_bytes".to_owned(), value);
+                }
+                "in_process_entries" => {
+                    if let Some(map) = label(labels, "map") {
+                        health.maps.insert(map.to_owned(), value);
+                    }
+                }
+                "db_replica_in_rotation" => {
+                    if let Some(shard) = label(labels, "shard") {
+                        let lowest = health
+                            .replicas_in_rotation
+                            .entry(format!("shard{shard}"))
+                            .or_insert(value);
+                        *lowest = lowest.min(value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        health
+    }
+
+    /// Scrapes `path`, giving up after `patience` (a missing sample is a gap in the chart,
+    /// not a reason to stall the run).
+    pub async fn scrape(target: &Target, path: &str, at: f64, patience: Duration) -> Option<Self> {
+        match tokio::time::timeout(patience, target.fetch(Method::GET, path, None, None)).await {
+            Ok(Ok((StatusCode::OK, body))) => {
+                Some(Self::parse(at, &String::from_utf8_lossy(&body)))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_reads_fallbacks_breakers_and_rotation() {
+        let text = "\
+# TYPE db_read_fallback_total counter
+db_read_fallback_total{shard=\"0\",reason=\"replica_failed\"} 3
+db_read_fallback_total{shard=\"1\",reason=\"no_replica_in_rotation\"} 40
+cache_requests_total{tier=\"redis\",result=\"bypass\"} 12
+cache_requests_total{tier=\"redis\",result=\"hit\"} 1000
+ratelimit_decisions_total{tier=\"anonymous\",class=\"reads\",decision=\"fallback_allowed\"} 5
+ratelimit_decisions_total{tier=\"anonymous\",class=\"reads\",decision=\"allowed\"} 500
+circuit_breaker_state{breaker=\"redis\"} 1
+circuit_breaker_state{breaker=\"shard0-primary\"} 0
+circuit_breaker_opens_total{breaker=\"redis\"} 2
+db_replica_in_rotation{shard=\"1\",replica=\"0\"} 0
+db_replica_in_rotation{shard=\"1\",replica=\"1\"} 1
+db_replica_in_rotation{shard=\"0\",replica=\"0\"} 1
+process_resident_memory_bytes 52428800
+in_process_entries{map=\"single_flight\"} 3
+in_process_entries{map=\"l1\"} 9000
+cache_l1_weighted_bytes 1048576
+";
+        let h = Health::parse(2.5, text);
+        assert_eq!(h.at, 2.5);
+        assert_eq!(h.read_fallbacks, 43.0);
+        assert_eq!(h.cache_bypasses, 12.0);
+        assert_eq!(h.ratelimit_fallbacks, 5.0);
+        assert_eq!(h.breakers["redis"], 1.0);
+        assert_eq!(h.breakers["shard0-primary"], 0.0);
+        assert_eq!(h.breaker_opens["redis"], 2.0);
+        assert_eq!(h.replicas_in_rotation["shard1"], 0.0, "one replica out");
+        assert_eq!(h.replicas_in_rotation["shard0"], 1.0);
+        assert_eq!(h.rss_bytes, Some(52_428_800.0));
+        assert_eq!(h.maps["single_flight"], 3.0);
+        assert_eq!(h.maps["l1"], 9000.0);
+        assert_eq!(h.maps["l1_bytes"], 1_048_576.0);
+        assert_eq!(Health::parse(0.0, "").rss_bytes, None);
+    }
 
     #[test]
     fn counters_sum_their_families_over_labels_and_skip_the_rest() {

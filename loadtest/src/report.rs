@@ -644,7 +644,7 @@ impl Report {
 /// One figure of a run, as drawn in a chart row.
 type Figure = fn(&RunReport) -> f64;
 
-fn plot_error<E: std::fmt::Debug>(err: E) -> anyhow::Error {
+pub(crate) fn plot_error<E: std::fmt::Debug>(err: E) -> anyhow::Error {
     anyhow::anyhow!("chart: {err:?}")
 }
 

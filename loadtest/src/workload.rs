@@ -48,15 +48,21 @@ pub enum Workload {
     /// GET /v2/users?limit=100: a page of 100 users (about 10 KB of JSON), for what
     /// compression saves and costs on a list (`--accept-encoding`).
     UsersPageV2,
+    /// A mixed soak: 40 % `user_hot`, 20 % `user_uniform`, 10 % `graphql_nested`, 30 %
+    /// `write_mix` (its reads and writes), each request reported under its workload's name.
+    /// Run long (`--duration 10m`): what it watches is the service's memory and its in-process
+    /// maps over time, not its speed.
+    Soak,
     /// GET / on the hello-world server: the machine's ceiling.
     Hello,
 }
 
 /// Workloads run only when named (`--workloads user_hot_v2,...`).
-pub const EXTRA: [Workload; 3] = [
+pub const EXTRA: [Workload; 4] = [
     Workload::Overload,
     Workload::UserHotV2,
     Workload::UsersPageV2,
+    Workload::Soak,
 ];
 
 pub const STANDARD: [Workload; 6] = [
@@ -80,6 +86,7 @@ impl Workload {
             Self::Overload => "overload",
             Self::UserHotV2 => "user_hot_v2",
             Self::UsersPageV2 => "users_page_v2",
+            Self::Soak => "soak",
             Self::Hello => "hello",
         }
     }
@@ -90,13 +97,18 @@ impl Workload {
     }
 
     fn needs_writers(self) -> bool {
-        matches!(self, Self::WriteMix | Self::Overload)
+        matches!(self, Self::WriteMix | Self::Overload | Self::Soak)
     }
 
     fn needs_ids(self) -> bool {
         matches!(
             self,
-            Self::UserHot | Self::UserUniform | Self::UserPosts | Self::WriteMix | Self::UserHotV2
+            Self::UserHot
+                | Self::UserUniform
+                | Self::UserPosts
+                | Self::WriteMix
+                | Self::UserHotV2
+                | Self::Soak
         )
     }
 }
@@ -317,7 +329,10 @@ impl DataSet {
         let mut shuffled = ids.clone();
         Rng::new(options.seed).shuffle(&mut shuffled);
         let mut hot: Vec<i64> = shuffled.into_iter().take(options.hot.max(1)).collect();
-        if workloads.contains(&Workload::WriteMix) {
+        if workloads
+            .iter()
+            .any(|w| matches!(w, Workload::WriteMix | Workload::Soak))
+        {
             let mut writers = Vec::with_capacity(options.writers);
             for n in 1..=options.writers.max(1) {
                 writers
@@ -472,7 +487,21 @@ impl Generator {
 
 impl Source for Generator {
     fn next(&self, client: usize, rng: &mut Rng) -> Call {
-        match self.workload {
+        self.call(self.workload, client, rng)
+    }
+}
+
+impl Generator {
+    /// The soak's share of each workload, in tenths.
+    const SOAK: [(Workload, usize); 4] = [
+        (Workload::UserHot, 4),
+        (Workload::UserUniform, 2),
+        (Workload::GraphqlNested, 1),
+        (Workload::WriteMix, 3),
+    ];
+
+    fn call(&self, workload: Workload, client: usize, rng: &mut Rng) -> Call {
+        match workload {
             Workload::UserHot => {
                 Call::get(format!("/v1/users/{}", Self::pick(&self.data.hot, rng)))
             }
@@ -513,6 +542,18 @@ impl Source for Generator {
                 Call::get(format!("/v2/users/{}", Self::pick(&self.data.hot, rng)))
             }
             Workload::UsersPageV2 => Call::get("/v2/users?limit=100"),
+            Workload::Soak => {
+                let mut at = rng.below(10);
+                let (workload, _) = Self::SOAK
+                    .into_iter()
+                    .find(|(_, tenths)| {
+                        let here = at < *tenths;
+                        at = at.saturating_sub(*tenths);
+                        here
+                    })
+                    .unwrap_or(Self::SOAK[0]);
+                self.call(workload, client, rng).class(workload.name())
+            }
             Workload::Hello => Call::get("/"),
         }
     }
@@ -611,6 +652,50 @@ mod tests {
             c.path == "/v1/users/2/posts?limit=10"
                 || c.path == "/v1/users/1000000001/posts?limit=10"
         }));
+    }
+
+    #[test]
+    fn soak_mixes_reads_writes_and_graphql_by_share_and_labels_each() {
+        let data = DataSet {
+            ids: vec![1, 2, 1_000_000_001].into(),
+            hot: vec![2].into(),
+            writers: vec![(2, Arc::from("t2"))].into(),
+            ..DataSet::default()
+        };
+        let generator = Generator::new(Workload::Soak, data).expect("valid");
+        let mut rng = Rng::new(11);
+        let calls: Vec<Call> = (0..10_000).map(|_| generator.next(0, &mut rng)).collect();
+        for (class, share) in [
+            ("user_hot", 4000),
+            ("user_uniform", 2000),
+            ("graphql_nested", 1000),
+            ("write_mix", 3000),
+        ] {
+            let n = calls.iter().filter(|c| c.class == Some(class)).count();
+            assert!(n.abs_diff(share) < share / 10, "{class}: {n} of 10,000");
+        }
+        assert!(
+            calls.iter().all(|c| c.class.is_some()),
+            "every call labelled"
+        );
+        let graphql = calls.iter().filter(|c| c.graphql).count();
+        let posts = calls
+            .iter()
+            .filter(|c| c.method == Method::POST && c.path == "/v1/posts")
+            .count();
+        assert_eq!(
+            graphql,
+            calls
+                .iter()
+                .filter(|c| c.class == Some("graphql_nested"))
+                .count()
+        );
+        assert!(
+            (200..400).contains(&posts),
+            "{posts} writes: a tenth of write_mix"
+        );
+        let soak: Workload = "soak".parse().expect("named");
+        assert_eq!(soak, Workload::Soak);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use axum::{
 use hyper::Method;
 use loadtest::{
     engine::{self, Call, Outcome, Plan, Progress, Rng, Source, StopReason},
+    series::Series,
     target::Target,
 };
 use tokio::io::AsyncReadExt;
@@ -95,6 +96,7 @@ async fn load_with(addr: SocketAddr, plan: Plan, graphql: bool) -> Outcome {
         Arc::new(Get { graphql }),
         &plan,
         Arc::new(Progress::default()),
+        None,
         || async {},
     )
     .await
@@ -130,6 +132,48 @@ async fn a_request_count_is_sent_and_counted_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_series_counts_every_measured_answer_and_failure_in_its_second() {
+    // Every other request answers 503: failed, and counted as such per second.
+    let server = serve(|n| async move {
+        if n % 2 == 0 {
+            Err(StatusCode::SERVICE_UNAVAILABLE)
+        } else {
+            Ok("ok")
+        }
+    })
+    .await;
+    let plan = plan(4, 60_000, Some(1_000));
+    let target = Target::resolve(&format!("http://{}", server.addr), false)
+        .await
+        .expect("target");
+    let series = Arc::new(Series::new(plan.duration).expect("series"));
+
+    let (outcome, ()) = engine::run(
+        &target,
+        Arc::new(Get { graphql: false }),
+        &plan,
+        Arc::new(Progress::default()),
+        Some(series.clone()),
+        || async {},
+    )
+    .await
+    .expect("run");
+
+    let buckets = Arc::try_unwrap(series)
+        .expect("the run is over")
+        .into_buckets();
+    let responses: u64 = buckets.iter().map(|b| b.responses).sum();
+    let failed: u64 = buckets.iter().map(|b| b.failed).sum();
+    let unavailable: u64 = buckets.iter().map(|b| b.unavailable).sum();
+    let recorded: u64 = buckets.iter().map(|b| b.latency_us.len()).sum();
+    assert_eq!(responses, outcome.responses);
+    assert_eq!(recorded, outcome.responses, "one latency per answer");
+    assert_eq!(failed, outcome.non_2xx_count());
+    assert_eq!(unavailable, outcome.non_2xx[&503]);
+    assert!(unavailable > 0, "the server's 503s were counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_run_counts_every_answer_the_server_gave_and_nothing_of_the_warmup() {
     // The server notes when it handled each request.
     let handled = Arc::new(std::sync::Mutex::new(Vec::<tokio::time::Instant>::new()));
@@ -155,6 +199,7 @@ async fn a_timed_run_counts_every_answer_the_server_gave_and_nothing_of_the_warm
         Arc::new(Get { graphql: false }),
         &plan,
         Arc::new(Progress::default()),
+        None,
         || async {},
     )
     .await

@@ -193,6 +193,13 @@ impl ApiKeyVerifier {
         Ok(stored.holder)
     }
 
+    /// Sets `in_process_entries{map="api_keys"}`: verified keys cached (sampled at scrape).
+    pub fn report_gauges(&self) {
+        if let Some(cache) = &self.cache {
+            crate::telemetry::metrics::report_entries("api_keys", cache.entry_count());
+        }
+    }
+
     /// Drops key `id` from this instance's cache: called after revoking it here, so that
     /// this instance refuses it at once (others within `cache_ttl`).
     pub async fn forget(&self, id: i64) {

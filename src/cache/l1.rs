@@ -131,6 +131,16 @@ impl std::fmt::Debug for L1 {
 }
 
 impl L1 {
+    /// Entries held (moka's count: it lags its pending inserts and evictions by moments).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// What the entries weigh against `cache.l1_max_bytes` (same lag).
+    pub fn weighted_bytes(&self) -> u64 {
+        self.entries.weighted_size()
+    }
+
     pub fn new(config: &CacheConfig) -> Self {
         Self {
             // Bounded by bytes, not entries: one entry is a user (a few hundred bytes) or a

@@ -132,6 +132,23 @@ impl Cache {
         self.auditor.as_ref()
     }
 
+    /// Sets `in_process_entries` for the maps the cache keeps in memory (sampled at scrape):
+    /// loads in flight, the L1's entries, invalidations waiting for Redis.
+    pub fn report_gauges(&self) {
+        use crate::telemetry::metrics::report_entries;
+        report_entries("single_flight", self.flights.in_flight() as u64);
+        if let Some(l1) = &self.l1 {
+            report_entries("l1", l1.entry_count());
+            metrics::gauge!(names::CACHE_L1_BYTES).set(l1.weighted_bytes() as f64);
+        }
+        if let Some(redis) = &self.redis {
+            report_entries(
+                "cache_pending_invalidations",
+                redis.pending_invalidations() as u64,
+            );
+        }
+    }
+
     /// The L1 invalidation subscriber (two-tier only).
     pub fn spawn_background(&self) -> Vec<JoinHandle<()>> {
         match (&self.l1, &self.redis) {

@@ -46,12 +46,17 @@ pub async fn admin_server(app: &AppState) -> anyhow::Result<Option<tokio::task::
 
 /// `GET /metrics`: the Prometheus text format. The data layer's gauges (pool connections) are
 /// sampled here, at scrape time, rather than on every checkout: a scrape every 15 s costs one
-/// pass over the pools.
+/// pass over the pools. So are the sizes of the in-process maps (a lock or an atomic load
+/// each) and the resident memory (one read of `/proc/self/status`).
 pub async fn scrape(State(app): State<AppState>) -> Response {
     let Some(handle) = &app.metrics else {
         return StatusCode::NOT_FOUND.into_response();
     };
     app.db.report_gauges();
+    app.cache.report_gauges();
+    app.api_keys.report_gauges();
+    app.limiter.report_gauges();
+    crate::telemetry::metrics::report_process_gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),

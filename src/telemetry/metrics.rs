@@ -137,6 +137,10 @@ fn describe() {
         "Circuit breaker state: 0 closed, 1 open, 2 half-open"
     );
     metrics::describe_counter!(
+        CIRCUIT_BREAKER_OPENS,
+        "Times a circuit breaker opened (failure threshold, failed trial, or a probe's trip)"
+    );
+    metrics::describe_counter!(
         CACHE_REQUESTS,
         "Cache lookups by tier and result (hit, miss, bypass), and fills after misses (fill)"
     );
@@ -182,6 +186,20 @@ fn describe() {
         "Requests the per-address shield refused (429) before any other limit"
     );
     metrics::describe_gauge!(
+        IN_PROCESS_ENTRIES,
+        "Entries of an in-process map by map (single_flight, l1, cache_pending_invalidations, ratelimit_leases, api_keys), sampled at scrape"
+    );
+    metrics::describe_gauge!(
+        CACHE_L1_BYTES,
+        Unit::Bytes,
+        "What the two-tier L1's entries weigh against cache.l1_max_bytes, sampled at scrape"
+    );
+    metrics::describe_gauge!(
+        PROCESS_RESIDENT_MEMORY,
+        Unit::Bytes,
+        "Resident memory of the process (VmRSS), sampled at scrape"
+    );
+    metrics::describe_gauge!(
         LOAD_SHED_LIMIT,
         "The adaptive concurrency limit: requests in flight this instance admits at once"
     );
@@ -207,4 +225,46 @@ fn describe() {
         LOAD_SHED_REQUESTS,
         "Concurrency limiter decisions by priority: admitted, admitted after waiting, or shed (queue full, wait timeout, evicted, at once)"
     );
+}
+
+/// Sets [`names::PROCESS_RESIDENT_MEMORY`] from `/proc/self/status`; elsewhere (no `/proc`)
+/// the gauge is not set.
+pub fn report_process_gauges() {
+    if let Some(bytes) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| resident_bytes(&status))
+    {
+        metrics::gauge!(names::PROCESS_RESIDENT_MEMORY).set(bytes as f64);
+    }
+}
+
+/// `VmRSS:    58120 kB` in a `/proc/<pid>/status`, in bytes.
+fn resident_bytes(status: &str) -> Option<u64> {
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Sets `in_process_entries{map}`.
+pub fn report_entries(map: &'static str, entries: u64) {
+    metrics::gauge!(names::IN_PROCESS_ENTRIES, "map" => map).set(entries as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resident_memory_is_read_from_vmrss() {
+        let status = "Name:\tscalable-api\nVmHWM:\t   58120 kB\nVmRSS:\t   51000 kB\n";
+        assert_eq!(resident_bytes(status), Some(51_000 * 1024));
+        assert_eq!(resident_bytes("VmHWM:\t 1 kB\n"), None);
+        assert_eq!(resident_bytes("VmRSS:\t lots kB\n"), None);
+    }
 }

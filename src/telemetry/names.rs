@@ -23,6 +23,10 @@ pub const DB_REPLICA_IN_ROTATION: &str = "db_replica_in_rotation";
 pub const DB_READ_FALLBACK: &str = "db_read_fallback_total";
 /// Gauge; `breaker`: 0 closed, 1 open, 2 half-open (one trial call in flight).
 pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
+/// Counter; `breaker`: times it opened (the failure threshold reached, a half-open trial
+/// failed, or a health probe tripped it). A scrape sees the state gauge at one instant; an
+/// open that closed again between two scrapes shows only here.
+pub const CIRCUIT_BREAKER_OPENS: &str = "circuit_breaker_opens_total";
 /// Counter; `tier` (`l1` | `redis`), `result`: `hit`, `miss`, `bypass` (Redis unusable,
 /// read from the database), one per lookup (a Redis miss answered without a database read,
 /// by a second look or by a finished flight whose fill is on its way, counts as a hit); and
@@ -47,6 +51,17 @@ pub const RATELIMIT_REDIS_CALLS: &str = "ratelimit_redis_calls_total";
 pub const LOGIN_LIMIT_DECISIONS: &str = "login_limit_decisions_total";
 /// Counter: requests the per-address shield (`src/http/shield.rs`) refused with a 429.
 pub const SHIELD_REFUSALS: &str = "ratelimit_shield_refusals_total";
+/// Gauge; `map`: entries of an in-process map, sampled at scrape: `single_flight` (cache loads
+/// in flight), `l1` (the two-tier L1), `cache_pending_invalidations` (queued while Redis was
+/// unusable), `ratelimit_leases` (local lease slots), `api_keys` (verified keys cached). What
+/// a soak watches: a map that only grows is a leak. Moka's counts lag its pending work by
+/// moments.
+pub const IN_PROCESS_ENTRIES: &str = "in_process_entries";
+/// Gauge: what the two-tier L1's entries weigh against `cache.l1_max_bytes` (JSON length plus
+/// key), sampled at scrape.
+pub const CACHE_L1_BYTES: &str = "cache_l1_weighted_bytes";
+/// Gauge: the process's resident memory (`VmRSS`), in bytes, sampled at scrape (Linux only).
+pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 /// Gauge: the adaptive concurrency limit now (requests in flight allowed at once;
 /// `src/traffic/shed/`).
 pub const LOAD_SHED_LIMIT: &str = "load_shed_concurrency_limit";

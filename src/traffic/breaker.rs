@@ -23,7 +23,9 @@
 //! A breaker given a name with [`CircuitBreaker::named`] exports its state as the gauge
 //! `circuit_breaker_state{breaker="<name>"}` (0 closed, 1 open, 2 half-open with its trial
 //! in flight), set on each transition, so the closed hot path never touches it. An open
-//! breaker whose `open` has passed reads 1 until the next call becomes the trial.
+//! breaker whose `open` has passed reads 1 until the next call becomes the trial. It also
+//! counts its openings in `circuit_breaker_opens_total{breaker="<name>"}`: an open that closed
+//! again between two scrapes is missed by the gauge, not by the counter.
 
 use std::{
     sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
@@ -58,6 +60,8 @@ pub struct CircuitBreaker {
     config: BreakerConfig,
     /// `circuit_breaker_state{breaker}`, when named.
     gauge: Option<metrics::Gauge>,
+    /// `circuit_breaker_opens_total{breaker}`, when named.
+    opens: Option<metrics::Counter>,
     state: AtomicU8,
     failures: AtomicU32,
     /// When the breaker last opened, or (half-open) when the trial started, in ms since
@@ -80,6 +84,7 @@ impl CircuitBreaker {
         Self {
             config,
             gauge: None,
+            opens: None,
             state: AtomicU8::new(CLOSED),
             failures: AtomicU32::new(0),
             opened_at_ms: AtomicU64::new(0),
@@ -97,12 +102,20 @@ impl CircuitBreaker {
     /// Names the breaker (`shard0-primary`, `redis`) and exports its state under that name.
     /// Name it after the metrics recorder is installed (`App::build` does that first).
     pub fn named(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
         let gauge = metrics::gauge!(
             crate::telemetry::names::CIRCUIT_BREAKER_STATE,
-            "breaker" => name.into()
+            "breaker" => name.clone()
         );
         gauge.set(f64::from(self.state.load(Ordering::Acquire)));
         self.gauge = Some(gauge);
+        let opens = metrics::counter!(
+            crate::telemetry::names::CIRCUIT_BREAKER_OPENS,
+            "breaker" => name
+        );
+        // Registered at zero, so a rate over it exists before the first opening.
+        opens.increment(0);
+        self.opens = Some(opens);
         self
     }
 
@@ -189,8 +202,15 @@ impl CircuitBreaker {
 
     fn open(&self) {
         self.opened_at_ms.store(self.now_ms(), Ordering::Release);
-        self.state.store(OPEN, Ordering::Release);
+        // Failing callers racing past the threshold may all get here: only the one that
+        // made the transition counts it.
+        let previous = self.state.swap(OPEN, Ordering::AcqRel);
         self.publish(OPEN);
+        if previous != OPEN
+            && let Some(opens) = &self.opens
+        {
+            opens.increment(1);
+        }
     }
 
     /// The gauge's values are the state constants: 0 closed, 1 open, 2 half-open.
@@ -248,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn a_named_breaker_exports_every_transition_as_a_gauge() {
+    fn a_named_breaker_exports_every_transition_and_counts_its_openings() {
         // A recorder of its own, so no other test's series can interfere.
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
@@ -264,13 +284,36 @@ mod tests {
                 })
                 .map(str::to_owned)
         };
+        let opens = || {
+            handle
+                .render()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(r#"circuit_breaker_opens_total{breaker="test-dependency"} "#)
+                })
+                .map(str::to_owned)
+        };
         assert_eq!(state().as_deref(), Some("0"), "closed from the start");
-        for _ in 0..3 {
+        assert_eq!(opens().as_deref(), Some("0"), "registered at zero");
+        for _ in 0..4 {
             b.record_failure();
         }
         assert_eq!(state().as_deref(), Some("1"), "open");
+        b.trip();
+        assert_eq!(
+            opens().as_deref(),
+            Some("1"),
+            "one opening, however many failures"
+        );
         assert!(b.admit().is_ok(), "the trial");
         assert_eq!(state().as_deref(), Some("2"), "half-open");
+        b.record_failure();
+        assert_eq!(
+            opens().as_deref(),
+            Some("2"),
+            "a failed trial opens it again"
+        );
+        assert!(b.admit().is_ok(), "the next trial");
         b.record_success();
         assert_eq!(state().as_deref(), Some("0"), "closed again");
     }

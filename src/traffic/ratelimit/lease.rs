@@ -66,6 +66,11 @@ impl Leases {
         }
     }
 
+    /// Keys holding a slot (moka's count, which lags its pending work by moments).
+    pub(super) fn keys(&self) -> u64 {
+        self.map.entry_count()
+    }
+
     /// Whether leases are on (`ratelimit.max_lease > 1`).
     pub(super) fn enabled(&self) -> bool {
         self.max > 1

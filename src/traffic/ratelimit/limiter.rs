@@ -85,6 +85,12 @@ impl RateLimiter {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Sets `in_process_entries{map="ratelimit_leases"}`: keys holding a local lease slot
+    /// (sampled at scrape).
+    pub fn report_gauges(&self) {
+        crate::telemetry::metrics::report_entries("ratelimit_leases", self.leases.keys());
+    }
+
     /// [`Self::check`], spending from this instance's lease for `key` when it holds enough
     /// (no round trip), else taking a new lease in the same single call (`lease.rs`).
     ///
