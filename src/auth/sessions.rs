@@ -91,6 +91,13 @@ impl CredentialVersions {
         }
     }
 
+    /// Sets `in_process_entries{map="credential_versions"}` (sampled at scrape).
+    pub fn report_gauges(&self) {
+        if let Some(cache) = &self.cache {
+            crate::telemetry::metrics::report_entries("credential_versions", cache.entry_count());
+        }
+    }
+
     /// Forgets what this instance knew of `user_id` (after its password changed or it was
     /// deleted here), so this instance refuses the old tokens at once.
     pub async fn forget(&self, user_id: i64) {

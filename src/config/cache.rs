@@ -76,6 +76,32 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
+    /// The longest a cached entry may live: past this, TTL arithmetic (jitter, fences at
+    /// twice the TTL) would overflow, and nothing should be cached for longer anyway.
+    const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+    pub(super) fn validate(&self) -> anyhow::Result<()> {
+        for (name, ttl) in [
+            ("ttl", self.ttl),
+            ("negative_ttl", self.negative_ttl),
+            ("l1_ttl", self.l1_ttl),
+        ] {
+            anyhow::ensure!(
+                !ttl.is_zero() && ttl <= Self::MAX_TTL,
+                "cache.{name} must be more than 0s and at most 30 days"
+            );
+        }
+        anyhow::ensure!(
+            self.ttl_jitter.is_finite() && (0.0..=0.5).contains(&self.ttl_jitter),
+            "cache.ttl_jitter must be between 0.0 and 0.5 (a fraction of the TTL)"
+        );
+        anyhow::ensure!(
+            !self.command_timeout.is_zero(),
+            "cache.command_timeout must be more than 0s"
+        );
+        Ok(())
+    }
+
     /// This section with the Redis password masked.
     pub(super) fn redacted(&self) -> Self {
         Self {

@@ -294,6 +294,7 @@ impl Config {
         self.consistency.validate()?;
         self.api.validate()?;
         self.telemetry.validate(self.http.addr)?;
+        self.cache.validate()?;
         // `/metrics` and the detailed `/readyz` show the shard layout, replicas' LSNs and
         // error rates: in production, only on an address of their own.
         anyhow::ensure!(

@@ -428,3 +428,21 @@ fn the_profile_decides_what_the_api_shows_unless_a_setting_does() {
     quiet_dev.telemetry.server_timing = Some(false);
     assert!(!quiet_dev.server_timing());
 }
+
+#[test]
+fn cache_lifetimes_and_jitter_out_of_range_are_refused_before_they_can_overflow() {
+    for tweak in [
+        (|c: &mut Config| c.cache.ttl_jitter = f64::INFINITY) as fn(&mut Config),
+        |c| c.cache.ttl_jitter = 1e300,
+        |c| c.cache.ttl_jitter = -0.1,
+        |c| c.cache.ttl = Duration::from_secs(u64::MAX),
+        |c| c.cache.negative_ttl = Duration::ZERO,
+        |c| c.cache.l1_ttl = Duration::from_secs(365 * 24 * 3600),
+    ] {
+        let mut config = Config::default();
+        tweak(&mut config);
+        let err = config.validate().expect_err("out of range");
+        assert!(err.to_string().contains("cache."), "{err}");
+    }
+    Config::default().validate().expect("the defaults pass");
+}

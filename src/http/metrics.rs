@@ -55,6 +55,7 @@ pub async fn scrape(State(app): State<AppState>) -> Response {
     app.db.report_gauges();
     app.cache.report_gauges();
     app.api_keys.report_gauges();
+    app.credential_versions.report_gauges();
     app.limiter.report_gauges();
     crate::telemetry::metrics::report_process_gauges();
     (

@@ -155,8 +155,10 @@ fn consistency_token(
 /// health monitor last saw would not do: a token from a write just now is ahead of it.)
 ///
 /// Text: `0=0/3A3FB398, 1=0/1A2B3C; sig=<22 base64url characters>`, the tag over the token's
-/// own rendering, so a client may not edit, merge or reorder what it got; the service merges
-/// a token it receives into the one it answers a write with.
+/// canonical rendering: a client cannot change the value it got (another LSN, another
+/// shard, a merge of two tokens), though a respelling of the same value (spaces, order)
+/// still verifies. The service merges a token it receives into the one it answers a write
+/// with.
 #[derive(Debug, Clone)]
 pub struct ConsistencyTokens {
     signer: Signer,
