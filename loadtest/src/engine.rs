@@ -112,6 +112,11 @@ pub struct Plan {
     /// answers; `None`: not sent, so answers come uncompressed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept_encoding: Option<String>,
+    /// Each client keeps the `X-Consistency-Token` its last write was answered with and
+    /// sends it on every later request, as a client wanting read-your-writes does; the
+    /// staleness auditor then counts those reads apart (`token="yes"`).
+    #[serde(default)]
+    pub carry_token: bool,
 }
 
 impl Default for Plan {
@@ -125,6 +130,7 @@ impl Default for Plan {
             seed: 42,
             rate: None,
             accept_encoding: None,
+            carry_token: false,
         }
     }
 }
@@ -325,6 +331,7 @@ where
             .map(hyper::header::HeaderValue::from_str)
             .transpose()
             .map_err(|_| anyhow::anyhow!("--accept-encoding is not a header value"))?,
+        carry_token: plan.carry_token,
     });
     let clients: Vec<_> = (0..plan.connections)
         .map(|i| {
@@ -410,6 +417,7 @@ struct Shared {
     progress: Arc<Progress>,
     series: Option<Arc<Series>>,
     accept_encoding: Option<hyper::header::HeaderValue>,
+    carry_token: bool,
 }
 
 struct Tally {
@@ -452,10 +460,16 @@ enum Exchange {
         server_timing: Option<hyper::header::HeaderValue>,
         /// The body's length as received.
         bytes: u64,
+        /// The answer's `X-Consistency-Token` (writes), kept with `carry_token`.
+        consistency_token: Option<hyper::header::HeaderValue>,
     },
     Failed(anyhow::Error),
     TimedOut,
 }
+
+/// `X-Consistency-Token`, which writes answer with and `carry_token` clients send back.
+const CONSISTENCY_TOKEN: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-consistency-token");
 
 async fn client(
     index: usize,
@@ -463,6 +477,7 @@ async fn client(
     mut rng: Rng,
     latency_us: Histogram<u64>,
 ) -> Tally {
+    let mut carried_token: Option<hyper::header::HeaderValue> = None;
     let mut tally = Tally {
         responses: 0,
         non_2xx: BTreeMap::new(),
@@ -543,6 +558,11 @@ async fn client(
                             .headers_mut()
                             .insert(hyper::header::ACCEPT_ENCODING, encodings.clone());
                     }
+                    if let Some(token) = &carried_token {
+                        request
+                            .headers_mut()
+                            .insert(CONSISTENCY_TOKEN, token.clone());
+                    }
                     request
                 }
                 Err(err) => {
@@ -560,6 +580,10 @@ async fn client(
             };
             let status = response.status().as_u16();
             let server_timing = response.headers().get("server-timing").cloned();
+            let consistency_token = shared
+                .carry_token
+                .then(|| response.headers().get(CONSISTENCY_TOKEN).cloned())
+                .flatten();
             match response.into_body().collect().await {
                 Ok(body) => {
                     let body = body.to_bytes();
@@ -568,6 +592,7 @@ async fn client(
                         graphql_errors: call.graphql && contains(&body, b"\"errors\":"),
                         server_timing,
                         bytes: body.len() as u64,
+                        consistency_token,
                     }
                 }
                 Err(err) => Exchange::Failed(err.into()),
@@ -605,7 +630,11 @@ async fn client(
                 graphql_errors,
                 server_timing,
                 bytes,
+                consistency_token,
             } => {
+                if consistency_token.is_some() {
+                    carried_token = consistency_token;
+                }
                 if !measured {
                     continue;
                 }

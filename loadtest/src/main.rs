@@ -169,6 +169,10 @@ struct LoadArgs {
     /// compressed answers; the report's `bytes/answer` is what came over the wire.
     #[arg(long)]
     accept_encoding: Option<String>,
+    /// Each client sends back the `X-Consistency-Token` of its last write (read-your-writes),
+    /// so the staleness auditor's figures show what such a client sees.
+    #[arg(long)]
+    carry_token: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -185,6 +189,7 @@ impl LoadArgs {
             seed: self.seed,
             rate: self.rate,
             accept_encoding: self.accept_encoding.clone(),
+            carry_token: self.carry_token,
         }
     }
 

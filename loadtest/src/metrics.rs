@@ -64,6 +64,12 @@ pub struct Counters {
     /// `stale_reads_skipped_total`: sampled but not audited (every slot busy, or an error).
     #[serde(default)]
     pub audit_skipped: f64,
+    /// Of `audited`, reads whose client sent its consistency token (`token="yes"`).
+    #[serde(default)]
+    pub audited_with_token: f64,
+    /// Of `stale`, those (read-your-writes promises 0 of them).
+    #[serde(default)]
+    pub stale_with_token: f64,
     /// `stale_read_age_seconds_bucket` by [`AGE_BOUNDS`], cumulative, summed over labels.
     #[serde(default)]
     pub age_buckets: [f64; AGE_BOUNDS.len()],
@@ -90,8 +96,18 @@ impl Counters {
             let (name, labels) = series.split_once('{').unwrap_or((series, ""));
             match name {
                 "db_queries_total" if !labels.contains("op=\"audit\"") => counters.sql += value,
-                "stale_reads_audited_total" => counters.audited += value,
-                "stale_reads_total" => counters.stale += value,
+                "stale_reads_audited_total" => {
+                    counters.audited += value;
+                    if labels.contains("token=\"yes\"") {
+                        counters.audited_with_token += value;
+                    }
+                }
+                "stale_reads_total" => {
+                    counters.stale += value;
+                    if labels.contains("token=\"yes\"") {
+                        counters.stale_with_token += value;
+                    }
+                }
                 "stale_reads_skipped_total" => counters.audit_skipped += value,
                 "stale_read_age_seconds_bucket" => {
                     if let Some(i) = bucket_of(labels) {
@@ -134,6 +150,8 @@ impl Counters {
             audited: self.audited - before.audited,
             stale: self.stale - before.stale,
             audit_skipped: self.audit_skipped - before.audit_skipped,
+            audited_with_token: self.audited_with_token - before.audited_with_token,
+            stale_with_token: self.stale_with_token - before.stale_with_token,
             age_buckets,
         }
     }
@@ -370,6 +388,8 @@ db_queries_total{shard=\"0\",role=\"replica\",op=\"read\"} 10
 stale_reads_audited_total{strategy=\"none\",source=\"shard0-replica\",token=\"no\"} 90
 stale_reads_audited_total{strategy=\"none\",source=\"shard1-replica\",token=\"no\"} 10
 stale_reads_total{strategy=\"none\",source=\"shard0-replica\",token=\"no\"} 4
+stale_reads_audited_total{strategy=\"none\",source=\"shard0-replica\",token=\"yes\"} 20
+stale_reads_total{strategy=\"none\",source=\"shard0-replica\",token=\"yes\"} 1
 stale_reads_skipped_total{strategy=\"none\",reason=\"busy\"} 3
 stale_read_age_seconds_bucket{strategy=\"none\",source=\"shard0-replica\",token=\"no\",le=\"0.001\"} 0
 stale_read_age_seconds_bucket{strategy=\"none\",source=\"shard0-replica\",token=\"no\",le=\"0.0025\"} 2
@@ -381,7 +401,8 @@ stale_read_age_seconds_bucket{strategy=\"none\",source=\"shard0-replica\",token=
             c.sql, 10.0,
             "the audits' own statements are not the requests'"
         );
-        assert_eq!((c.audited, c.stale, c.audit_skipped), (100.0, 4.0, 3.0));
+        assert_eq!((c.audited, c.stale, c.audit_skipped), (120.0, 5.0, 3.0));
+        assert_eq!((c.audited_with_token, c.stale_with_token), (20.0, 1.0));
         let p50 = c.age_quantile(0.5).expect("stale reads of known age");
         assert!((p50 - 0.0025).abs() < 1e-12, "{p50}");
         let p99 = c.age_quantile(0.99).expect("stale reads of known age");

@@ -75,6 +75,12 @@ pub struct Staleness {
     pub p99_age_ms: Option<f64>,
     /// Sampled reads not audited (every audit slot busy, or the primary read failed).
     pub skipped: u64,
+    /// Of `audited`, reads whose client sent its consistency token (`--carry-token`).
+    #[serde(default)]
+    pub audited_with_token: u64,
+    /// Of `stale`, those: read-your-writes promises 0.
+    #[serde(default)]
+    pub stale_with_token: u64,
 }
 
 impl Staleness {
@@ -89,6 +95,8 @@ impl Staleness {
             stale_ratio: (counters.audited > 0.0).then(|| counters.stale / counters.audited),
             p99_age_ms: counters.age_quantile(0.99).map(|s| s * 1000.0),
             skipped: counters.audit_skipped.round() as u64,
+            audited_with_token: counters.audited_with_token.round() as u64,
+            stale_with_token: counters.stale_with_token.round() as u64,
         })
     }
 }
@@ -335,8 +343,9 @@ impl Report {
             "\n**Staleness: sampled reads served from the L1, Redis or a replica, read again on \
              the primary** (stale: the primary already held a newer value when it was served; \
              age: for how long; `–`: none)\n\n\
-             | workload | {knob} | req/s | audited | stale | stale % | p99 age ms | skipped |\n\
-             |---|---|--:|--:|--:|--:|--:|--:|\n"
+             | workload | {knob} | req/s | audited | stale | stale % | p99 age ms | skipped | \
+             with token: audited | with token: stale |\n\
+             |---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n"
         );
         for run in &self.runs {
             let Some(s) = &run.staleness else {
@@ -344,7 +353,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 run.workload,
                 run.setting,
                 thousands(run.requests_per_sec),
@@ -355,6 +364,8 @@ impl Report {
                 s.p99_age_ms
                     .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1}")),
                 thousands(s.skipped as f64),
+                thousands(s.audited_with_token as f64),
+                thousands(s.stale_with_token as f64),
             );
         }
         out
@@ -724,6 +735,8 @@ mod tests {
             audited: if setting == "two-tier" { 200.0 } else { 0.0 },
             stale: if setting == "two-tier" { 3.0 } else { 0.0 },
             audit_skipped: 0.0,
+            audited_with_token: if setting == "two-tier" { 50.0 } else { 0.0 },
+            stale_with_token: 0.0,
             age_buckets,
         };
         RunReport::new(workload, setting, &outcome, Some(counters))
@@ -799,9 +812,10 @@ mod tests {
     fn the_staleness_table_shows_what_the_auditor_found_next_to_the_throughput() {
         let report = report();
         let table = report.table();
-        assert!(table.contains("| workload | cache.strategy | req/s | audited | stale | stale % | p99 age ms | skipped |"), "{table}");
+        assert!(table.contains("| workload | cache.strategy | req/s | audited | stale | stale % | p99 age ms | skipped | with token: audited | with token: stale |"), "{table}");
         assert!(
-            table.contains("| user_hot | two-tier | 15,000 | 200 | 3 | 1.50 % | 2.5 | 0 |"),
+            table
+                .contains("| user_hot | two-tier | 15,000 | 200 | 3 | 1.50 % | 2.5 | 0 | 50 | 0 |"),
             "{table}"
         );
         assert!(

@@ -53,16 +53,23 @@ pub enum Workload {
     /// Run long (`--duration 10m`): what it watches is the service's memory and its in-process
     /// maps over time, not its speed.
     Soak,
+    /// Each client as its own writer (`--writers` at least `--connections`): 20 % POST
+    /// /v1/posts, 80 % GET of its own first page of posts. A client reads only what it wrote,
+    /// so with `--carry-token` every stale read the auditor finds breaks read-your-writes
+    /// (expected: none), and without it the same reads show what a client that drops its
+    /// token sees.
+    OwnWrites,
     /// GET / on the hello-world server: the machine's ceiling.
     Hello,
 }
 
 /// Workloads run only when named (`--workloads user_hot_v2,...`).
-pub const EXTRA: [Workload; 4] = [
+pub const EXTRA: [Workload; 5] = [
     Workload::Overload,
     Workload::UserHotV2,
     Workload::UsersPageV2,
     Workload::Soak,
+    Workload::OwnWrites,
 ];
 
 pub const STANDARD: [Workload; 6] = [
@@ -87,6 +94,7 @@ impl Workload {
             Self::UserHotV2 => "user_hot_v2",
             Self::UsersPageV2 => "users_page_v2",
             Self::Soak => "soak",
+            Self::OwnWrites => "own_writes",
             Self::Hello => "hello",
         }
     }
@@ -97,7 +105,10 @@ impl Workload {
     }
 
     fn needs_writers(self) -> bool {
-        matches!(self, Self::WriteMix | Self::Overload | Self::Soak)
+        matches!(
+            self,
+            Self::WriteMix | Self::Overload | Self::Soak | Self::OwnWrites
+        )
     }
 
     fn needs_ids(self) -> bool {
@@ -109,6 +120,7 @@ impl Workload {
                 | Self::WriteMix
                 | Self::UserHotV2
                 | Self::Soak
+                | Self::OwnWrites
         )
     }
 }
@@ -331,7 +343,7 @@ impl DataSet {
         let mut hot: Vec<i64> = shuffled.into_iter().take(options.hot.max(1)).collect();
         if workloads
             .iter()
-            .any(|w| matches!(w, Workload::WriteMix | Workload::Soak))
+            .any(|w| matches!(w, Workload::WriteMix | Workload::Soak | Workload::OwnWrites))
         {
             let mut writers = Vec::with_capacity(options.writers);
             for n in 1..=options.writers.max(1) {
@@ -535,6 +547,26 @@ impl Generator {
                         "/v1/users/{}/posts?limit=10",
                         Self::pick(&self.data.hot, rng)
                     ))
+                }
+            }
+            Workload::OwnWrites => {
+                let (id, token) = &self.data.writers[client % self.data.writers.len()];
+                if rng.below(5) == 0 {
+                    let n = rng.next_u64() % 1_000_000;
+                    Call {
+                        method: Method::POST,
+                        path: "/v1/posts".to_owned(),
+                        body: Some(
+                            json!({ "title": format!("own write {n}"), "body": "Written by loadtest own_writes." })
+                                .to_string()
+                                .into(),
+                        ),
+                        token: Some(token.clone()),
+                        graphql: false,
+                        class: None,
+                    }
+                } else {
+                    Call::get(format!("/v1/users/{id}/posts?limit=10"))
                 }
             }
             Workload::Overload => self.overload(client, rng),

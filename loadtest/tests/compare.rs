@@ -31,6 +31,7 @@ async fn a_failed_run_keeps_the_baseline_measured_before_it_in_an_incomplete_rep
             seed: 1,
             rate: None,
             accept_encoding: None,
+            carry_token: false,
         },
         data: DataOptions::default(),
         out: out.clone(),

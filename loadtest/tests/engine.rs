@@ -114,6 +114,7 @@ fn plan(connections: usize, duration_ms: u64, requests: Option<u64>) -> Plan {
         seed: 1,
         rate: None,
         accept_encoding: None,
+        carry_token: false,
     }
 }
 
@@ -516,4 +517,75 @@ async fn an_open_loop_keeps_its_rate_below_capacity_and_shows_the_queue_above_it
         "the backlog at the deadline is reported: {}",
         above.unfinished
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_carrying_its_token_sends_back_the_last_one_it_was_given() {
+    // A server that hands out a new token on every fifth request and records, for every
+    // request, whether it carried the last token handed out (one connection: sequential).
+    #[derive(Default)]
+    struct Seen {
+        issued: std::sync::Mutex<Option<String>>,
+        carried_last: AtomicU64,
+        carried_other: AtomicU64,
+        requests: AtomicU64,
+    }
+    let seen = Arc::new(Seen::default());
+    let app = Router::new()
+        .fallback(get(
+            |State(seen): State<Arc<Seen>>, headers: axum::http::HeaderMap| async move {
+                let n = seen.requests.fetch_add(1, Ordering::SeqCst);
+                let sent = headers
+                    .get("x-consistency-token")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let mut issued = seen.issued.lock().expect("lock");
+                match (&sent, &*issued) {
+                    (Some(sent), Some(last)) if sent == last => {
+                        seen.carried_last.fetch_add(1, Ordering::SeqCst);
+                    }
+                    (Some(_), _) => {
+                        seen.carried_other.fetch_add(1, Ordering::SeqCst);
+                    }
+                    (None, _) => {}
+                }
+                if n % 5 == 0 {
+                    let token = format!("0=0/{n:X}; sig=test");
+                    *issued = Some(token.clone());
+                    ([("x-consistency-token", token)], "written").into_response()
+                } else {
+                    "read".into_response()
+                }
+            },
+        ))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let outcome = load(
+        addr,
+        Plan {
+            carry_token: true,
+            ..plan(1, 60_000, Some(100))
+        },
+    )
+    .await;
+
+    // Every request after the first carried the last token handed out, and no other.
+    assert_eq!(outcome.responses, 100);
+    assert_eq!(seen.carried_last.load(Ordering::SeqCst), 99);
+    assert_eq!(seen.carried_other.load(Ordering::SeqCst), 0);
+
+    // Without the switch, nothing is sent back.
+    let before =
+        seen.carried_last.load(Ordering::SeqCst) + seen.carried_other.load(Ordering::SeqCst);
+    load(addr, plan(1, 60_000, Some(20))).await;
+    let after =
+        seen.carried_last.load(Ordering::SeqCst) + seen.carried_other.load(Ordering::SeqCst);
+    assert_eq!(after, before);
 }

@@ -40,6 +40,7 @@ async fn compare_runs_each_strategy_on_a_fresh_service_and_reads_its_sql_and_cac
             seed: 7,
             rate: None,
             accept_encoding: None,
+            carry_token: false,
         },
         data: DataOptions {
             writers: 2,
@@ -202,6 +203,7 @@ async fn compare_runs_the_rate_limits_off_and_on_out_of_reach_in_one_command() {
             seed: 7,
             rate: None,
             accept_encoding: None,
+            carry_token: false,
         },
         data: DataOptions::default(),
         out: dir.join("report"),
@@ -272,6 +274,7 @@ async fn the_overload_workload_reports_each_class_and_shows_shedding_on_against_
             seed: 7,
             rate: None,
             accept_encoding: None,
+            carry_token: false,
         },
         data: DataOptions {
             writers: 4,
