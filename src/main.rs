@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
                     ));
                 }
                 for (url, prefix) in stores {
-                    let dropped = seed::forget_cached(url, &[prefix]).await?;
+                    let dropped = seed::forget_cached(url, prefix).await?;
                     println!("seed: dropped {dropped} Redis entries under {prefix}:");
                 }
             }

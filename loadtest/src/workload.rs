@@ -492,6 +492,20 @@ impl Generator {
         })
     }
 
+    /// POST /v1/posts as the writer holding `token`: `{title} <n>`, signed by `workload`.
+    fn new_post(token: &Arc<str>, title: &str, workload: &str, rng: &mut Rng) -> Call {
+        let n = rng.next_u64() % 1_000_000;
+        let body = json!({ "title": format!("{title} {n}"), "body": format!("Written by loadtest {workload}.") });
+        Call {
+            method: Method::POST,
+            path: "/v1/posts".to_owned(),
+            body: Some(body.to_string().into()),
+            token: Some(token.clone()),
+            graphql: false,
+            class: None,
+        }
+    }
+
     fn pick(ids: &[i64], rng: &mut Rng) -> i64 {
         ids[rng.below(ids.len())]
     }
@@ -529,19 +543,7 @@ impl Generator {
             Workload::WriteMix => {
                 if rng.below(10) == 0 {
                     let (_, token) = &self.data.writers[client % self.data.writers.len()];
-                    let n = rng.next_u64() % 1_000_000;
-                    Call {
-                        method: Method::POST,
-                        path: "/v1/posts".to_owned(),
-                        body: Some(
-                            json!({ "title": format!("load test post {n}"), "body": "Written by loadtest write_mix." })
-                                .to_string()
-                                .into(),
-                        ),
-                        token: Some(token.clone()),
-                        graphql: false,
-                        class: None,
-                    }
+                    Self::new_post(token, "load test post", "write_mix", rng)
                 } else {
                     Call::get(format!(
                         "/v1/users/{}/posts?limit=10",
@@ -552,19 +554,7 @@ impl Generator {
             Workload::OwnWrites => {
                 let (id, token) = &self.data.writers[client % self.data.writers.len()];
                 if rng.below(5) == 0 {
-                    let n = rng.next_u64() % 1_000_000;
-                    Call {
-                        method: Method::POST,
-                        path: "/v1/posts".to_owned(),
-                        body: Some(
-                            json!({ "title": format!("own write {n}"), "body": "Written by loadtest own_writes." })
-                                .to_string()
-                                .into(),
-                        ),
-                        token: Some(token.clone()),
-                        graphql: false,
-                        class: None,
-                    }
+                    Self::new_post(token, "own write", "own_writes", rng)
                 } else {
                     Call::get(format!("/v1/users/{id}/posts?limit=10"))
                 }

@@ -66,41 +66,39 @@ pub fn allowed(profile: Profile) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drops every Redis key under each of `prefixes` (`<prefix>:*`), with SCAN and UNLINK: a
-/// reset's old rows must not be served from the cache afterwards. Returns how many went.
-pub async fn forget_cached(redis_url: &str, prefixes: &[&str]) -> anyhow::Result<u64> {
+/// Drops every Redis key under `prefix:` with SCAN and UNLINK (never FLUSHDB: the Redis may
+/// be shared): a reset's old rows must not be served from the cache afterwards. Returns how
+/// many went. (The load generator has the same loop in `loadtest/src/process.rs`: it is a
+/// crate of its own that does not link the service.)
+pub async fn forget_cached(redis_url: &str, prefix: &str) -> anyhow::Result<u64> {
     let client = redis::Client::open(redis_url).context("Failed to parse the Redis URL")?;
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
         .context("Failed to connect to Redis to drop the cache")?;
-    let mut dropped = 0;
-    for prefix in prefixes {
-        let pattern = format!("{prefix}:*");
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
+    let pattern = format!("{prefix}:*");
+    let (mut cursor, mut dropped) = (0_u64, 0);
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(&keys)
                 .query_async(&mut conn)
                 .await?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await?;
-                dropped += n;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+            dropped += n;
         }
+        if next == 0 {
+            return Ok(dropped);
+        }
+        cursor = next;
     }
-    Ok(dropped)
 }
 
 pub async fn seed(db: &Db, options: SeedOptions) -> anyhow::Result<SeedReport> {

@@ -68,6 +68,8 @@ async fn seed_refuses_production_and_an_unconfirmed_reset_and_a_reset_leaves_not
         .await;
     assert!(status.success(), "{output}");
     assert_eq!(users_in(&app).await, 10);
+    // The replicas replay the reset too (a read that misses the cache may go to one).
+    app.wait_for_replicas().await;
 
     // Assert: the 15th user is gone, and the cache does not say otherwise.
     assert_eq!(

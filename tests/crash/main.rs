@@ -217,24 +217,20 @@ async fn a_crash_after_deleting_the_row_leaves_no_user_and_frees_the_email() {
     assert_eq!(login(&app, "gone@example.com").await, StatusCode::OK);
 }
 
-/// Runs `change_email` in a task of its own, so the test can act while it waits at a pause.
-fn change_email_in_background(
+/// Starts re-emailing `user` to `email` in a task of its own, stops the saga after it
+/// reserved the new address, and runs the repair pass, which judges that reservation by the
+/// row (still holding the old address) and removes it. Returns the paused change.
+async fn change_email_with_its_reservation_repaired_away(
     app: &TestApp,
     user: &TestUser,
     email: &'static str,
-) -> tokio::task::JoinHandle<StatusCode> {
-    let request = app.users().patch(user.id, user, json!({ "email": email }));
-    tokio::spawn(async move { request.await.status() })
-}
-
-#[tokio::test]
-async fn an_email_change_whose_reservation_was_repaired_away_claims_the_address_again() {
-    // Arrange: the saga stops after reserving; the repair pass judges the reservation by the
-    // row, which still holds the old address, and removes it.
-    let app = app().await;
-    let user = app.register("slow-old@example.com", "Slow").await;
+) -> (
+    std::sync::Arc<scalable_api::db::failpoints::Pause>,
+    tokio::task::JoinHandle<StatusCode>,
+) {
     let pause = app.state.db.failpoints.pause("email:reserved");
-    let change = change_email_in_background(&app, &user, "slow-new@example.com");
+    let request = app.users().patch(user.id, user, json!({ "email": email }));
+    let change = tokio::spawn(async move { request.await.status() });
     pause.reached().await;
     app.state
         .db
@@ -242,6 +238,16 @@ async fn an_email_change_whose_reservation_was_repaired_away_claims_the_address_
         .repair_pass()
         .await
         .expect("repair pass");
+    (pause, change)
+}
+
+#[tokio::test]
+async fn an_email_change_whose_reservation_was_repaired_away_claims_the_address_again() {
+    // Arrange: the saga stops after reserving, and the repair pass removes the reservation.
+    let app = app().await;
+    let user = app.register("slow-old@example.com", "Slow").await;
+    let (pause, change) =
+        change_email_with_its_reservation_repaired_away(&app, &user, "slow-new@example.com").await;
     assert_eq!(entry_state(&app, "slow-new@example.com").await, None);
 
     // Act
@@ -267,15 +273,8 @@ async fn an_email_change_that_lost_its_address_to_another_user_puts_the_row_back
     // Arrange: as above, and while the saga waits another user registers the freed address.
     let app = app().await;
     let user = app.register("keep-old@example.com", "Keeper").await;
-    let pause = app.state.db.failpoints.pause("email:reserved");
-    let change = change_email_in_background(&app, &user, "contested@example.com");
-    pause.reached().await;
-    app.state
-        .db
-        .directory()
-        .repair_pass()
-        .await
-        .expect("repair pass");
+    let (pause, change) =
+        change_email_with_its_reservation_repaired_away(&app, &user, "contested@example.com").await;
     assert_eq!(
         register(&app, "contested@example.com").await,
         StatusCode::CREATED
