@@ -47,6 +47,19 @@ pub const AGE_BOUNDS: [f64; 17] = [
     f64::INFINITY,
 ];
 
+/// The samples of a Prometheus text exposition: (name, labels without their braces, value);
+/// comments and lines that do not parse are skipped.
+fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value = value.parse::<f64>().ok()?;
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            Some((name, labels.trim_end_matches('}'), value))
+        })
+}
+
 /// Counter totals at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
@@ -83,17 +96,7 @@ pub struct Counters {
 impl Counters {
     pub fn parse(text: &str) -> Self {
         let mut counters = Self::default();
-        for line in text.lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        for (name, labels, value) in samples(text) {
             match name {
                 "db_queries_total" if !labels.contains("op=\"audit\"") => counters.sql += value,
                 "stale_reads_audited_total" => {
@@ -238,18 +241,7 @@ impl Health {
             at,
             ..Self::default()
         };
-        for line in text.lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-            let labels = labels.trim_end_matches('}');
+        for (name, labels, value) in samples(text) {
             match name {
                 "db_read_fallback_total" => health.read_fallbacks += value,
                 "cache_requests_total" if label(labels, "result") == Some("bypass") => {
