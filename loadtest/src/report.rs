@@ -62,6 +62,18 @@ pub struct RunReport {
     pub staleness: Option<Staleness>,
 }
 
+/// A report folder's text parts: `dir/report.md` and `dir/report.json` (the chart is the
+/// caller's), `dir` created if need be.
+pub fn write_folder(dir: &Path, markdown: &str, json: &impl Serialize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::write(dir.join("report.md"), markdown)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(json)? + "\n",
+    )?;
+    Ok(())
+}
+
 /// What the service's staleness auditor found in a run's window: served reads (from the L1,
 /// Redis or a replica) read again on the primary, and how many were stale.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -547,12 +559,7 @@ impl Report {
 
     /// Writes `report.md`, `report.json` and `chart.svg` into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        std::fs::write(dir.join("report.md"), self.markdown())?;
-        std::fs::write(
-            dir.join("report.json"),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
+        write_folder(dir, &self.markdown(), self)?;
         self.chart(&dir.join("chart.svg"))
     }
 

@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::{task::JoinHandle, time::Instant};
 
@@ -447,12 +446,7 @@ impl FaultReport {
     }
 
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        std::fs::write(dir.join("report.md"), self.markdown())?;
-        std::fs::write(
-            dir.join("report.json"),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
+        crate::report::write_folder(dir, &self.markdown(), self)?;
         timechart::draw(self, &dir.join("chart.svg"))
     }
 }

@@ -48,6 +48,12 @@ where
             },
         ))
         .with_state((hits.clone(), behave));
+    let addr = spawn_router(app).await;
+    Server { hits, addr }
+}
+
+/// Serves `app` on a loopback port of its own, in the background.
+async fn spawn_router(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -55,7 +61,7 @@ where
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Server { hits, addr }
+    addr
 }
 
 /// Answers every even request at once and lets every odd one hang for a minute.
@@ -559,13 +565,7 @@ async fn a_client_carrying_its_token_sends_back_the_last_one_it_was_given() {
             },
         ))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = spawn_router(app).await;
 
     let outcome = load(
         addr,
