@@ -104,8 +104,7 @@ impl Shard {
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         if session.is_audit() {
-            let read = self.read_on(session, Role::Primary, Op::Audit, &self.primary, &query);
-            return self.on_primary(session, read).await;
+            return self.read_primary_as(session, Op::Audit, query).await;
         }
         if !session.wrote(self.id) && !self.replicas.is_empty() {
             let required = session.required(self.id);
@@ -203,8 +202,7 @@ impl Shard {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
-        let read = self.read_on(session, Role::Primary, Op::Read, &self.primary, &query);
-        self.on_primary(session, read).await
+        self.read_primary_as(session, Op::Read, query).await
     }
 
     /// A read on the primary counted as `op`'s (one that is not a request's data read).
